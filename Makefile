@@ -1,0 +1,36 @@
+# Every habit of the project. `make demo` and `make test` each build .venv first when needed.
+# GPU users: make venv TORCH_SPEC="torch==2.13.0" TORCH_PIP_ARGS="--index-url <your CUDA wheel index>"
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+EXTRAS ?= notebooks,test
+STAMP := $(VENV)/.saekit-installed
+
+.PHONY: venv test lint bench demo clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" >/dev/null
+	touch $@
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	$(BIN)/python -m benchmarks.run
+
+demo: venv
+	$(BIN)/saekit demo --profile quick
+	@echo "Open the notebooks with: $(BIN)/jupyter lab notebooks/"
+
+clean-venv:
+	rm -rf $(VENV)
