@@ -1,0 +1,200 @@
+"""The SAE base class: parameters, the pre-encoder bias, encode/decode, and the loss interface.
+
+Every architecture shares the affine maps and differs only in its activation and sparsity loss:
+
+    x̄   = x − b_dec                         (pre-encoder bias; skipped if apply_b_dec_to_input is False)
+    pre = x̄ W_enc + b_enc                   W_enc: [d_in, d_sae]
+    f   = σ(pre)                             the architecture's activation (ReLU, TopK, JumpReLU, ...)
+    x̂   = f W_dec + b_dec                    W_dec: [d_sae, d_in], row i = feature i's direction
+
+Weights use SAELens's layout and names, so folders move between the two toolkits unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class LossContext(NamedTuple):
+    """What a training step tells the SAE about the loss it should compute."""
+
+    sparsity_coefficient: float = 0.0  # λ of the architecture's sparsity penalty (L1 or L0); 0 turns it off
+    l1_weighted_by_decoder_norm: bool = False  # relu: λ Σ f_i ‖W_dec_i‖ (April 2024) instead of λ Σ f_i
+    dead: Tensor | None = None  # [d_sae] bool, features that have not fired lately (for AuxK)
+    aux_coefficient: float = 0.0  # weight of the auxiliary dead-feature loss (AuxK)
+    aux_k: int = 0  # number of dead features the AuxK loss may use per token
+
+
+class SAELoss(NamedTuple):
+    """A training step's loss and its parts, all scalars, plus the tensors the trainer tracks."""
+
+    total: Tensor
+    mse: Tensor  # mean over tokens of ‖x − x̂‖² (summed over d_in)
+    sparsity: Tensor  # the sparsity penalty before its coefficient (L1 or L0); 0 where none
+    auxiliary: Tensor  # the auxiliary loss before its coefficient; 0 where none
+    f: Tensor  # [batch, d_sae] feature activations
+    x_hat: Tensor  # [batch, d_in]
+
+
+class SAE(nn.Module):
+    """Base sparse autoencoder; subclasses set `arch` and define `activate` and `sparsity_loss`."""
+
+    arch: ClassVar[str] = ""
+    saelens_architecture: ClassVar[str] = ""  # the `architecture` value SAELens knows it by
+    normalizes_decoder: ClassVar[bool] = True  # whether the default recipe keeps ‖W_dec_i‖ = 1
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        *,
+        apply_b_dec_to_input: bool = True,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if d_in < 1 or d_sae < 1:
+            raise ValueError(f"d_in and n_features must be positive (got d_in={d_in}, n_features={d_sae})")
+        self.d_in, self.d_sae = int(d_in), int(d_sae)
+        self.apply_b_dec_to_input = apply_b_dec_to_input
+        self.metadata: dict[str, Any] = {}
+        kw = {"dtype": dtype, "device": device}
+        self.W_enc = nn.Parameter(torch.empty(d_in, d_sae, **kw))
+        self.W_dec = nn.Parameter(torch.empty(d_sae, d_in, **kw))
+        self.b_enc = nn.Parameter(torch.zeros(d_sae, **kw))
+        self.b_dec = nn.Parameter(torch.zeros(d_in, **kw))
+        self.reset_parameters(seed)
+
+    @torch.no_grad()
+    def reset_parameters(self, seed: int | None = None) -> None:
+        """Random unit-norm decoder rows, encoder = decoder transpose (OpenAI/Anthropic 2024 init)."""
+        g = torch.Generator(device="cpu")
+        g.manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        w = torch.randn(self.d_sae, self.d_in, generator=g, dtype=torch.float32)
+        w /= w.norm(dim=1, keepdim=True)
+        self.W_dec.copy_(w)
+        self.W_enc.copy_(w.T)
+        self.b_enc.zero_()
+        self.b_dec.zero_()
+
+    @classmethod
+    def create(cls, arch: str, d_in: int, n_features: int, **kwargs: Any) -> SAE:
+        """Build an SAE by architecture name: "relu", "topk", "batchtopk" or "jumprelu"."""
+        from saekit.saes.registry import sae_class
+
+        return sae_class(arch)(d_in, n_features, **kwargs)
+
+    # --- the forward maps -------------------------------------------------------------------------
+
+    def pre_acts(self, x: Tensor) -> Tensor:
+        """pre = (x − b_dec) W_enc + b_enc: [..., d_in] → [..., d_sae]."""
+        if self.apply_b_dec_to_input:
+            x = x - self.b_dec
+        return x @ self.W_enc + self.b_enc
+
+    def activate(self, pre: Tensor) -> Tensor:
+        """The inference activation σ(pre) → f."""
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Feature activations f: [..., d_in] → [..., d_sae]."""
+        return self.activate(self.pre_acts(x))
+
+    def decode(self, f: Tensor) -> Tensor:
+        """Reconstruction x̂ = f W_dec + b_dec: [..., d_sae] → [..., d_in]."""
+        return f @ self.W_dec + self.b_dec
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    # --- training ---------------------------------------------------------------------------------
+
+    def train_activate(self, pre: Tensor) -> Tensor:
+        """The activation used in training; architectures whose training differs override it."""
+        return self.activate(pre)
+
+    def sparsity_loss(self, f: Tensor, pre: Tensor, ctx: LossContext) -> Tensor:
+        """The sparsity penalty before its coefficient; zero for architectures that fix L0."""
+        return f.new_zeros(())
+
+    def aux_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor, ctx: LossContext) -> Tensor:
+        """An auxiliary loss (e.g. AuxK); zero unless the architecture defines one."""
+        return x.new_zeros(())
+
+    def loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
+        """Training loss = mse + λ·sparsity + α·auxiliary, with each part returned for logging."""
+        pre = self.pre_acts(x)
+        f = self.train_activate(pre)
+        x_hat = self.decode(f)
+        mse = (x_hat - x).pow(2).sum(-1).mean()
+        sparsity = self.sparsity_loss(f, pre, ctx)
+        aux = self.aux_loss(x, x_hat, pre, ctx)
+        total = mse + ctx.sparsity_coefficient * sparsity + ctx.aux_coefficient * aux
+        return SAELoss(total, mse, sparsity, aux, f, x_hat)
+
+    @torch.no_grad()
+    def after_step(self, f: Tensor) -> None:
+        """Hook for state an architecture updates after each optimiser step (e.g. BatchTopK's threshold)."""
+
+    # --- decoder norms ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Rescale each decoder row to unit norm."""
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+    @torch.no_grad()
+    def remove_parallel_decoder_grad(self) -> None:
+        """Drop the gradient component along each (unit) decoder row, so a step moves it on the sphere."""
+        if self.W_dec.grad is None:
+            return
+        g, w = self.W_dec.grad, self.W_dec
+        g -= (g * w).sum(dim=1, keepdim=True) * w
+
+    @torch.no_grad()
+    def scale_activations(self, factor: float) -> None:
+        """Make the SAE work on inputs multiplied by `factor` (features scale with them).
+
+        Used to fold the trainer's activation normalisation back into the weights: for positively
+        homogeneous activations, σ(c·pre) = c·σ(pre), so scaling the biases (and thresholds) is exact.
+        """
+        self.b_enc *= factor
+        self.b_dec *= factor
+
+    # --- description and persistence --------------------------------------------------------------
+
+    def saelens_tensors(self) -> dict[str, Tensor]:
+        """The weights under SAELens's names and shapes."""
+        return {"W_enc": self.W_enc, "W_dec": self.W_dec, "b_enc": self.b_enc, "b_dec": self.b_dec}
+
+    @torch.no_grad()
+    def load_saelens_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Copy weights given under SAELens's names (shapes already checked by the caller)."""
+        for name, param in SAE.saelens_tensors(self).items():
+            param.copy_(tensors[name])
+
+    def hyperparams(self) -> dict[str, Any]:
+        """Architecture-specific constructor arguments (saved in cfg.json and used to rebuild)."""
+        return {}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_enc.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device
+
+    def save(self, path: str) -> None:
+        """Write a SAELens-compatible folder: cfg.json + sae_weights.safetensors."""
+        from saekit.formats import save_sae
+
+        save_sae(self, path)
+
+    def extra_repr(self) -> str:
+        extra = ", ".join(f"{k}={v}" for k, v in self.hyperparams().items())
+        return f"arch={self.arch!r}, d_in={self.d_in}, d_sae={self.d_sae}" + (f", {extra}" if extra else "")

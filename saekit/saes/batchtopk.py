@@ -1,0 +1,71 @@
+"""BatchTopK SAE (Bussmann et al., 2024): TopK over the whole batch in training, a threshold at inference.
+
+    x̄ = x − b_dec,  pre = x̄ W_enc + b_enc
+    training:   f = ReLU(pre) where it is among the k·B largest values of the batch, else 0
+    inference:  f = ReLU(pre) · 1[pre > θ]
+    θ ← (1 − η) θ + η · min{f > 0}               a global threshold, an EMA over training batches
+    x̂ = f W_dec + b_dec,   L = ‖x − x̂‖² + α · AuxK   (AuxK as for TopK)
+
+Tokens may use more or fewer than k features, so the mean L0 is k while harder tokens get more.
+SAELens stores a trained BatchTopK SAE as a JumpReLU with θ in every feature; saekit does the same.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from saekit.saes.registry import register
+from saekit.saes.topk import TopKSAE, scatter_topk
+
+
+@register
+class BatchTopKSAE(TopKSAE):
+    arch = "batchtopk"
+    saelens_architecture = "jumprelu"
+
+    def __init__(self, d_in: int, d_sae: int, *, k: int = 32, threshold_lr: float = 0.01, **kwargs) -> None:
+        if not 0 < threshold_lr <= 1:
+            raise ValueError(f"threshold_lr is an EMA rate and must be in (0, 1] (got {threshold_lr})")
+        super().__init__(d_in, d_sae, k=k, **kwargs)
+        self.threshold_lr = float(threshold_lr)
+        self.register_buffer("threshold", torch.zeros((), dtype=self.dtype, device=self.device))
+
+    def activate(self, pre: Tensor) -> Tensor:
+        return torch.relu(pre) * (pre > self.threshold)
+
+    def train_activate(self, pre: Tensor) -> Tensor:
+        flat = pre.reshape(-1)  # TopK over every (token, feature) pair of the batch
+        k = min(self.k * (flat.numel() // self.d_sae), flat.numel())
+        return scatter_topk(flat, k).view_as(pre)
+
+    @torch.no_grad()
+    def after_step(self, f: Tensor) -> None:
+        kept = f[f > 0]
+        if kept.numel() == 0:
+            return
+        lowest = kept.min().to(self.threshold.dtype)
+        if self.threshold <= 0:  # first batch: start at the observed value instead of creeping up from 0
+            self.threshold.copy_(lowest)
+        else:
+            self.threshold.lerp_(lowest, self.threshold_lr)
+
+    @torch.no_grad()
+    def scale_activations(self, factor: float) -> None:
+        super().scale_activations(factor)
+        self.threshold *= factor
+
+    def saelens_tensors(self) -> dict[str, Tensor]:
+        return {**super().saelens_tensors(), "threshold": self.threshold.expand(self.d_sae)}
+
+    @torch.no_grad()
+    def load_saelens_tensors(self, tensors: dict[str, Tensor]) -> None:
+        theta = tensors["threshold"]
+        if not bool((theta == theta[0]).all()):
+            raise ValueError("a BatchTopK SAE has one global threshold, but this folder's `threshold` varies "
+                             "by feature: load it as arch 'jumprelu' instead")
+        super().load_saelens_tensors(tensors)
+        self.threshold.fill_(theta[0])
+
+    def hyperparams(self) -> dict:
+        return {"k": self.k, "threshold_lr": self.threshold_lr}

@@ -1,0 +1,32 @@
+"""ReLU SAE with an L1 penalty: the dictionary of "Towards Monosemanticity" (2023).
+
+    x̄ = x − b_dec
+    f = ReLU(x̄ W_enc + b_enc)
+    x̂ = f W_dec + b_dec
+    L = ‖x − x̂‖² + λ Σ_i f_i               2023: decoder rows kept at ‖W_dec_i‖ = 1
+    L = ‖x − x̂‖² + λ Σ_i f_i ‖W_dec_i‖     April 2024 update: decoder norms free, L1 weighted by them
+
+SAELens calls this architecture "standard".
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from saekit.saes.base import SAE, LossContext
+from saekit.saes.registry import register
+
+
+@register
+class ReLUSAE(SAE):
+    arch = "relu"
+    saelens_architecture = "standard"
+
+    def activate(self, pre: Tensor) -> Tensor:
+        return torch.relu(pre)
+
+    def sparsity_loss(self, f: Tensor, pre: Tensor, ctx: LossContext) -> Tensor:
+        if ctx.l1_weighted_by_decoder_norm:
+            return (f * self.W_dec.norm(dim=1)).sum(-1).mean()
+        return f.sum(-1).mean()

@@ -1,0 +1,53 @@
+"""TopK SAE (Gao et al., 2024): each token keeps its k largest pre-activations.
+
+    x̄ = x − b_dec
+    f = ReLU(TopK_k(x̄ W_enc + b_enc))            all but the k largest set to 0
+    x̂ = f W_dec + b_dec
+    L = ‖x − x̂‖² + α · AuxK
+    AuxK = ‖e − ê‖² / ‖e − ē‖²,   e = x − x̂ (no gradient),
+           ê = ReLU(TopK_{k_aux}(pre over dead features)) W_dec
+
+AuxK lets dead features learn to explain what the live ones miss; normalising by the residual's
+variance makes α = 1/32 work at any scale. L0 is fixed at k, so there is no sparsity penalty.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from saekit.saes.base import SAE, LossContext
+from saekit.saes.registry import register
+
+
+def scatter_topk(values: Tensor, k: int) -> Tensor:
+    """ReLU of the k largest entries of each row of `values`, zeros elsewhere: [..., n] → [..., n]."""
+    top, idx = values.topk(k, dim=-1, sorted=False)
+    return torch.zeros_like(values).scatter_(-1, idx, top.relu())
+
+
+@register
+class TopKSAE(SAE):
+    arch = "topk"
+    saelens_architecture = "topk"
+
+    def __init__(self, d_in: int, d_sae: int, *, k: int = 32, **kwargs) -> None:
+        if not 1 <= k <= d_sae:
+            raise ValueError(f"k must be between 1 and n_features={d_sae} (got k={k})")
+        super().__init__(d_in, d_sae, **kwargs)
+        self.k = int(k)
+
+    def activate(self, pre: Tensor) -> Tensor:
+        return scatter_topk(pre, self.k)
+
+    def aux_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor, ctx: LossContext) -> Tensor:
+        if ctx.dead is None or ctx.aux_k < 1 or not bool(ctx.dead.any()):
+            return x.new_zeros(())
+        k_aux = min(ctx.aux_k, int(ctx.dead.sum()))
+        e = (x - x_hat).detach()  # [batch, d_in]
+        dead_pre = pre.masked_fill(~ctx.dead, float("-inf"))
+        e_hat = scatter_topk(dead_pre, k_aux) @ self.W_dec
+        return (e_hat - e).pow(2).sum(-1).mean() / (e - e.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+
+    def hyperparams(self) -> dict:
+        return {"k": self.k}
