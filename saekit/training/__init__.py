@@ -1,0 +1,6 @@
+"""Training SAEs: the trainer, its config, and the pieces of the recipe (schedules, resampling, tracking)."""
+
+from saekit.training.config import TrainConfig
+from saekit.training.trainer import Trainer, TrainResult, train
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train"]

@@ -1,0 +1,116 @@
+"""The training recipe as one frozen dataclass, with the paper's recipes as presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train an SAE. Every field has a default that works; presets give the published recipes."""
+
+    total_tokens: int = 2_000_000
+    """Tokens (activation vectors) to train on; training stops after the batch that reaches it."""
+    lr: float = 3e-4
+    """Adam's peak learning rate."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's (β1, β2)."""
+    lr_warmup_fraction: float = 0.01
+    """Share of training over which the learning rate rises linearly from 0 to `lr`."""
+    lr_decay_fraction: float = 0.2
+    """Share of training at the end over which the learning rate falls linearly to 0."""
+    l1_coefficient: float = 5.0
+    """relu: λ of the L1 penalty, in units where activations are normalised (see `normalize_activations`)."""
+    l1_warmup_fraction: float = 0.05
+    """relu/jumprelu: share of training over which λ rises linearly from 0 to its value."""
+    l1_weighted_by_decoder_norm: bool = False
+    """relu: penalise λ Σ f_i ‖W_dec_i‖ (April 2024 update) instead of λ Σ f_i."""
+    l0_coefficient: float = 1.0
+    """jumprelu: λ of the L0 penalty."""
+    aux_k_coefficient: float = 1 / 32
+    """topk/batchtopk: weight α of the AuxK dead-feature loss; 0 turns it off."""
+    aux_k: int | None = None
+    """topk/batchtopk: dead features AuxK may use per token; None means d_in // 2 (OpenAI's choice)."""
+    decoder_norm: Literal["unit", "free"] = "unit"
+    """"unit": decoder rows kept at norm 1 (gradient along them removed); "free": unconstrained."""
+    decoder_init_norm: float | None = None
+    """If set, decoder rows start at this norm (April 2024: 0.1) and W_enc = W_decᵀ; None keeps the SAE's init."""
+    init_b_dec: Literal["geometric_median", "mean", "zero", "keep"] = "geometric_median"
+    """How b_dec starts: the first batch's geometric median (the paper), its mean, zero, or left as is."""
+    normalize_activations: bool = True
+    """Scale inputs so E‖x‖ = √d_in while training (λ then means the same at any scale); folded out at the end."""
+    resample_at: tuple[float, ...] = ()
+    """Fractions of training at which dead features are resampled (the 2023 recipe: 4 times); () = never."""
+    dead_window_tokens: int = 1_000_000
+    """A feature that fires on none of this many consecutive tokens counts as dead."""
+    resample_pool_tokens: int = 65_536
+    """Recent inputs kept to draw resampled directions from."""
+    dense_threshold: float = 0.1
+    """A feature firing on more than this share of tokens counts as dense."""
+    log_every_steps: int = 10
+    """Steps between rows of the history (and progress-bar updates)."""
+    checkpoint_dir: str | None = None
+    """Folder for checkpoints (each a loadable SAE folder plus trainer state); None = no checkpoints."""
+    checkpoint_every_tokens: int | None = None
+    """Tokens between checkpoints; None = only at the end (when checkpoint_dir is set)."""
+    seed: int = 0
+    """Seed for resampling's draws (the SAE's own init is seeded at creation)."""
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"TrainConfig: {msg}")
+
+        need(self.total_tokens > 0, f"total_tokens must be positive (got {self.total_tokens})")
+        need(self.lr > 0, f"lr must be positive (got {self.lr})")
+        need(all(0 <= b < 1 for b in self.adam_betas), f"adam_betas must be in [0, 1) (got {self.adam_betas})")
+        for name in ("lr_warmup_fraction", "lr_decay_fraction", "l1_warmup_fraction"):
+            need(0 <= getattr(self, name) <= 1, f"{name} is a share of training: use a value in [0, 1]")
+        need(self.lr_warmup_fraction + self.lr_decay_fraction <= 1,
+             "lr_warmup_fraction + lr_decay_fraction must not exceed 1")
+        for name in ("l1_coefficient", "l0_coefficient", "aux_k_coefficient"):
+            need(getattr(self, name) >= 0, f"{name} must be ≥ 0 (got {getattr(self, name)})")
+        need(self.aux_k is None or self.aux_k > 0, "aux_k must be positive, or None for d_in // 2")
+        need(self.decoder_init_norm is None or self.decoder_init_norm > 0, "decoder_init_norm must be > 0")
+        need(self.dead_window_tokens > 0, "dead_window_tokens must be positive")
+        need(self.resample_pool_tokens > 0, "resample_pool_tokens must be positive")
+        need(0 < self.dense_threshold <= 1, "dense_threshold is a firing rate: use a value in (0, 1]")
+        need(self.log_every_steps > 0, "log_every_steps must be positive")
+        need(self.checkpoint_every_tokens is None or self.checkpoint_every_tokens > 0,
+             "checkpoint_every_tokens must be positive, or None")
+        need(self.checkpoint_every_tokens is None or self.checkpoint_dir is not None,
+             "checkpoint_every_tokens needs checkpoint_dir: say where checkpoints go")
+        points = self.resample_at
+        need(all(0 < p < 1 for p in points) and list(points) == sorted(set(points)),
+             f"resample_at must be increasing fractions in (0, 1) (got {points})")
+        if points:
+            need(self.dead_window_tokens <= points[0] * self.total_tokens,
+                 f"dead_window_tokens ({self.dead_window_tokens}) must fit before the first resample "
+                 f"({points[0] * self.total_tokens:.0f} tokens): lower it or resample later")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def towards_monosemanticity(cls, total_tokens: int = 2_000_000, **overrides: Any) -> TrainConfig:
+        """The 2023 recipe: unit-norm decoder, b_dec at the geometric median, L1, dead features
+        resampled 4 times in the first half (the paper: steps 25k/50k/75k/100k), each over a window
+        of half the spacing (the paper: 12.5k steps)."""
+        points = (0.1, 0.2, 0.3, 0.4)
+        base = dict(total_tokens=total_tokens, decoder_norm="unit", init_b_dec="geometric_median",
+                    l1_weighted_by_decoder_norm=False, resample_at=points,
+                    dead_window_tokens=max(1, int(total_tokens * 0.05)))
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def april_2024(cls, total_tokens: int = 2_000_000, **overrides: Any) -> TrainConfig:
+        """Anthropic's April 2024 update: decoder norms free and L1 weighted by them, W_enc = W_decᵀ at
+        start with decoder rows of norm 0.1, λ warm-up over the first 5 %, LR decay over the last 20 %,
+        no resampling."""
+        base = dict(total_tokens=total_tokens, decoder_norm="free", decoder_init_norm=0.1,
+                    l1_weighted_by_decoder_norm=True, l1_warmup_fraction=0.05, lr_decay_fraction=0.2,
+                    init_b_dec="zero", resample_at=())
+        return cls(**{**base, **overrides})

@@ -1,0 +1,323 @@
+"""The trainer: Adam over any iterable of activation batches, with the paper's recipe around it.
+
+`train(sae, batches, cfg)` is the whole interface. Inside: activations scaled to E‖x‖ = √d_in, b_dec
+started at the geometric median, LR warm-up/decay, λ warm-up, unit-norm decoder rows, dead/dense
+tracking, dead-feature resampling (relu) or AuxK (topk/batchtopk), a progress bar, a pandas history,
+checkpoints, and resume. The SAE it returns works on the original (unscaled) activations.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from saekit.saes import SAE, LossContext, SAELoss
+from saekit.training.checkpoint import checkpoint_name, find_checkpoint, read_checkpoint, write_checkpoint
+from saekit.training.config import TrainConfig
+from saekit.training.geometric_median import geometric_median
+from saekit.training.resampling import resample_dead
+from saekit.training.schedules import lr_factor, warmup_factor
+from saekit.training.tracking import FiringTracker
+
+
+@dataclass
+class TrainResult:
+    """What a training run leaves: the SAE (also trained in place), its history, and a summary."""
+
+    sae: SAE
+    history: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Progress:
+    """The trainer's counters: everything besides tensors that a checkpoint must restore."""
+
+    step: int = 0
+    tokens: int = 0
+    scale: float = 1.0  # inputs are multiplied by this while training
+    started: bool = False
+    resamples_done: int = 0
+    resampled_features: int = 0
+    next_checkpoint: int | None = None
+
+
+class Trainer:
+    """Trains one SAE; holds the optimiser, the firing record and the counters between steps."""
+
+    def __init__(self, sae: SAE, cfg: TrainConfig) -> None:
+        self.sae, self.cfg = sae, cfg
+        self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+        self.tracker = FiringTracker(sae.d_sae, cfg.dead_window_tokens, sae.device)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.progress = _Progress(next_checkpoint=cfg.checkpoint_every_tokens)
+        self.pool: deque[Tensor] = deque()  # recent training inputs, for resampling
+        self.history: list[dict[str, float]] = []
+        self.aux_k = cfg.aux_k or max(1, sae.d_in // 2)
+        self._training_units = False  # whether the SAE currently expects inputs multiplied by the scale
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def fit(self, batches: Iterable[Tensor], progress: bool = True) -> TrainResult:
+        """Train until cfg.total_tokens, then fold the input scale back into the SAE."""
+        cfg, p = self.cfg, self.progress
+        stream = self._skip_seen(iter(batches))
+        bar = tqdm(total=cfg.total_tokens, initial=min(p.tokens, cfg.total_tokens), unit="tok",
+                   unit_scale=True, desc=f"train {self.sae.arch} {self.sae.d_sae}", disable=not progress)
+        self._to_training_units()
+        try:
+            while p.tokens < cfg.total_tokens:
+                x = next(stream, None)
+                if x is None:
+                    bar.write(f"saekit.train: the batches ran out after {p.tokens:,} of {cfg.total_tokens:,} "
+                              "tokens; training stopped early")
+                    break
+                self._train_on(self._prepare(x), bar)
+            if cfg.checkpoint_dir:
+                self.save_checkpoint()
+        except KeyboardInterrupt:
+            if cfg.checkpoint_dir:
+                self.save_checkpoint()
+            raise
+        finally:
+            self._to_input_units()
+            bar.close()
+        return self._result()
+
+    def _train_on(self, x: Tensor, bar: tqdm) -> None:
+        p = self.progress
+        if not p.started:
+            self._start(x)
+        if p.scale != 1.0:
+            x = x * p.scale
+        out = self.step(x)
+        if p.step % self.cfg.log_every_steps == 0 or p.tokens >= self.cfg.total_tokens:
+            row = self._log_row(x, out)
+            self.history.append(row)
+            bar.set_postfix(mse=f"{row['mse']:.3g}", L0=f"{row['l0']:.1f}", dead=f"{row['dead_fraction']:.1%}")
+        bar.update(min(p.tokens, self.cfg.total_tokens) - bar.n)
+        self._maybe_resample()
+        if p.next_checkpoint is not None and p.tokens >= p.next_checkpoint:
+            self.save_checkpoint()
+            while p.next_checkpoint <= p.tokens:
+                p.next_checkpoint += self.cfg.checkpoint_every_tokens
+
+    def step(self, x: Tensor) -> SAELoss:
+        """One Adam step on x [batch, d_in] (training units); updates the counters and firing record."""
+        cfg, sae, p = self.cfg, self.sae, self.progress
+        n = x.shape[0]
+        progress = (p.tokens + n) / cfg.total_tokens
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_factor(progress, cfg.lr_warmup_fraction, cfg.lr_decay_fraction)
+        out = sae.loss(x, self._loss_context(progress))
+        self.optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        if cfg.decoder_norm == "unit":
+            sae.remove_parallel_decoder_grad()
+        self.optimizer.step()
+        if cfg.decoder_norm == "unit":
+            sae.normalize_decoder()
+        f = out.f.detach()
+        sae.after_step(f)
+        p.step += 1
+        p.tokens += n
+        self.tracker.update((f > 0).sum(0), n, p.tokens)
+        if cfg.resample_at:
+            self._remember(x)
+        return out
+
+    def _loss_context(self, progress: float) -> LossContext:
+        cfg, arch = self.cfg, self.sae.arch
+        ramp = warmup_factor(progress, cfg.l1_warmup_fraction)
+        sparsity = {"relu": cfg.l1_coefficient, "jumprelu": cfg.l0_coefficient}.get(arch, 0.0) * ramp
+        uses_aux = arch in ("topk", "batchtopk") and cfg.aux_k_coefficient > 0
+        return LossContext(
+            sparsity_coefficient=sparsity,
+            l1_weighted_by_decoder_norm=cfg.l1_weighted_by_decoder_norm,
+            dead=self.tracker.dead(self.progress.tokens) if uses_aux else None,
+            aux_coefficient=cfg.aux_k_coefficient if uses_aux else 0.0,
+            aux_k=self.aux_k,
+        )
+
+    # --- set-up, input handling -------------------------------------------------------------------
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        """Check a batch's shape and dtype and move it to the SAE's device."""
+        sae = self.sae
+        if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != sae.d_in:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"saekit.train wants batches shaped [batch, d_in={sae.d_in}], got {shape}")
+        if x.dtype != sae.dtype:
+            raise TypeError(
+                f"the batches are {x.dtype} but the SAE is {sae.dtype}: create the SAE with dtype={x.dtype} "
+                f"or cast the activations with .to({sae.dtype})"
+            )
+        return x.to(sae.device, non_blocking=True)
+
+    @torch.no_grad()
+    def _start(self, x: Tensor) -> None:
+        """First batch: choose the input scale and initialise b_dec and the decoder as the recipe asks."""
+        cfg, sae, p = self.cfg, self.sae, self.progress
+        if cfg.normalize_activations:
+            p.scale = math.sqrt(sae.d_in) / x.norm(dim=1).mean().clamp_min(1e-12).item()
+            x = x * p.scale
+            sae.scale_activations(p.scale)  # exact no-op for a fresh SAE; keeps a pre-trained one consistent
+        self._training_units = True
+        if cfg.decoder_init_norm is not None:
+            sae.normalize_decoder()
+            sae.W_dec *= cfg.decoder_init_norm
+            sae.W_enc.copy_(sae.W_dec.T)
+        elif cfg.decoder_norm == "unit":
+            sae.normalize_decoder()
+        sample = x[:4096]
+        if cfg.init_b_dec == "geometric_median":
+            sae.b_dec.copy_(geometric_median(sample).to(sae.dtype))
+        elif cfg.init_b_dec == "mean":
+            sae.b_dec.copy_(sample.mean(0))
+        elif cfg.init_b_dec == "zero":
+            sae.b_dec.zero_()
+        p.started = True
+
+    def _to_training_units(self) -> None:
+        """Scale the SAE to work on scaled inputs (no-op before the scale is known or when already done)."""
+        if self.progress.started and not self._training_units:
+            self.sae.scale_activations(self.progress.scale)
+            self._training_units = True
+
+    def _to_input_units(self) -> None:
+        """Fold the input scale out again, so the SAE works on the activations as given."""
+        if self._training_units:
+            self.sae.scale_activations(1.0 / self.progress.scale)
+            self._training_units = False
+
+    def _skip_seen(self, it: Iterator[Tensor]) -> Iterator[Tensor]:
+        """On resume, pass over the batches earlier steps consumed (keeping the recent ones for resampling)."""
+        for _ in range(self.progress.step):
+            x = next(it, None)
+            if x is None:
+                raise ValueError(
+                    f"resuming at step {self.progress.step}, but the batches ran out before it: pass the same "
+                    "batches from the start (the trainer skips what it has already seen)"
+                )
+            if self.cfg.resample_at:
+                self._remember(x.to(self.sae.device) * self.progress.scale)
+        yield from it
+
+    # --- dead features ----------------------------------------------------------------------------
+
+    def _remember(self, x: Tensor) -> None:
+        self.pool.append(x.detach())
+        while sum(b.shape[0] for b in self.pool) - self.pool[0].shape[0] >= self.cfg.resample_pool_tokens:
+            self.pool.popleft()
+
+    def _maybe_resample(self) -> None:
+        cfg, p = self.cfg, self.progress
+        if p.resamples_done >= len(cfg.resample_at):
+            return
+        if p.tokens < cfg.resample_at[p.resamples_done] * cfg.total_tokens:
+            return
+        dead = self.tracker.dead(p.tokens)
+        ids = resample_dead(self.sae, self.optimizer, torch.cat(list(self.pool)), dead, self.generator)
+        self.tracker.revive(ids, p.tokens)
+        p.resamples_done += 1
+        p.resampled_features += int(ids.numel())
+        self.history.append({**self._status(), "resampled": float(ids.numel())})
+
+    # --- logging ----------------------------------------------------------------------------------
+
+    def _status(self) -> dict[str, float]:
+        p = self.progress
+        dense = self.tracker.recent_density() > self.cfg.dense_threshold
+        seen_a_window = p.tokens >= self.cfg.dead_window_tokens
+        dead = self.tracker.dead(p.tokens).float().mean().item() if seen_a_window else 0.0
+        return {"step": p.step, "tokens": p.tokens, "lr": self.optimizer.param_groups[0]["lr"],
+                "dead_fraction": dead, "dense_fraction": dense.float().mean().item()}
+
+    @torch.no_grad()
+    def _log_row(self, x: Tensor, out: SAELoss) -> dict[str, float]:
+        variance = (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+        return {
+            **self._status(),
+            "loss": out.total.item(), "mse": out.mse.item(), "fvu": (out.mse / variance).item(),
+            "sparsity": out.sparsity.item(), "auxiliary": out.auxiliary.item(),
+            "l0": (out.f > 0).sum(-1).float().mean().item(),
+        }
+
+    def _result(self) -> TrainResult:
+        history = pd.DataFrame(self.history)
+        last = history.iloc[-1].to_dict() if len(history) else {}
+        summary = {
+            "arch": self.sae.arch, "d_in": self.sae.d_in, "d_sae": self.sae.d_sae,
+            "tokens": self.progress.tokens, "steps": self.progress.step, "activation_scale": self.progress.scale,
+            "resampled_features": self.progress.resampled_features,
+            **{k: last[k] for k in ("mse", "fvu", "l0", "dead_fraction", "dense_fraction") if k in last},
+            "config": dataclasses.asdict(self.cfg),
+        }
+        self.sae.metadata["training"] = summary
+        return TrainResult(self.sae, history, summary)
+
+    # --- checkpoints ------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Write a checkpoint for the current step into cfg.checkpoint_dir."""
+        p = self.progress
+        tensors = {f"sae.{k}": v for k, v in self.sae.state_dict().items()}
+        for i, param in enumerate(self.sae.parameters()):
+            for k, v in self.optimizer.state.get(param, {}).items():
+                tensors[f"optim.{i}.{k}"] = v if isinstance(v, Tensor) else torch.tensor(v)
+        tensors.update({f"tracker.{k}": v for k, v in self.tracker.state().items()})
+        tensors["rng"] = self.generator.get_state()
+        state = {"progress": dataclasses.asdict(p), "history": self.history,
+                 "config": dataclasses.asdict(self.cfg), "arch": self.sae.arch, "d_sae": self.sae.d_sae}
+
+        def save_sae_folder(folder: Path) -> None:  # a copy in input units, for load_sae
+            export = copy.deepcopy(self.sae)
+            if self._training_units:
+                export.scale_activations(1.0 / p.scale)
+            export.save(folder)
+
+        return write_checkpoint(Path(self.cfg.checkpoint_dir) / checkpoint_name(p.tokens), save_sae_folder,
+                                tensors, state)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore everything a checkpoint holds; the next `fit` continues where that run stopped."""
+        folder = find_checkpoint(path)
+        tensors, state = read_checkpoint(folder)
+        if state.get("arch") != self.sae.arch or state.get("d_sae") != self.sae.d_sae:
+            raise ValueError(f"checkpoint {folder} is for a {state.get('arch')} SAE with {state.get('d_sae')} "
+                             f"features, not this {self.sae.arch} SAE with {self.sae.d_sae}")
+        self.sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
+        for i, param in enumerate(self.sae.parameters()):
+            prefix = f"optim.{i}."
+            st = {k[len(prefix):]: v.to(param.device) for k, v in tensors.items() if k.startswith(prefix)}
+            if st:
+                self.optimizer.state[param] = st
+        self.tracker.load_state({k[8:]: v for k, v in tensors.items() if k.startswith("tracker.")})
+        self.generator.set_state(tensors["rng"])
+        self.progress = _Progress(**state["progress"])
+        self.history = state["history"]
+        self._training_units = self.progress.started  # the saved weights are in training units
+
+
+def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig | None = None, *,
+          resume: str | Path | None = None, progress: bool = True) -> TrainResult:
+    """Train `sae` in place on batches [batch, d_in] until cfg.total_tokens; returns the SAE and history.
+
+    resume: a checkpoint folder (or a checkpoint_dir, for its latest) of an earlier run with the same
+    config; pass the same batches from the start: the steps already taken are skipped.
+    """
+    trainer = Trainer(sae, cfg or TrainConfig())
+    if resume is not None:
+        trainer.load_checkpoint(resume)
+    return trainer.fit(batches, progress=progress)

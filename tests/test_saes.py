@@ -1,0 +1,171 @@
+import pytest
+import torch
+
+import saekit
+from saekit.saes import LossContext, architectures
+
+from helpers import ARCHS, make_sae
+
+D_IN, D_SAE = 16, 48
+
+
+def make(arch, **kw):
+    return make_sae(arch, D_IN, D_SAE, **kw)
+
+
+def reference_encode(sae, x):
+    """The architectures' equations written out independently of the classes."""
+    pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+    if sae.arch == "relu":
+        return torch.relu(pre)
+    if sae.arch == "topk":
+        kth = pre.sort(dim=-1, descending=True).values[:, sae.k - 1 : sae.k]
+        return torch.where(pre >= kth, torch.relu(pre), torch.zeros_like(pre))
+    if sae.arch in ("batchtopk", "jumprelu"):
+        return torch.where(pre > sae.threshold, torch.relu(pre), torch.zeros_like(pre))
+    raise AssertionError(sae.arch)
+
+
+def test_all_architectures_registered():
+    assert set(ARCHS) <= set(architectures())
+
+
+def test_unknown_architecture_lists_choices():
+    with pytest.raises(ValueError, match="choose one of"):
+        saekit.SAE.create("gated-ish", D_IN, D_SAE)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_encode_decode_match_equations(arch):
+    sae = make(arch)
+    x = torch.randn(64, D_IN)
+    with torch.no_grad():
+        f = sae.encode(x)
+        assert f.shape == (64, D_SAE)
+        torch.testing.assert_close(f, reference_encode(sae, x))
+        torch.testing.assert_close(sae.decode(f), f @ sae.W_dec + sae.b_dec)
+        torch.testing.assert_close(sae(x), sae.decode(f))
+        assert (f >= 0).all()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_init_unit_decoder_and_tied_encoder(arch):
+    sae = saekit.SAE.create(arch, D_IN, D_SAE, seed=3)
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(D_SAE))
+    torch.testing.assert_close(sae.W_enc, sae.W_dec.T)
+    again = saekit.SAE.create(arch, D_IN, D_SAE, seed=3)
+    assert torch.equal(sae.W_dec, again.W_dec)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_scale_activations_is_exact_refolding(arch):
+    """After scale_activations(c), the SAE on c·x gives c·(features) and c·(reconstruction)."""
+    sae = make(arch)
+    x = torch.randn(32, D_IN)
+    with torch.no_grad():
+        f, x_hat = sae.encode(x), sae(x)
+        sae.scale_activations(3.0)
+        torch.testing.assert_close(sae.encode(3.0 * x), 3.0 * f)
+        torch.testing.assert_close(sae(3.0 * x), 3.0 * x_hat)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_loss_parts_and_gradients(arch):
+    sae = make(arch)
+    x = torch.randn(32, D_IN)
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[:10] = True
+    out = sae.loss(x, LossContext(sparsity_coefficient=0.1, dead=dead, aux_coefficient=1 / 32, aux_k=4))
+    mse = (out.x_hat - x).pow(2).sum(-1).mean()
+    torch.testing.assert_close(out.mse, mse)
+    torch.testing.assert_close(out.total, out.mse + 0.1 * out.sparsity + out.auxiliary / 32)
+    out.total.backward()
+    assert sae.W_enc.grad is not None and torch.isfinite(sae.W_enc.grad).all()
+    if arch == "relu":
+        torch.testing.assert_close(out.sparsity, out.f.sum(-1).mean())
+    if arch == "jumprelu":
+        torch.testing.assert_close(out.sparsity, (out.f > 0).float().sum(-1).mean())
+        assert sae.threshold.grad is not None
+    if arch in ("topk", "batchtopk"):
+        assert out.auxiliary > 0
+
+
+def test_relu_l1_weighted_by_decoder_norm():
+    sae = make("relu")
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.linspace(0.5, 2.0, D_SAE)[:, None])
+    x = torch.randn(8, D_IN)
+    out = sae.loss(x, LossContext(sparsity_coefficient=1.0, l1_weighted_by_decoder_norm=True))
+    expected = (out.f * sae.W_dec.norm(dim=1)).sum(-1).mean()
+    torch.testing.assert_close(out.sparsity, expected)
+
+
+def test_topk_keeps_k_and_auxk_is_zero_without_dead():
+    sae = make("topk")
+    x = torch.randn(20, D_IN)
+    assert ((sae.encode(x) > 0).sum(-1) <= sae.k).all()
+    out = sae.loss(x, LossContext(dead=torch.zeros(D_SAE, dtype=torch.bool), aux_coefficient=1.0, aux_k=4))
+    assert out.auxiliary == 0
+
+
+def test_auxk_matches_hand_computation():
+    sae = make("topk")
+    x = torch.randn(10, D_IN)
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[[1, 5, 7, 9]] = True
+    out = sae.loss(x, LossContext(dead=dead, aux_coefficient=1.0, aux_k=2))
+    with torch.no_grad():
+        pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+        e = x - out.x_hat
+        acts = torch.zeros_like(pre)
+        for t in range(10):
+            cand = sorted(((pre[t, i].item(), i) for i in (1, 5, 7, 9)), reverse=True)[:2]
+            for v, i in cand:
+                acts[t, i] = max(v, 0.0)
+        e_hat = acts @ sae.W_dec
+        expected = ((e_hat - e) ** 2).sum(-1).mean() / ((e - e.mean(0)) ** 2).sum(-1).mean()
+    torch.testing.assert_close(out.auxiliary, expected)
+
+
+def test_batchtopk_training_uses_k_per_token_on_average_and_learns_threshold():
+    sae = make("batchtopk")
+    x = torch.randn(40, D_IN)
+    f = sae.train_activate(sae.pre_acts(x))
+    assert (f > 0).sum().item() <= sae.k * 40
+    assert (f > 0).sum(-1).float().mean().item() == pytest.approx(sae.k, abs=0.5)
+    sae.threshold.zero_()
+    sae.after_step(f)
+    assert sae.threshold.item() == pytest.approx(f[f > 0].min().item())
+
+
+def test_jumprelu_straight_through_gradients():
+    """∂f/∂θ = −(θ/ε)·1[|pre − θ| < ε/2] and ∂L0/∂θ = −(1/ε)·1[...], summed over the batch."""
+    sae = make("jumprelu", bandwidth=0.5)
+    x = torch.randn(16, D_IN)
+    pre = sae.pre_acts(x).detach()
+    f = sae.train_activate(pre)
+    f.sum().backward()
+    near = ((pre - sae.threshold).abs() < 0.25).float()
+    torch.testing.assert_close(sae.threshold.grad, -(sae.threshold.detach() / 0.5) * near.sum(0))
+    sae.threshold.grad = None
+    sae.sparsity_loss(f, pre, LossContext()).backward()
+    torch.testing.assert_close(sae.threshold.grad, -(1 / 0.5) * near.sum(0) / 16)
+
+
+def test_parallel_gradient_removed_and_decoder_renormalised():
+    sae = make("relu")
+    sae.W_dec.grad = torch.randn_like(sae.W_dec)
+    sae.remove_parallel_decoder_grad()
+    dots = (sae.W_dec.grad * sae.W_dec).sum(1)
+    torch.testing.assert_close(dots, torch.zeros(D_SAE), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        sae.W_dec.mul_(3.0)
+    sae.normalize_decoder()
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(D_SAE))
+
+
+@pytest.mark.parametrize("bad", [dict(d_in=0), dict(k=0), dict(k=10_000)])
+def test_bad_sizes_rejected(bad):
+    args = {"d_in": D_IN, "n_features": D_SAE, **bad}
+    with pytest.raises(ValueError):
+        saekit.SAE.create("topk", **args)
