@@ -1,7 +1,12 @@
 """saekit: sparse autoencoders on transformer activations, after "Towards Monosemanticity" (2023)."""
 
+from saekit.activations import ActivationConfig, ActivationSource, UnknownHookError, load_model
+from saekit.evaluation import EvalResult, evaluate
 from saekit.formats import SAEFormatError, load_sae
 from saekit.saes import SAE, architectures
 from saekit.training import TrainConfig, TrainResult, train
 
-__all__ = ["SAE", "SAEFormatError", "TrainConfig", "TrainResult", "architectures", "load_sae", "train"]
+__all__ = [
+    "ActivationConfig", "ActivationSource", "EvalResult", "SAE", "SAEFormatError", "TrainConfig", "TrainResult",
+    "UnknownHookError", "architectures", "evaluate", "load_model", "load_sae", "train",
+]

@@ -1,5 +1,11 @@
+from pathlib import Path
+
 import pytest
 import torch
+
+from saekit.activations import nnsight_api as api
+
+from helpers import build_tiny_bert, build_tiny_gpt2, write_text_folder
 
 
 @pytest.fixture(autouse=True)
@@ -10,3 +16,26 @@ def _one_thread_seeded():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny_gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def text_dir(tmp_path_factory) -> Path:
+    return write_text_folder(tmp_path_factory.mktemp("text"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_lm_dir):
+    return api.load_model(tiny_lm_dir)
+
+
+# --- tests ----------------------------------------------------------------------------------------

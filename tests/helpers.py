@@ -1,6 +1,10 @@
 """Small builders shared by the tests (tests/ is on sys.path through conftest.py)."""
 
+from pathlib import Path
+
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 import saekit
 
@@ -19,3 +23,61 @@ def make_sae(arch: str, d_in: int = 16, d_sae: int = 48, **kw) -> saekit.SAE:
         if arch == "batchtopk":
             sae.threshold.fill_(0.15)
     return sae
+
+
+HOOK = "transformer.h.0.mlp.act"  # GPT-2's MLP neurons: [batch, seq, 4 * n_embd]
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "Sparse autoencoders find features in superposition inside transformer MLP layers.",
+    "def add(a, b):\n    return a + b\n",
+    "Monosemantic features respond to one concept: DNA sequences, base64, Hebrew, legal text.",
+    "Numbers 1 2 3 4 5 6 7 8 9 10 and symbols !? ; : ( ) [ ] { } appear in code and prose alike.",
+] * 3
+
+
+def build_tokenizer(texts: list[str] = TEXTS, vocab_size: int = 320) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with one special token, <|endoftext|> (BOS = EOS = PAD, id 0)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(texts, trainer)
+    eot = "<|endoftext|>"
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eot, eos_token=eot, pad_token=eot)
+
+
+def build_tiny_gpt2(folder: Path, seed: int = 0) -> Path:
+    """A one-block GPT-2 (d_model 32, 128 MLP neurons) with its tokenizer, saved as a hub-style folder."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    config = GPT2Config(
+        n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    GPT2LMHeadModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """A one-layer BERT encoder (no LM head) with the same tokenizer."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    BertModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_text_folder(folder: Path, texts: list[str] = TEXTS) -> Path:
+    """Texts as numbered .txt files, split over a subfolder to exercise the recursive walk."""
+    for i, text in enumerate(texts):
+        sub = folder / ("part_b" if i % 2 else "part_a")
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"doc_{i:03d}.txt").write_text(text, encoding="utf-8")
+    return folder

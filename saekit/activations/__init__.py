@@ -1,0 +1,32 @@
+"""Model activations: loading models through nnsight, text → tokens, shuffled activation batches."""
+
+from saekit.activations.buffer import ActivationBuffer
+from saekit.activations.nnsight_api import (
+    ModelNotFoundError,
+    UnknownHookError,
+    activations_and_logits,
+    check_hook,
+    get_activations,
+    get_tokenizer,
+    has_lm_head,
+    load_model,
+    module_paths,
+    spliced_logits,
+)
+from saekit.activations.source import ActivationConfig, ActivationSource, check_dtype
+from saekit.activations.text import (
+    DocumentSource,
+    HFDataset,
+    TextFolder,
+    TextList,
+    TokenWindows,
+    token_source,
+    windows_from_tokens,
+)
+
+__all__ = [
+    "ActivationBuffer", "ActivationConfig", "ActivationSource", "DocumentSource", "HFDataset",
+    "ModelNotFoundError", "TextFolder", "TextList", "TokenWindows", "UnknownHookError",
+    "activations_and_logits", "check_dtype", "check_hook", "get_activations", "get_tokenizer",
+    "has_lm_head", "load_model", "module_paths", "spliced_logits", "token_source", "windows_from_tokens",
+]

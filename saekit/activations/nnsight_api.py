@@ -1,0 +1,273 @@
+"""The nnsight seam: the only module in saekit that imports nnsight.
+
+Everything saekit does to a model goes through here: load it (a hub name, a local folder, or any
+`torch.nn.Module`), find a hook point by its dotted module path, read the activations there, and
+run the model with them replaced. A new nnsight release should only ever need edits in this file.
+
+Traces are written in this file on purpose: nnsight compiles each ``with model.trace(...)`` block
+from its source, so the blocks must live in a real file, not in `exec`'d strings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+Side = Literal["output", "input"]
+SIDES: tuple[str, ...] = ("output", "input")
+ModelLike = Any  # a loaded nnsight model, a hub name, a model folder, or a torch.nn.Module
+
+# Architecture-name endings that mean "this checkpoint predicts the next token".
+_CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+class UnknownHookError(ValueError):
+    """A hook path that names no module of the model; the message lists the closest real paths."""
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model argument that is neither an existing model folder nor a loadable hub name."""
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def load_model(model: ModelLike, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    """An nnsight model in eval mode: a hub name or folder → TransformersModel, a module → NNsight.
+
+    Causal LMs load with their LM head (so losses can be computed); checkpoints saved without one
+    (BERT-style encoders) load as the bare `AutoModel`. An already-loaded nnsight model passes through.
+    """
+    import nnsight
+
+    with warnings.catch_warnings():
+        # BERT-style modules named `output` get another attribute name; hook paths here resolve them anyway.
+        warnings.filterwarnings("ignore", message=".*nnsight already serves.*")
+        if isinstance(model, nnsight.Envoy):
+            wrapped = model
+        elif isinstance(model, torch.nn.Module):
+            wrapped = nnsight.NNsight(model.to(dtype) if dtype is not None else model)
+        elif isinstance(model, (str, os.PathLike)):
+            wrapped = _load_pretrained(str(model), dtype)
+        else:
+            raise TypeError(
+                f"cannot load a model from {type(model).__name__}; pass a Hugging Face hub name, "
+                "a model folder, or a torch.nn.Module"
+            )
+    wrapped.to(torch.device(device))
+    underlying_module(wrapped).eval()
+    return wrapped
+
+
+def _load_pretrained(name: str, dtype: torch.dtype | None):
+    from nnsight.modeling.transformers import TransformersModel
+
+    config = _read_config(name)
+    task = "text-generation" if _is_causal_lm(config) else "feature-extraction"
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    folder = Path(name).expanduser()
+    return TransformersModel(str(folder) if folder.exists() else name, task=task, dispatch=True, **kwargs)
+
+
+def _read_config(name: str):
+    """The checkpoint's config, or a clear error saying what to pass instead."""
+    from transformers import AutoConfig
+
+    path = Path(name).expanduser()
+    # Hub names are "name" or "org/name"; anything else that does not exist is a mistyped folder.
+    looks_like_path = path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1
+    if path.exists() and not (path / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"model folder {name!r} has no config.json; pass a folder written by save_pretrained "
+            "or a Hugging Face hub name"
+        )
+    if not path.exists() and looks_like_path:
+        raise ModelNotFoundError(
+            f"model folder {name!r} does not exist; pass an existing model folder or a Hugging Face hub name"
+        )
+    try:
+        return AutoConfig.from_pretrained(str(path) if path.exists() else name)
+    except (OSError, ValueError) as error:
+        raise ModelNotFoundError(
+            f"cannot load model {name!r} (neither a model folder nor a reachable hub name): "
+            f"{str(error).splitlines()[0]}"
+        ) from error
+
+
+def _is_causal_lm(config) -> bool:
+    """Whether the checkpoint has a next-token head, read from the architectures it was saved as."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    names = getattr(config, "architectures", None) or []
+    if names:
+        return any(name.endswith(_CAUSAL_ARCH_SUFFIXES) for name in names)
+    return config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(
+        config, "is_encoder_decoder", False
+    )
+
+
+def underlying_module(model) -> torch.nn.Module:
+    """The torch module an nnsight model wraps."""
+    return model._module
+
+
+def model_name(model) -> str | None:
+    """The hub name or (absolute) folder the model was loaded from; None for a bare module."""
+    repo_id = getattr(model, "repo_id", None)
+    if repo_id is None:
+        return None
+    path = Path(repo_id).expanduser()
+    return str(path.resolve()) if path.exists() else repo_id
+
+
+def model_device(model) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameter-free module)."""
+    first = next(underlying_module(model).parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def get_tokenizer(model):
+    """The model's Hugging Face tokenizer, or None when it has none that can encode text.
+
+    A checkpoint saved without tokenizer files gets a placeholder from transformers that knows only
+    its special tokens; that counts as no tokenizer.
+    """
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None or len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        return None
+    return tokenizer
+
+
+def has_lm_head(model) -> bool:
+    """Whether the model's output carries next-token logits (a Hugging Face model with an LM head)."""
+    module = underlying_module(model)
+    get_head = getattr(module, "get_output_embeddings", None)
+    return callable(get_head) and get_head() is not None
+
+
+# --- hook points ----------------------------------------------------------------------------------
+
+
+def module_paths(model) -> list[str]:
+    """Every dotted module path of the model, in module order (ModuleList entries by index)."""
+    names = underlying_module(model).named_modules(remove_duplicate=False)
+    return [name for name, _ in names if name]
+
+
+def check_hook(model, hook: str) -> None:
+    """Raise UnknownHookError, listing the closest real module paths, when `hook` names no module."""
+    paths = module_paths(model)
+    if hook in paths:
+        return
+    close = difflib.get_close_matches(hook, paths, n=5, cutoff=0.4)
+    hint = f"closest module paths: {', '.join(close)}" if close else f"e.g. {', '.join(paths[:5])}"
+    raise UnknownHookError(f"no module at hook path {hook!r}; {hint}")
+
+
+def _envoy(model, hook: str):
+    """The nnsight envoy of the module at `hook` (works for modules nnsight renames, like BERT's `output`)."""
+    check_hook(model, hook)
+    target = underlying_module(model).get_submodule(hook)
+    return next(envoy for envoy in model.modules() if envoy._module is target)
+
+
+def _check_side(side: str) -> None:
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+
+
+def _first_tensor(value: Any) -> Tensor:
+    """The activation tensor at a hook: the value itself, or the first item of a tuple output."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], Tensor):
+        return value[0]
+    raise TypeError(f"the hook's value is a {type(value).__name__}, not a tensor; hook a submodule")
+
+
+def _with_first(value: Any, tensor: Tensor) -> Any:
+    """`value` with its activation tensor swapped for `tensor` (keeps the rest of a tuple)."""
+    if isinstance(value, Tensor):
+        return tensor
+    return type(value)([tensor, *value[1:]])
+
+
+# --- running --------------------------------------------------------------------------------------
+
+
+def _forward_kwargs(model, input_ids: Tensor, attention_mask: Tensor | None) -> dict[str, Tensor]:
+    """Keyword inputs for one forward, on the model's device; a plain module gets a mask only if it takes one."""
+    device = model_device(model)
+    kwargs = {"input_ids": input_ids.to(device)}
+    if attention_mask is not None and _accepts_mask(model):
+        kwargs["attention_mask"] = attention_mask.to(device)
+    return kwargs
+
+
+def _accepts_mask(model) -> bool:
+    params = inspect.signature(underlying_module(model).forward).parameters
+    return "attention_mask" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _logits(output: Any) -> Tensor:
+    """Next-token logits from a model output (a ModelOutput, a tuple, or a tensor)."""
+    if hasattr(output, "logits"):
+        return output.logits
+    return _first_tensor(output)
+
+
+@torch.no_grad()
+def get_activations(
+    model, input_ids: Tensor, attention_mask: Tensor | None, hook: str, side: Side = "output"
+) -> Tensor:
+    """Activations at `hook`: [batch, seq, d]. The forward stops right after the hook (no wasted compute)."""
+    _check_side(side)
+    envoy = _envoy(model, hook)
+    with model.trace(**_forward_kwargs(model, input_ids, attention_mask)) as tracer:
+        value = envoy.output if side == "output" else envoy.input
+        acts = _first_tensor(value).save()
+        tracer.stop()
+    return acts
+
+
+@torch.no_grad()
+def activations_and_logits(
+    model, input_ids: Tensor, attention_mask: Tensor | None, hook: str, side: Side = "output"
+) -> tuple[Tensor, Tensor]:
+    """One clean forward: the activations at `hook` [batch, seq, d] and the logits [batch, seq, vocab]."""
+    _check_side(side)
+    envoy = _envoy(model, hook)
+    with model.trace(**_forward_kwargs(model, input_ids, attention_mask)):
+        value = envoy.output if side == "output" else envoy.input
+        acts = _first_tensor(value).save()
+        output = model.output.save()
+    return acts, _logits(output)
+
+
+@torch.no_grad()
+def spliced_logits(
+    model,
+    input_ids: Tensor,
+    attention_mask: Tensor | None,
+    hook: str,
+    replace: Callable[[Tensor], Tensor],
+    side: Side = "output",
+) -> Tensor:
+    """Logits [batch, seq, vocab] with the hook's activations [batch, seq, d] replaced by `replace(acts)`."""
+    _check_side(side)
+    envoy = _envoy(model, hook)
+    with model.trace(**_forward_kwargs(model, input_ids, attention_mask)):
+        if side == "output":
+            envoy.output = _with_first(envoy.output, replace(_first_tensor(envoy.output)))
+        else:
+            envoy.input = replace(_first_tensor(envoy.input))
+        output = model.output.save()
+    return _logits(output)

@@ -1,0 +1,189 @@
+"""Training batches of model activations: tokens → model → hook → filter → shuffle buffer → batches.
+
+`ActivationSource` is the iterable `saekit.train` consumes. Positions holding the tokenizer's special
+tokens (BOS/EOS/PAD) and padded positions are dropped by default: their activations are often far
+larger than ordinary tokens' and would pull features towards them.
+
+Length: with `total_tokens` set, exactly that many activation vectors are emitted (the text is
+cycled as needed when `repeat` is on). Without it, `repeat=True` streams forever (the trainer stops
+at its own token budget) and `repeat=False` makes one pass over the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from saekit.activations.buffer import ActivationBuffer
+from saekit.activations.nnsight_api import (
+    SIDES,
+    check_hook,
+    get_activations,
+    get_tokenizer,
+    load_model,
+    model_name,
+)
+from saekit.activations.text import TokenWindows, special_token_ids, token_source
+
+# Keys of `sae.metadata` that say where an SAE's activations came from (saved in cfg.json).
+META_MODEL = "model"  # hub name or absolute model folder
+META_HOOK = "hook"  # dotted module path, e.g. "transformer.h.0.mlp.act"
+META_HOOK_SIDE = "hook_side"  # "output" or "input" of that module
+META_CONTEXT_LEN = "context_len"  # tokens per context window
+META_TEXT = "text"  # training text (a folder or dataset name), or None
+META_EXCLUDE_SPECIAL = "exclude_special_tokens"  # whether BOS/EOS/PAD positions were dropped
+META_TRAINING = "training"  # the trainer's summary dict
+
+DEFAULT_CONTEXT_LEN = 128
+
+
+def torch_dtype(name: str | torch.dtype) -> torch.dtype:
+    """A torch dtype from its name ("float32", "bfloat16", ...) or itself."""
+    if isinstance(name, torch.dtype):
+        return name
+    dtype = getattr(torch, str(name).removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"unknown floating dtype {name!r}; use e.g. 'float32', 'bfloat16' or 'float16'")
+    return dtype
+
+
+def keep_positions(windows: TokenWindows, special_ids: Tensor) -> Tensor:
+    """[batch, seq] bool: positions holding real tokens whose ids are not in `special_ids`."""
+    keep = windows.attention_mask.bool()
+    if special_ids.numel():
+        keep &= ~torch.isin(windows.input_ids, special_ids)
+    return keep
+
+
+@dataclass(frozen=True)
+class ActivationConfig:
+    """Where activations are read and how they are batched."""
+
+    hook: str  # module path read, e.g. "transformer.h.0.mlp.act"
+    hook_side: str = "output"  # "output" of the module (default) or its first "input"
+    context_len: int = DEFAULT_CONTEXT_LEN  # tokens per context window
+    batch_size: int = 4096  # activation vectors per emitted training batch
+    model_batch_size: int = 32  # context windows per model forward
+    buffer_bytes: int = 256 * 2**20  # memory budget of the shuffle buffer
+    dtype: str = "float32"  # dtype of the emitted activations; must match the SAE's
+    device: str = "cpu"  # where the model runs and the batches live
+    exclude_special_tokens: bool = True  # drop BOS/EOS/PAD positions (padding is always dropped)
+    total_tokens: int | None = None  # emit exactly this many activations; None: see `repeat`
+    repeat: bool = True  # cycle over the text when it runs out; False: stop after one pass
+    seed: int = 0  # seed of the buffer's shuffle
+
+    def __post_init__(self) -> None:
+        if not self.hook:
+            raise ValueError("hook is empty; pass a module path such as 'transformer.h.0.mlp.act'")
+        if self.hook_side not in SIDES:
+            raise ValueError(f"hook_side must be one of {SIDES}, got {self.hook_side!r}")
+        for name in ("context_len", "batch_size", "model_batch_size", "buffer_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.total_tokens is not None and self.total_tokens < 1:
+            raise ValueError(f"total_tokens must be positive or None (unbounded), got {self.total_tokens}")
+        torch_dtype(self.dtype)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch_dtype(self.dtype)
+
+
+class ActivationSource:
+    """Iterable of shuffled activation batches [batch_size, d_in] from a model and a text.
+
+    `model`: an nnsight model, hub name, folder, or torch module. `text`: a folder of .txt files, a
+    list of strings, a DocumentSource, or pre-tokenized ids (see `saekit.activations.text`).
+    """
+
+    def __init__(
+        self, model: Any, text: Any, config: ActivationConfig, *, tokenizer: Any = None, progress: bool = True
+    ) -> None:
+        self.config = config
+        self.model = load_model(model, device=config.device)
+        check_hook(self.model, config.hook)
+        self.tokenizer = tokenizer if tokenizer is not None else get_tokenizer(self.model)
+        self.tokens = token_source(text, self.tokenizer, config.context_len, config.model_batch_size)
+        special = special_token_ids(self.tokenizer) if config.exclude_special_tokens else []
+        self.special_ids = torch.tensor(special, dtype=torch.long)
+        self.progress = progress
+
+    @cached_property
+    def d_in(self) -> int:
+        """Width of the hook's activations (one short forward to find out)."""
+        first = next(iter(self.tokens))
+        probe = TokenWindows(first.input_ids[:1], first.attention_mask[:1])
+        return self._acts(probe).shape[-1]
+
+    def _acts(self, windows: TokenWindows) -> Tensor:
+        """Activations [batch, seq, d] of one batch of windows."""
+        cfg = self.config
+        return get_activations(self.model, windows.input_ids, windows.attention_mask, cfg.hook, cfg.hook_side)
+
+    def keep_mask(self, windows: TokenWindows) -> Tensor:
+        """[batch, seq] bool: real tokens that are not special tokens."""
+        return keep_positions(windows, self.special_ids)
+
+    def activations(self) -> Iterator[Tensor]:
+        """Unshuffled kept activations, one chunk [n, d_in] per model batch, cycling if `repeat`."""
+        while True:
+            produced = 0
+            for windows in self.tokens:
+                acts = self._acts(windows)  # [batch, seq, d_in]
+                kept = acts[self.keep_mask(windows).to(acts.device)]
+                produced += kept.shape[0]
+                yield kept.to(device=self.config.device, dtype=self.config.torch_dtype)
+            if not self.config.repeat:
+                return
+            if produced == 0:
+                raise ValueError("the text yields no activations (all tokens special or padded); pass more text")
+
+    def __iter__(self) -> Iterator[Tensor]:
+        cfg = self.config
+        buffer = ActivationBuffer(
+            self.d_in,
+            budget_bytes=cfg.buffer_bytes,
+            batch_size=cfg.batch_size,
+            dtype=cfg.torch_dtype,
+            device=cfg.device,
+            seed=cfg.seed,
+        )
+        emitted = 0
+        with tqdm(total=cfg.total_tokens, unit="tok", desc="activations", disable=not self.progress) as bar:
+            for batch in buffer.batches(self.activations()):
+                if cfg.total_tokens is not None:
+                    batch = batch[: cfg.total_tokens - emitted]
+                emitted += batch.shape[0]
+                bar.update(batch.shape[0])
+                yield batch
+                if cfg.total_tokens is not None and emitted >= cfg.total_tokens:
+                    return
+
+    def metadata(self) -> dict[str, Any]:
+        """What to store in `sae.metadata` so the SAE can be evaluated and explored later."""
+        return {
+            META_MODEL: model_name(self.model),
+            META_HOOK: self.config.hook,
+            META_HOOK_SIDE: self.config.hook_side,
+            META_CONTEXT_LEN: self.config.context_len,
+            META_TEXT: self.tokens.describe(),
+            META_EXCLUDE_SPECIAL: self.config.exclude_special_tokens,
+        }
+
+
+def check_dtype(sae: Any, source: ActivationSource | ActivationConfig | torch.dtype | str) -> None:
+    """Raise a clear TypeError when the activations' dtype differs from the SAE's."""
+    if isinstance(source, ActivationSource):
+        source = source.config
+    dtype = source.torch_dtype if isinstance(source, ActivationConfig) else torch_dtype(source)
+    if sae.dtype != dtype:
+        raise TypeError(
+            f"the activations are {dtype} but the SAE is {sae.dtype}; set ActivationConfig(dtype="
+            f"{str(sae.dtype).removeprefix('torch.')!r}) or convert the SAE with sae.to({dtype})"
+        )

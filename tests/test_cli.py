@@ -1,0 +1,110 @@
+"""The `saekit` command line, run in-process on a tiny model folder and a tiny text folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+
+import saekit
+from saekit.cli import DEMO_PENDING, main
+
+from helpers import HOOK
+
+REQUIRED = (
+    "mse", "fvu", "l0", "dead_fraction", "loss_clean", "loss_spliced", "loss_zero_ablated",
+    "loss_mean_ablated", "loss_recovered", "loss_increase",
+)
+
+
+def _train_args(model, text, out, **over) -> list[str]:
+    args = {
+        "--model": model, "--hook": HOOK, "--arch": "topk", "--k": 4, "--features": 32, "--tokens": 256,
+        "--text": text, "--out": out, "--batch-size": 64, "--context-len": 16, "--buffer-mb": 1,
+    }
+    args.update(over)
+    return ["train", *[str(x) for kv in args.items() for x in kv], "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_lm_dir, text_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "sae"
+    assert main(_train_args(tiny_lm_dir, text_dir, out)) == 0
+    return out
+
+
+def test_help_reads_well(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("demo", "train", "eval", "examples:"):
+        assert word in text
+
+
+def test_train_saves_a_loadable_sae_with_metadata(trained, tiny_lm_dir, text_dir):
+    sae = saekit.load_sae(trained)
+    assert (sae.arch, sae.d_in, sae.d_sae) == ("topk", 128, 32)
+    meta = sae.metadata
+    assert meta["model"] == str(tiny_lm_dir.resolve()) and meta["hook"] == HOOK
+    assert meta["text"] == str(text_dir.resolve()) and meta["context_len"] == 16
+    assert meta["training"]["tokens"] >= 256
+    assert (trained / "history.csv").is_file()
+
+
+def test_eval_json_from_metadata_alone(trained, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(trained), "--json", "--tokens", "64", "--quiet"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    for key in REQUIRED:
+        assert isinstance(row[key], float), key
+    assert row["l0"] == pytest.approx(4)
+    recovered = (row["loss_zero_ablated"] - row["loss_spliced"]) / (row["loss_zero_ablated"] - row["loss_clean"])
+    assert row["loss_recovered"] == pytest.approx(recovered)
+    assert row["loss_increase"] == pytest.approx(row["loss_spliced"] - row["loss_clean"])
+
+
+def test_eval_text_override_and_table(trained, tmp_path, capsys):
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "a.txt").write_text("Held-out text about sparse features and dictionaries. " * 4)
+    capsys.readouterr()
+    assert main(["eval", str(trained), "--text", str(tmp_path / "held"), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "loss_recovered" in table and "fvu" in table
+
+
+def _one_line_error(capsys, argv, match):
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()  # may start with transformers' own loading bars
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith(f"saekit {argv[0]}: error: ") and match in last
+    return last
+
+
+def test_bad_input_is_one_line(tiny_lm_dir, text_dir, tmp_path, capsys):
+    out = tmp_path / "sae"
+    _one_line_error(capsys, _train_args(tmp_path / "no_model", text_dir, out), "does not exist")
+    _one_line_error(capsys, _train_args(tiny_lm_dir, tmp_path / "no_text", out), "does not exist")
+    _one_line_error(capsys, _train_args(tiny_lm_dir, text_dir, out, **{"--arch": "sparsemax"}), "unknown SAE")
+    err = _one_line_error(capsys, _train_args(tiny_lm_dir, text_dir, out, **{"--hook": "transformer.h.0.mlp.akt"}),
+                          "no module")
+    assert HOOK in err
+    _one_line_error(capsys, ["eval", str(tmp_path / "nothing"), "--json"], "no SAE folder")
+    assert not out.exists()
+
+
+def test_demo_slot(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "saekit.demo", None)  # as if the module did not exist
+    assert main(["demo", "--profile", "quick"]) == 0
+    assert DEMO_PENDING in capsys.readouterr().out
+
+    calls = []
+    fake = types.ModuleType("saekit.demo")
+    fake.run_demo = lambda profile, out: calls.append((profile, out))
+    monkeypatch.setitem(sys.modules, "saekit.demo", fake)
+    assert main(["demo", "--profile", "full", "--out", "cache"]) == 0
+    assert calls == [("full", __import__("pathlib").Path("cache"))]

@@ -1,0 +1,135 @@
+"""The nnsight seam, checked against plain PyTorch forward hooks on the same checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertModel, GPT2LMHeadModel
+
+from saekit.activations import nnsight_api as api
+
+from helpers import HOOK
+
+
+def _batch(seed: int = 0, batch: int = 3, seq: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 300, (batch, seq), generator=g)
+    mask = torch.ones_like(ids)
+    mask[-1, -3:] = 0  # a right-padded row
+    return ids, mask
+
+
+def _reference(folder: Path) -> GPT2LMHeadModel:
+    return GPT2LMHeadModel.from_pretrained(folder).eval()
+
+
+def test_load_model_from_folder(tiny_lm):
+    module = api.underlying_module(tiny_lm)
+    assert not module.training
+    assert api.has_lm_head(tiny_lm)
+    assert api.get_tokenizer(tiny_lm) is not None
+    assert HOOK in api.module_paths(tiny_lm)
+
+
+@pytest.mark.parametrize("side", ["output", "input"])
+def test_get_activations_match_plain_forward_hook(tiny_lm, tiny_lm_dir, side):
+    ids, mask = _batch()
+    ref_model = _reference(tiny_lm_dir)
+    seen = {}
+    act_module = ref_model.get_submodule(HOOK)
+    handle = act_module.register_forward_hook(lambda m, args, out: seen.update(output=out, input=args[0]))
+    with torch.no_grad():
+        ref_model(input_ids=ids, attention_mask=mask)
+    handle.remove()
+
+    acts = api.get_activations(tiny_lm, ids, mask, HOOK, side=side)
+    assert acts.shape == (3, 10, 128)
+    torch.testing.assert_close(acts, seen[side])
+
+
+def test_get_activations_stops_after_the_hook(tiny_lm):
+    calls = []
+    handle = api.underlying_module(tiny_lm).lm_head.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        api.get_activations(tiny_lm, *_batch(), HOOK)
+        assert calls == []
+        api.activations_and_logits(tiny_lm, *_batch(), HOOK)
+        assert calls == [1]
+    finally:
+        handle.remove()
+
+
+def test_spliced_logits_match_plain_forward_hook(tiny_lm, tiny_lm_dir):
+    ids, mask = _batch(seed=1)
+
+    def replace(acts):
+        return acts * 0.5 + 1.0
+
+    ref_model = _reference(tiny_lm_dir)
+    handle = ref_model.get_submodule(HOOK).register_forward_hook(lambda m, args, out: replace(out))
+    with torch.no_grad():
+        expected = ref_model(input_ids=ids, attention_mask=mask).logits
+    handle.remove()
+    with torch.no_grad():
+        clean = ref_model(input_ids=ids, attention_mask=mask).logits
+
+    logits = api.spliced_logits(tiny_lm, ids, mask, HOOK, replace)
+    torch.testing.assert_close(logits, expected)
+    assert not torch.allclose(logits, clean)
+    # the splice does not leak into later traces
+    _, after = api.activations_and_logits(tiny_lm, ids, mask, HOOK)
+    torch.testing.assert_close(after, clean)
+
+
+def test_unknown_hook_lists_close_matches(tiny_lm):
+    with pytest.raises(api.UnknownHookError) as info:
+        api.get_activations(tiny_lm, *_batch(), "transformer.h.0.mlp.actt")
+    assert HOOK in str(info.value)
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(api.UnknownHookError, match="transformer.h.0"):
+        api.check_hook(tiny_lm, "transformer.h.1.mlp.act")
+
+
+def test_encoder_model_without_lm_head(tiny_bert_dir):
+    model = api.load_model(tiny_bert_dir)
+    assert not api.has_lm_head(model)
+    ids, mask = _batch()
+    # BertOutput is a module named "output", which nnsight serves under another name
+    acts = api.get_activations(model, ids, mask, "encoder.layer.0.output")
+    ref = BertModel.from_pretrained(tiny_bert_dir).eval()
+    with torch.no_grad():
+        expected = ref(input_ids=ids, attention_mask=mask).last_hidden_state  # the layer's output is the last
+    torch.testing.assert_close(acts, expected)
+    assert api.get_activations(model, ids, mask, "encoder.layer.0.intermediate").shape == (3, 10, 64)
+
+
+def test_plain_torch_module():
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(50, 8)
+            self.mlp = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 50))
+
+        def forward(self, input_ids):
+            return self.mlp(self.embed(input_ids))
+
+    torch.manual_seed(0)
+    toy = Toy().train()
+    model = api.load_model(toy)
+    assert not toy.training  # always eval mode
+    assert not api.has_lm_head(model)
+    ids = torch.randint(0, 50, (2, 5))
+    acts = api.get_activations(model, ids, torch.ones_like(ids), "mlp.1")
+    torch.testing.assert_close(acts, torch.relu(toy.mlp[0](toy.embed(ids))))
+    out = api.spliced_logits(model, ids, None, "mlp.1", torch.zeros_like)
+    torch.testing.assert_close(out, toy.mlp[2].bias.expand(2, 5, 50))
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(api.ModelNotFoundError, match="does not exist"):
+        api.load_model(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(api.ModelNotFoundError, match="config.json"):
+        api.load_model(tmp_path / "empty")
