@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import saekit
-from saekit.saes import LossContext, architectures
+from saekit.saes import LossContext, SAELoss, architectures
 
 from helpers import ARCHS, make_sae
 
@@ -134,7 +134,7 @@ def test_batchtopk_training_uses_k_per_token_on_average_and_learns_threshold():
     assert (f > 0).sum().item() <= sae.k * 40
     assert (f > 0).sum(-1).float().mean().item() == pytest.approx(sae.k, abs=0.5)
     sae.threshold.zero_()
-    sae.after_step(f)
+    sae.after_step(SAELoss(*[torch.zeros(())] * 4, x_hat=torch.zeros(40, D_IN), f=f))
     assert sae.threshold.item() == pytest.approx(f[f > 0].min().item())
 
 
@@ -169,3 +169,33 @@ def test_bad_sizes_rejected(bad):
     args = {"d_in": D_IN, "n_features": D_SAE, **bad}
     with pytest.raises(ValueError):
         saekit.SAE.create("topk", **args)
+
+
+@pytest.mark.parametrize("arch,weighted", [(a, False) for a in ARCHS] + [("relu", True)])
+def test_sparse_path_matches_dense_reference(arch, weighted):
+    """Same loss parts, same activations, same gradients for every parameter, to float tolerance."""
+    x = torch.randn(64, D_IN) * 2
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[::3] = True
+    ctx = LossContext(sparsity_coefficient=0.3, l1_weighted_by_decoder_norm=weighted, dead=dead,
+                      aux_coefficient=0.5, aux_k=4)
+    grads, outs = [], []
+    for sparse in (False, True):
+        torch.manual_seed(0)
+        sae = make(arch, bandwidth=0.2) if arch == "jumprelu" else make(arch)
+        with torch.no_grad():
+            sae.W_dec.mul_(torch.linspace(0.5, 1.5, D_SAE)[:, None])
+        out = sae.loss(x, ctx, sparse=sparse)
+        out.total.backward()
+        outs.append(out)
+        grads.append({n: p.grad.clone() for n, p in sae.named_parameters()})
+    dense, sparse = outs
+    assert sparse.f is None and sparse.codes is not None
+    for part in ("total", "mse", "sparsity", "auxiliary", "x_hat"):
+        torch.testing.assert_close(getattr(sparse, part), getattr(dense, part), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sparse.fired(D_SAE), dense.fired(D_SAE))
+    torch.testing.assert_close(sparse.l0(), dense.l0())
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5, msg=name)
+    if arch == "jumprelu":
+        assert grads[1]["threshold"].abs().sum() > 0

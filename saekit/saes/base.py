@@ -17,6 +17,8 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from saekit.saes.sparse import Codes, selected_pre_acts, sparse_decode
+
 
 class LossContext(NamedTuple):
     """What a training step tells the SAE about the loss it should compute."""
@@ -29,14 +31,35 @@ class LossContext(NamedTuple):
 
 
 class SAELoss(NamedTuple):
-    """A training step's loss and its parts, all scalars, plus the tensors the trainer tracks."""
+    """A training step's loss and its parts (scalars), plus the feature activations it produced.
+
+    The activations are dense `f` [batch, d_sae] on the dense path, or `codes` + `values` [nnz] on the
+    sparse path; `fired`, `l0` and `active_values` read either.
+    """
 
     total: Tensor
     mse: Tensor  # mean over tokens of ‖x − x̂‖² (summed over d_in)
     sparsity: Tensor  # the sparsity penalty before its coefficient (L1 or L0); 0 where none
     auxiliary: Tensor  # the auxiliary loss before its coefficient; 0 where none
-    f: Tensor  # [batch, d_sae] feature activations
     x_hat: Tensor  # [batch, d_in]
+    f: Tensor | None = None  # [batch, d_sae] (dense path)
+    codes: Codes | None = None  # selected entries (sparse path)
+    values: Tensor | None = None  # [nnz] activations at `codes` (sparse path)
+
+    def active_values(self) -> Tensor:
+        """The positive feature activations of the batch, flattened."""
+        v = self.f if self.f is not None else self.values
+        return v[v > 0]
+
+    def fired(self, d_sae: int) -> Tensor:
+        """[d_sae] number of tokens each feature fired on."""
+        if self.f is not None:
+            return (self.f > 0).sum(0)
+        return torch.bincount(self.codes.cols[self.values > 0], minlength=d_sae)
+
+    def l0(self) -> Tensor:
+        """Mean number of active features per token."""
+        return (self.active_values().numel() / self.x_hat.shape[0]) * torch.ones(())
 
 
 class SAE(nn.Module):
@@ -94,6 +117,8 @@ class SAE(nn.Module):
         """pre = (x − b_dec) W_enc + b_enc: [..., d_in] → [..., d_sae]."""
         if self.apply_b_dec_to_input:
             x = x - self.b_dec
+        if x.ndim == 2:
+            return torch.addmm(self.b_enc, x, self.W_enc)  # bias fused into the matmul
         return x @ self.W_enc + self.b_enc
 
     def activate(self, pre: Tensor) -> Tensor:
@@ -125,8 +150,15 @@ class SAE(nn.Module):
         """An auxiliary loss (e.g. AuxK); zero unless the architecture defines one."""
         return x.new_zeros(())
 
-    def loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
-        """Training loss = mse + λ·sparsity + α·auxiliary, with each part returned for logging."""
+    supports_sparse: ClassVar[bool] = False  # whether `sparse_loss` exists (see saekit.saes.sparse)
+
+    def loss(self, x: Tensor, ctx: LossContext, sparse: bool = False) -> SAELoss:
+        """Training loss = mse + λ·sparsity + α·auxiliary, with each part returned for logging.
+
+        sparse=True computes the same loss and gradients touching only active entries (if supported).
+        """
+        if sparse and self.supports_sparse:
+            return self.sparse_loss(x, ctx)
         pre = self.pre_acts(x)
         f = self.train_activate(pre)
         x_hat = self.decode(f)
@@ -134,10 +166,23 @@ class SAE(nn.Module):
         sparsity = self.sparsity_loss(f, pre, ctx)
         aux = self.aux_loss(x, x_hat, pre, ctx)
         total = mse + ctx.sparsity_coefficient * sparsity + ctx.aux_coefficient * aux
-        return SAELoss(total, mse, sparsity, aux, f, x_hat)
+        return SAELoss(total, mse, sparsity, aux, x_hat, f=f)
+
+    def sparse_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
+        """The loss through sparse products; architectures that support it override this."""
+        raise NotImplementedError(f"{self.arch} has no sparse training path")
+
+    def selected(self, x: Tensor, codes: Codes, values: Tensor) -> Tensor:
+        """Differentiable pre-activations [nnz] at `codes` (values from a no-grad dense encoder pass)."""
+        return selected_pre_acts(x, self.b_dec, self.W_enc, self.b_enc, codes, values)
+
+    def sparse_mse(self, x: Tensor, codes: Codes, f: Tensor) -> tuple[Tensor, Tensor]:
+        """(x̂ [batch, d_in], mse) for activations f [nnz] at `codes`."""
+        x_hat = sparse_decode(codes, f, self.W_dec, self.b_dec)
+        return x_hat, (x_hat - x).pow(2).sum(-1).mean()
 
     @torch.no_grad()
-    def after_step(self, f: Tensor) -> None:
+    def after_step(self, out: SAELoss) -> None:
         """Hook for state an architecture updates after each optimiser step (e.g. BatchTopK's threshold)."""
 
     # --- decoder norms ----------------------------------------------------------------------------

@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from saekit.saes.base import SAELoss
 from saekit.saes.registry import register
+from saekit.saes.sparse import Codes, codes_from_flat, gather
 from saekit.saes.topk import TopKSAE, scatter_topk
 
 
@@ -39,9 +41,15 @@ class BatchTopKSAE(TopKSAE):
         k = min(self.k * (flat.numel() // self.d_sae), flat.numel())
         return scatter_topk(flat, k).view_as(pre)
 
+    def select(self, pre: Tensor) -> tuple[Codes, Tensor]:
+        flat = pre.reshape(-1)
+        k = min(self.k * pre.shape[0], flat.numel())
+        codes = codes_from_flat(flat.topk(k, sorted=False).indices, pre.shape[0], self.d_sae)
+        return codes, gather(pre, codes)
+
     @torch.no_grad()
-    def after_step(self, f: Tensor) -> None:
-        kept = f[f > 0]
+    def after_step(self, out: SAELoss) -> None:
+        kept = out.active_values()
         if kept.numel() == 0:
             return
         lowest = kept.min().to(self.threshold.dtype)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from saekit.saes.base import SAE, LossContext
+from saekit.saes.base import SAE, LossContext, SAELoss
 from saekit.saes.registry import register
+from saekit.saes.sparse import codes_from_mask, gather
 
 
 def _rectangle(z: Tensor) -> Tensor:
@@ -58,6 +59,7 @@ class _Step(torch.autograd.Function):
 class JumpReLUSAE(SAE):
     arch = "jumprelu"
     saelens_architecture = "jumprelu"
+    supports_sparse = True
 
     def __init__(
         self, d_in: int, d_sae: int, *, init_threshold: float = 0.001, bandwidth: float = 0.001, **kwargs
@@ -80,8 +82,22 @@ class JumpReLUSAE(SAE):
     def sparsity_loss(self, f: Tensor, pre: Tensor, ctx: LossContext) -> Tensor:
         return _Step.apply(pre, self.threshold, self.bandwidth).sum(-1).mean()
 
+    def sparse_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
+        # active entries, plus inactive ones within the estimator's window (they move θ)
+        with torch.no_grad():
+            pre = self.pre_acts(x)  # [batch, d_sae], the one dense product
+            codes = codes_from_mask((pre > self.threshold) | ((pre - self.threshold).abs() < self.bandwidth / 2))
+            values = gather(pre, codes)
+        pre_sel = self.selected(x, codes, values)
+        theta = self.threshold[codes.cols]
+        f = _JumpReLU.apply(pre_sel, theta, self.bandwidth)
+        x_hat, mse = self.sparse_mse(x, codes, f)
+        sparsity = _Step.apply(pre_sel, theta, self.bandwidth).sum() / x.shape[0]
+        total = mse + ctx.sparsity_coefficient * sparsity
+        return SAELoss(total, mse, sparsity, mse.new_zeros(()), x_hat, codes=codes, values=f.detach())
+
     @torch.no_grad()
-    def after_step(self, f: Tensor) -> None:
+    def after_step(self, out: SAELoss) -> None:
         self.threshold.clamp_min_(0.0)
 
     @torch.no_grad()

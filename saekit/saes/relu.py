@@ -14,14 +14,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from saekit.saes.base import SAE, LossContext
+from saekit.saes.base import SAE, LossContext, SAELoss
 from saekit.saes.registry import register
+from saekit.saes.sparse import codes_from_mask, gather
 
 
 @register
 class ReLUSAE(SAE):
     arch = "relu"
     saelens_architecture = "standard"
+    supports_sparse = True
 
     def activate(self, pre: Tensor) -> Tensor:
         return torch.relu(pre)
@@ -30,3 +32,16 @@ class ReLUSAE(SAE):
         if ctx.l1_weighted_by_decoder_norm:
             return (f * self.W_dec.norm(dim=1)).sum(-1).mean()
         return f.sum(-1).mean()
+
+    def sparse_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
+        with torch.no_grad():
+            pre = self.pre_acts(x)  # [batch, d_sae], the one dense product
+            codes = codes_from_mask(pre > 0)
+            values = gather(pre, codes)
+        f = self.selected(x, codes, values)  # all > 0, so ReLU is the identity here
+        x_hat, mse = self.sparse_mse(x, codes, f)
+        if ctx.l1_weighted_by_decoder_norm:
+            f = f * self.W_dec.norm(dim=1)[codes.cols]
+        sparsity = f.sum() / x.shape[0]
+        total = mse + ctx.sparsity_coefficient * sparsity
+        return SAELoss(total, mse, sparsity, mse.new_zeros(()), x_hat, codes=codes, values=f.detach())

@@ -49,6 +49,10 @@ class TrainConfig:
     """Recent inputs kept to draw resampled directions from."""
     dense_threshold: float = 0.1
     """A feature firing on more than this share of tokens counts as dense."""
+    sparse: Literal["auto", "always", "never"] = "auto"
+    """Sparse products (only active entries) or the dense reference; "auto": sparse on CPU when few are active."""
+    sparse_max_density: float = 0.05
+    """auto: use sparse products while the last step's L0 / n_features is below this."""
     log_every_steps: int = 10
     """Steps between rows of the history (and progress-bar updates)."""
     checkpoint_dir: str | None = None
@@ -76,6 +80,7 @@ class TrainConfig:
         need(self.decoder_init_norm is None or self.decoder_init_norm > 0, "decoder_init_norm must be > 0")
         need(self.dead_window_tokens > 0, "dead_window_tokens must be positive")
         need(self.resample_pool_tokens > 0, "resample_pool_tokens must be positive")
+        need(0 < self.sparse_max_density <= 1, "sparse_max_density is a share of features: use (0, 1]")
         need(0 < self.dense_threshold <= 1, "dense_threshold is a firing rate: use a value in (0, 1]")
         need(self.log_every_steps > 0, "log_every_steps must be positive")
         need(self.checkpoint_every_tokens is None or self.checkpoint_every_tokens > 0,

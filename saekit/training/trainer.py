@@ -66,6 +66,8 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.aux_k = cfg.aux_k or max(1, sae.d_in // 2)
         self._training_units = False  # whether the SAE currently expects inputs multiplied by the scale
+        # share of (token, feature) entries active in the last step; TopK's is k / n from the start
+        self._last_density = getattr(sae, "k", sae.d_sae) / sae.d_sae
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -120,7 +122,7 @@ class Trainer:
         progress = (p.tokens + n) / cfg.total_tokens
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(progress, cfg.lr_warmup_fraction, cfg.lr_decay_fraction)
-        out = sae.loss(x, self._loss_context(progress))
+        out = sae.loss(x, self._loss_context(progress), sparse=self._use_sparse())
         self.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         if cfg.decoder_norm == "unit":
@@ -128,14 +130,24 @@ class Trainer:
         self.optimizer.step()
         if cfg.decoder_norm == "unit":
             sae.normalize_decoder()
-        f = out.f.detach()
-        sae.after_step(f)
+        sae.after_step(out)
         p.step += 1
         p.tokens += n
-        self.tracker.update((f > 0).sum(0), n, p.tokens)
+        fired = out.fired(sae.d_sae)
+        self._last_density = float(fired.sum()) / (n * sae.d_sae)
+        self.tracker.update(fired, n, p.tokens)
         if cfg.resample_at:
             self._remember(x)
         return out
+
+    def _use_sparse(self) -> bool:
+        """Sparse products where they win: on CPU, while few features are active per token."""
+        mode = self.cfg.sparse
+        if mode != "auto" or not self.sae.supports_sparse:
+            return mode == "always"
+        if self.sae.device.type != "cpu":
+            return False
+        return self._last_density < self.cfg.sparse_max_density
 
     def _loss_context(self, progress: float) -> LossContext:
         cfg, arch = self.cfg, self.sae.arch
@@ -251,7 +263,7 @@ class Trainer:
             **self._status(),
             "loss": out.total.item(), "mse": out.mse.item(), "fvu": (out.mse / variance).item(),
             "sparsity": out.sparsity.item(), "auxiliary": out.auxiliary.item(),
-            "l0": (out.f > 0).sum(-1).float().mean().item(),
+            "l0": out.l0().item(),
         }
 
     def _result(self) -> TrainResult:
