@@ -173,29 +173,29 @@ def test_bad_sizes_rejected(bad):
 
 @pytest.mark.parametrize("arch,weighted", [(a, False) for a in ARCHS] + [("relu", True)])
 def test_sparse_path_matches_dense_reference(arch, weighted):
-    """Same loss parts, same activations, same gradients for every parameter, to float tolerance."""
+    """Fused dense and sparse paths: the reference's loss parts, activations and gradients, to tolerance."""
     x = torch.randn(64, D_IN) * 2
     dead = torch.zeros(D_SAE, dtype=torch.bool)
     dead[::3] = True
     ctx = LossContext(sparsity_coefficient=0.3, l1_weighted_by_decoder_norm=weighted, dead=dead,
                       aux_coefficient=0.5, aux_k=4)
     grads, outs = [], []
-    for sparse in (False, True):
+    for path in ("reference", "dense", "sparse"):
         torch.manual_seed(0)
         sae = make(arch, bandwidth=0.2) if arch == "jumprelu" else make(arch)
         with torch.no_grad():
             sae.W_dec.mul_(torch.linspace(0.5, 1.5, D_SAE)[:, None])
-        out = sae.loss(x, ctx, sparse=sparse)
+        out = sae.reference_loss(x, ctx) if path == "reference" else sae.loss(x, ctx, sparse=path == "sparse")
         out.total.backward()
         outs.append(out)
         grads.append({n: p.grad.clone() for n, p in sae.named_parameters()})
-    dense, sparse = outs
-    assert sparse.f is None and sparse.codes is not None
-    for part in ("total", "mse", "sparsity", "auxiliary", "x_hat"):
-        torch.testing.assert_close(getattr(sparse, part), getattr(dense, part), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(sparse.fired(D_SAE), dense.fired(D_SAE))
-    torch.testing.assert_close(sparse.l0(), dense.l0())
-    for name in grads[0]:
-        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5, msg=name)
+    assert outs[2].f is None and outs[2].codes is not None
+    for out, grad in zip(outs[1:], grads[1:]):
+        for part in ("total", "mse", "sparsity", "auxiliary", "x_hat"):
+            torch.testing.assert_close(getattr(out, part), getattr(outs[0], part), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out.fired(D_SAE), outs[0].fired(D_SAE))
+        torch.testing.assert_close(out.l0(), outs[0].l0())
+        for name in grads[0]:
+            torch.testing.assert_close(grad[name], grads[0][name], rtol=1e-4, atol=1e-5, msg=name)
     if arch == "jumprelu":
-        assert grads[1]["threshold"].abs().sum() > 0
+        assert grads[2]["threshold"].abs().sum() > 0

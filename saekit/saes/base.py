@@ -159,6 +159,14 @@ class SAE(nn.Module):
         """
         if sparse and self.supports_sparse:
             return self.sparse_loss(x, ctx)
+        return self.dense_loss(x, ctx)
+
+    def dense_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
+        """The loss through dense products; architectures may override it with a fused version."""
+        return self.reference_loss(x, ctx)
+
+    def reference_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
+        """The loss written plainly with autograd: the reference every faster path is tested against."""
         pre = self.pre_acts(x)
         f = self.train_activate(pre)
         x_hat = self.decode(f)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from saekit.saes.base import SAE, LossContext, SAELoss
+from saekit.saes.fused_relu import dense_relu_loss
 from saekit.saes.registry import register
 from saekit.saes.sparse import codes_from_mask, gather
 
@@ -32,6 +33,14 @@ class ReLUSAE(SAE):
         if ctx.l1_weighted_by_decoder_norm:
             return (f * self.W_dec.norm(dim=1)).sum(-1).mean()
         return f.sum(-1).mean()
+
+    def dense_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
+        if not self.apply_b_dec_to_input:
+            return self.reference_loss(x, ctx)
+        mse, l1, f, x_hat = dense_relu_loss(x, self.W_enc, self.b_enc, self.W_dec, self.b_dec,
+                                            ctx.l1_weighted_by_decoder_norm)
+        total = mse + ctx.sparsity_coefficient * l1
+        return SAELoss(total, mse, l1, mse.new_zeros(()), x_hat.detach(), f=f)
 
     def sparse_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
         with torch.no_grad():
