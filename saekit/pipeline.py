@@ -1,0 +1,71 @@
+"""Steps cached by their inputs, for builds like `saekit demo` that take minutes and may be interrupted.
+
+A step's folder records the hash of the inputs that built it (`step.json`). Running it again with the
+same inputs returns the recorded outputs at once; changed inputs rebuild it (and, since a step's inputs
+include the keys of the steps it reads, everything downstream). A step interrupted mid-build keeps its
+folder and a `step.partial.json`, so a build that can resume (e.g. from training checkpoints) does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DONE = "step.json"
+PARTIAL = "step.partial.json"
+
+
+def input_key(inputs: dict[str, Any]) -> str:
+    """A short stable hash of JSON-able inputs (key order does not matter)."""
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A finished step: where it lives, its key (for downstream inputs), its outputs, and whether cached."""
+
+    folder: Path
+    key: str
+    outputs: dict[str, Any]
+    cached: bool
+    seconds: float
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_step(folder: str | Path, name: str, inputs: dict[str, Any],
+             build: Callable[[Path], dict[str, Any]], log: Callable[[str], None] = print) -> StepResult:
+    """The outputs of `build(folder)` for these inputs, built only if the folder holds no finished build."""
+    folder = Path(folder)
+    key = input_key(inputs)
+    done = _read(folder / DONE)
+    if done and done.get("key") == key:
+        log(f"[saekit] {name}: cached ({folder})")
+        return StepResult(folder, key, done.get("outputs", {}), True, done.get("seconds", 0.0))
+    partial = _read(folder / PARTIAL)
+    resuming = bool(partial and partial.get("key") == key)
+    if folder.exists() and not resuming:
+        shutil.rmtree(folder)  # built from other inputs: stale
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DONE).unlink(missing_ok=True)
+    (folder / PARTIAL).write_text(json.dumps({"name": name, "key": key, "inputs": inputs}, default=str))
+    log(f"[saekit] {name}: {'resuming' if resuming else 'building'} ({folder})")
+    start = time.perf_counter()
+    outputs = build(folder)
+    seconds = time.perf_counter() - start
+    record = {"name": name, "key": key, "inputs": inputs, "outputs": outputs, "seconds": seconds}
+    (folder / DONE).write_text(json.dumps(record, indent=1, default=str))
+    (folder / PARTIAL).unlink(missing_ok=True)
+    return StepResult(folder, key, outputs, False, seconds)
