@@ -2,11 +2,15 @@
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 import saekit
+from saekit.activations import nnsight_api as api
+from saekit.activations.source import keep_positions
+from saekit.activations.text import TokenWindows, special_token_ids, token_source
 
 ARCHS = ["relu", "topk", "batchtopk", "jumprelu"]
 
@@ -81,3 +85,28 @@ def write_text_folder(folder: Path, texts: list[str] = TEXTS) -> Path:
         sub.mkdir(parents=True, exist_ok=True)
         (sub / f"doc_{i:03d}.txt").write_text(text, encoding="utf-8")
     return folder
+
+
+# --- brute-force activations for the analysis tests ----------------------------------------------
+
+
+def corpus(tiny_lm, context_len: int = 24) -> TokenWindows:
+    return token_source(TEXTS, api.get_tokenizer(tiny_lm), context_len, batch_size=64).take(None)
+
+
+def dense_acts(model, windows: TokenWindows) -> tuple[torch.Tensor, np.ndarray]:
+    """All kept activations [tokens, d] at HOOK in one forward, and their flat token indices."""
+    keep = keep_positions(windows, torch.tensor(special_token_ids(api.get_tokenizer(model))))
+    acts = api.get_activations(model, windows.input_ids, windows.attention_mask, HOOK)
+    return acts[keep], np.flatnonzero(keep.reshape(-1).numpy())
+
+
+def sparse_sae(acts: torch.Tensor, d_sae: int, density: float = 0.15, seed: int = 1):
+    """A ReLU SAE whose features fire on about `density` of the tokens (b_enc set from the data)."""
+    sae = saekit.SAE.create("relu", acts.shape[-1], d_sae, seed=seed)
+    with torch.no_grad():
+        sae.b_dec.copy_(acts.mean(0))
+        sae.b_enc -= torch.quantile(sae.pre_acts(acts), 1 - density, dim=0)
+        sae.b_enc[-1] = -1e3  # one dead feature
+    sae.metadata = {"hook": HOOK}
+    return sae

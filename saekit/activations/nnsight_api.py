@@ -271,3 +271,67 @@ def spliced_logits(
             envoy.input = replace(_first_tensor(envoy.input))
         output = model.output.save()
     return _logits(output)
+
+
+# --- generation -----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def clean_logits(model, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Logits [batch, seq, vocab] of an unmodified forward."""
+    with model.trace(**_forward_kwargs(model, input_ids, attention_mask)):
+        output = model.output.save()
+    return _logits(output)
+
+
+def _generate_kwargs(model, input_ids: Tensor, attention_mask: Tensor | None, max_new_tokens: int,
+                     extra: dict[str, Any]) -> dict[str, Any]:
+    """Inputs for `model.generate`: exactly `max_new_tokens` new tokens, greedy unless told otherwise."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    kwargs = {**_forward_kwargs(model, input_ids, attention_mask), "max_new_tokens": max_new_tokens,
+              "min_new_tokens": max_new_tokens, "do_sample": False, **extra}
+    if kwargs.get("pad_token_id") is None:
+        config = underlying_module(model).config
+        pad = getattr(config, "pad_token_id", None)
+        kwargs["pad_token_id"] = pad if pad is not None else getattr(config, "eos_token_id", None)
+    return kwargs
+
+
+@torch.no_grad()
+def generate(
+    model,
+    input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    *,
+    max_new_tokens: int = 20,
+    hook: str | None = None,
+    replace: Callable[[Tensor], Tensor] | None = None,
+    side: Side = "output",
+    **generate_kwargs: Any,
+) -> Tensor:
+    """Token ids [batch, prompt + max_new_tokens] from `model.generate` (greedy by default), with the
+    activations at `hook` replaced by `replace(acts)` in every forward: the prompt's and each new token's.
+
+    Exactly `max_new_tokens` are generated (EOS does not stop early), so every step gets the edit.
+    Extra keyword arguments go to Hugging Face's `generate` (e.g. do_sample=True, temperature=0.8).
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+    if (replace is None) != (hook is None):
+        raise ValueError("pass both hook and replace (to edit activations while generating), or neither")
+    kwargs = _generate_kwargs(model, input_ids, attention_mask, max_new_tokens, generate_kwargs)
+    if replace is None:
+        with model.generate(**kwargs) as tracer:
+            ids = tracer.result.save()
+        return ids
+    _check_side(side)
+    envoy = _envoy(model, hook)
+    with model.generate(**kwargs) as tracer:
+        for _ in tracer.iter[:max_new_tokens]:
+            if side == "output":
+                envoy.output = _with_first(envoy.output, replace(_first_tensor(envoy.output)))
+            else:
+                envoy.input = replace(_first_tensor(envoy.input))
+        ids = tracer.result.save()
+    return ids

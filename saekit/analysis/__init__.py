@@ -1,0 +1,40 @@
+"""Analyses built on SAEs, as pure functions returning DataFrames/tensors: the feature store, logit
+effects, universality, feature splitting, feature maps, steering and an interpretability proxy."""
+
+from saekit.analysis.features import (
+    FeatureStore,
+    Neurons,
+    StoreConfig,
+    build_feature_store,
+    load_feature_store,
+    window_activations,
+)
+from saekit.analysis.interpretability import compare_bases, unit_measures
+from saekit.analysis.logit_effects import (
+    logit_effect_matrix,
+    model_logit_effects,
+    output_weights,
+    top_logit_effects,
+)
+from saekit.analysis.maps import MapConfig, feature_map, hover_labels
+from saekit.analysis.splitting import Splitting, families, feature_family, split_edges, split_similarities
+from saekit.analysis.steering import FeatureEdit, edit_activations, next_token_shift, steer_generate, steering_sweep
+from saekit.analysis.universality import (
+    CoactivationSums,
+    Correlations,
+    Universality,
+    best_match_histogram,
+    best_match_tables,
+    best_matches,
+    correlate,
+    universality_summary,
+)
+
+__all__ = [
+    "CoactivationSums", "Correlations", "FeatureEdit", "FeatureStore", "MapConfig", "Neurons", "Splitting",
+    "StoreConfig", "Universality", "best_match_histogram", "best_match_tables", "best_matches", "build_feature_store",
+    "compare_bases", "correlate", "edit_activations", "families", "feature_family", "feature_map", "hover_labels",
+    "load_feature_store", "logit_effect_matrix", "model_logit_effects", "next_token_shift", "output_weights",
+    "split_edges", "split_similarities", "steer_generate", "steering_sweep", "top_logit_effects", "unit_measures",
+    "universality_summary", "window_activations",
+]

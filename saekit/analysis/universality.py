@@ -1,0 +1,285 @@
+"""Universality: do two models' dictionaries learn the same features? (the paper's 0.72 vs 0.46 neurons)
+
+Features of SAE_A on model A and SAE_B on model B are compared on the SAME token windows by the
+Pearson correlation of their activations across tokens, for all pairs at once. One streaming pass
+accumulates (float64) Σf_a, Σf_b, Σf_a², Σf_b² and the cross products Σ f_a f_bᵀ [d_a, d_b]:
+
+    corr = (S_ab/N − μ_a μ_bᵀ) / (σ_a σ_bᵀ)
+
+The cross products exploit sparsity: with a few active features per token, f_aᵀ f_b is a product
+of two sparse matrices whose cost grows with Σ_t nnz_a(t)·nnz_b(t), not with d_a·d_b per token
+(scipy's sparse product when scipy is installed, else torch's). Dense units (raw neurons) use a
+dense matmul. The same sums give activation cosines (`CoactivationSums.cosine`, used by
+feature splitting): zeros add nothing to a dot product, so the cosine over all tokens equals the
+cosine over the tokens where either unit fires.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from saekit.activations import nnsight_api as api
+from saekit.analysis.features import (
+    DEFAULT_STORE_TOKENS,
+    Corpus,
+    corpus_activations,
+    encode,
+    fired,
+    open_corpus,
+)
+from saekit.saes.sparse import Codes
+
+Method = Literal["auto", "sparse", "dense"]
+DENSE_ABOVE = 1e-3  # "auto" multiplies densely when density_a · density_b exceeds this (measured per batch)
+ROW_CHUNK = 1024  # rows of the [d_a, d_b] result computed at a time (bounds float64 temporaries)
+
+
+# --- the accumulation -----------------------------------------------------------------------------
+
+
+class CoactivationSums:
+    """Running first and second moments of two sets of units over the same tokens (float64)."""
+
+    def __init__(self, d_a: int, d_b: int, method: Method = "auto") -> None:
+        if method not in ("auto", "sparse", "dense"):
+            raise ValueError(f"method must be 'auto', 'sparse' or 'dense', got {method!r}")
+        self.method = method
+        self.n = 0
+        self.sum_a, self.sum_b = torch.zeros(d_a, dtype=torch.float64), torch.zeros(d_b, dtype=torch.float64)
+        self.sq_a, self.sq_b = torch.zeros(d_a, dtype=torch.float64), torch.zeros(d_b, dtype=torch.float64)
+        self.cross = torch.zeros(d_a, d_b, dtype=torch.float64)  # Σ_t f_a[t]ᵀ f_b[t]
+
+    def update(self, f_a: Tensor, f_b: Tensor) -> None:
+        """f_a: [tokens, d_a] and f_b: [tokens, d_b] activations of the same tokens."""
+        f_a, f_b = f_a.detach().float().cpu(), f_b.detach().float().cpu()
+        if f_a.shape[0] != f_b.shape[0]:
+            raise ValueError(f"the two sides cover different tokens ({f_a.shape[0]} vs {f_b.shape[0]})")
+        self.n += f_a.shape[0]
+        if self.method == "dense" or (self.method == "auto" and _density(f_a) * _density(f_b) > DENSE_ABOVE):
+            self._add_dense(f_a, f_b)
+        else:
+            self._add_sparse(*fired(f_a, positive=False), *fired(f_b, positive=False))
+
+    def _add_dense(self, f_a: Tensor, f_b: Tensor) -> None:
+        for f, total, squares in ((f_a, self.sum_a, self.sq_a), (f_b, self.sum_b, self.sq_b)):
+            total += f.sum(0).double()
+            squares += f.pow(2).sum(0).double()
+        self.cross += (f_a.T @ f_b).double()
+
+    def _add_sparse(self, codes_a: Codes, values_a: Tensor, codes_b: Codes, values_b: Tensor) -> None:
+        for codes, values, total, squares in ((codes_a, values_a, self.sum_a, self.sq_a),
+                                              (codes_b, values_b, self.sum_b, self.sq_b)):
+            values = values.double()
+            total.index_add_(0, codes.cols, values)
+            squares.index_add_(0, codes.cols, values * values)
+        add_sparse_cross(self.cross, codes_a, values_a, codes_b, values_b)
+
+    def correlation(self) -> Tensor:
+        """Pearson correlation [d_a, d_b] (float32); NaN where a unit is constant over the tokens."""
+        n = max(self.n, 1)
+        mean_a, mean_b = self.sum_a / n, self.sum_b / n
+        std_a = (self.sq_a / n - mean_a**2).clamp_min(0).sqrt()
+        std_b = (self.sq_b / n - mean_b**2).clamp_min(0).sqrt()
+        std_a, std_b = _nan_where_zero(std_a), _nan_where_zero(std_b)
+
+        def block(rows: slice) -> Tensor:
+            return (self.cross[rows] / n - mean_a[rows, None] * mean_b) / (std_a[rows, None] * std_b)
+
+        return self._rows(block)
+
+    def cosine(self) -> Tensor:
+        """Cosine similarity [d_a, d_b] (float32) of the units' activation vectors; NaN for silent units."""
+        norm_a, norm_b = _nan_where_zero(self.sq_a.sqrt()), _nan_where_zero(self.sq_b.sqrt())
+        return self._rows(lambda rows: self.cross[rows] / (norm_a[rows, None] * norm_b))
+
+    def _rows(self, block) -> Tensor:
+        out = torch.empty(self.cross.shape, dtype=torch.float32)
+        for start in range(0, out.shape[0], ROW_CHUNK):
+            rows = slice(start, start + ROW_CHUNK)
+            out[rows] = block(rows).float()
+        return out
+
+
+def _density(f: Tensor, probe_rows: int = 256) -> float:
+    """The fraction of non-zero entries, estimated on the first `probe_rows` tokens (cheap)."""
+    probe = f[:probe_rows]
+    return int(torch.count_nonzero(probe)) / max(probe.numel(), 1)
+
+
+def _nan_where_zero(values: Tensor) -> Tensor:
+    return values.where(values > 0, torch.tensor(float("nan"), dtype=values.dtype))
+
+
+def add_sparse_cross(cross: Tensor, codes_a: Codes, values_a: Tensor, codes_b: Codes, values_b: Tensor) -> None:
+    """cross [d_a, d_b] += f_aᵀ f_b for sparse f_a, f_b given as entries (values [nnz] at codes) of the
+    same tokens; products in float64."""
+    if values_a.numel() == 0 or values_b.numel() == 0:
+        return
+    shape_a, shape_b = (codes_a.n_rows, cross.shape[0]), (codes_b.n_rows, cross.shape[1])
+    args = (codes_a.rows, codes_a.cols, values_a.double(), shape_a, codes_b.rows, codes_b.cols, values_b.double(),
+            shape_b)
+    rows, cols, values = _scipy_cross(*args) if _has_scipy() else _torch_cross(*args)
+    cross.view(-1).index_add_(0, rows * cross.shape[1] + cols, values)
+
+
+def _has_scipy() -> bool:
+    try:
+        import scipy.sparse  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _scipy_cross(rows_a, cols_a, vals_a, shape_a, rows_b, cols_b, vals_b, shape_b) -> tuple[Tensor, Tensor, Tensor]:
+    """Entries (row, col, value) of aᵀ b, each pair once, by scipy's sparse-sparse product."""
+    import scipy.sparse as sp
+
+    a_t = sp.csr_matrix((vals_a.numpy(), (cols_a.numpy(), rows_a.numpy())), shape=(shape_a[1], shape_a[0]))
+    b = sp.csr_matrix((vals_b.numpy(), (rows_b.numpy(), cols_b.numpy())), shape=shape_b)
+    product = (a_t @ b).tocoo()
+    return (torch.from_numpy(product.row.astype(np.int64)), torch.from_numpy(product.col.astype(np.int64)),
+            torch.from_numpy(product.data))
+
+
+def _torch_cross(rows_a, cols_a, vals_a, shape_a, rows_b, cols_b, vals_b, shape_b) -> tuple[Tensor, Tensor, Tensor]:
+    """The same product with torch's sparse CSR matmul (slower; used when scipy is missing)."""
+    a_t = torch.sparse_coo_tensor(torch.stack([cols_a, rows_a]), vals_a, (shape_a[1], shape_a[0]),
+                                  check_invariants=False).coalesce()
+    b = torch.sparse_coo_tensor(torch.stack([rows_b, cols_b]), vals_b, shape_b, check_invariants=False).coalesce()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]parse.*beta.*")
+        product = torch.sparse.mm(a_t, b).coalesce()
+    return product.indices()[0], product.indices()[1], product.values()
+
+
+# --- two models, same windows ---------------------------------------------------------------------
+
+
+def second_corpus(corpus: Corpus, model: Any, hook: str | None = None) -> Corpus:
+    """`corpus` read through another model (at `hook`, default the same path): same windows, same skips."""
+    model = api.load_model(model)
+    hook = hook or corpus.hook
+    api.check_hook(model, hook)
+    return corpus._replace(model=model, hook=hook)
+
+
+def paired_activations(corpus_a: Corpus, corpus_b: Corpus, batch_size: int, progress: bool) -> Iterator[
+        tuple[Tensor, Tensor]]:
+    """Activations [tokens, d] of both models on the same windows, batch by batch."""
+    if not torch.equal(corpus_a.windows.input_ids, corpus_b.windows.input_ids) or (
+            corpus_a.special_ids != corpus_b.special_ids):
+        raise ValueError("the two corpora must share their token windows and skipped special tokens")
+    stream_a = corpus_activations(corpus_a, batch_size, progress, desc="universality")
+    stream_b = corpus_activations(corpus_b, batch_size, progress=False)
+    for chunk_a, chunk_b in zip(stream_a, stream_b):
+        yield chunk_a.acts, chunk_b.acts
+
+
+class Correlations(NamedTuple):
+    """Activation correlations between model A's units and model B's."""
+
+    features: Tensor  # [d_sae_a, d_sae_b] Pearson correlation of SAE features
+    neurons: Tensor  # [d_in_a, d_in_b] the same for raw neurons (the baseline)
+    density_a: Tensor  # [d_sae_a] firing rate of A's features
+    density_b: Tensor  # [d_sae_b]
+
+
+def correlate(
+    model_a: Any,
+    model_b: Any,
+    text: Any,
+    sae_a: Any,
+    sae_b: Any,
+    *,
+    hook_b: str | None = None,
+    max_tokens: int | None = DEFAULT_STORE_TOKENS,
+    batch_size: int = 32,
+    method: Method = "auto",
+    tokenizer: Any = None,
+    progress: bool = True,
+    **settings: Any,
+) -> Correlations:
+    """One pass over `text` through both models: feature–feature and neuron–neuron correlations.
+
+    Hook, side and context default to sae_a's metadata (`settings` overrides them: hook, side,
+    context_len, exclude_special_tokens); model B is read at `hook_b` (default: sae_b's hook, else A's).
+    """
+    corpus_a = open_corpus(model_a, text, sae_a, max_tokens=max_tokens, tokenizer=tokenizer, **settings)
+    corpus_b = second_corpus(corpus_a, model_b, hook_b or (getattr(sae_b, "metadata", None) or {}).get("hook"))
+    features = neurons = None
+    fires_a, fires_b = torch.zeros(sae_a.d_sae), torch.zeros(sae_b.d_sae)
+    for acts_a, acts_b in paired_activations(corpus_a, corpus_b, batch_size, progress):
+        if features is None:
+            features = CoactivationSums(sae_a.d_sae, sae_b.d_sae, method)
+            neurons = CoactivationSums(acts_a.shape[-1], acts_b.shape[-1], method)
+        f_a, f_b = encode(sae_a, acts_a), encode(sae_b, acts_b)
+        features.update(f_a, f_b)
+        neurons.update(acts_a, acts_b)
+        fires_a += (f_a != 0).sum(0).cpu()
+        fires_b += (f_b != 0).sum(0).cpu()
+    if features is None:
+        raise ValueError("the text yields no tokens to read (all padded or special); pass more text")
+    return Correlations(features.correlation(), neurons.correlation(), fires_a / features.n, fires_b / features.n)
+
+
+# --- summaries ------------------------------------------------------------------------------------
+
+
+def best_matches(corr: Tensor, density: Tensor | None = None) -> pd.DataFrame:
+    """Per row unit (of A): its best-correlated unit of B and that correlation (NaN for silent units).
+
+    Columns: unit, best_match, correlation (and density when given), in unit order.
+    """
+    filled = torch.nan_to_num(corr, nan=-float("inf"))
+    best = filled.max(dim=1)
+    valid = torch.isfinite(best.values)
+    table = pd.DataFrame({
+        "unit": np.arange(corr.shape[0]),
+        "best_match": pd.array(np.where(valid.numpy(), best.indices.numpy(), 0), dtype="Int64"),
+        "correlation": np.where(valid.numpy(), best.values.numpy(), np.nan),
+    })
+    table.loc[~valid.numpy(), "best_match"] = pd.NA
+    if density is not None:
+        table["density"] = density.numpy()
+    return table
+
+
+class Universality(NamedTuple):
+    """Best-match tables for features and for neurons (A's units against B's)."""
+
+    features: pd.DataFrame  # unit, best_match, correlation, density
+    neurons: pd.DataFrame  # unit, best_match, correlation
+
+
+def best_match_tables(correlations: Correlations) -> Universality:
+    """Best matches of A's features among B's, and of A's neurons among B's neurons."""
+    return Universality(best_matches(correlations.features, correlations.density_a),
+                        best_matches(correlations.neurons))
+
+
+def best_match_histogram(result: Universality, bins: int = 40) -> pd.DataFrame:
+    """Histogram data of best-match correlations over [-1, 1]: basis, bin_start, bin_end, count, fraction."""
+    edges = np.linspace(-1.0, 1.0, bins + 1)
+    parts = []
+    for basis, table in (("features", result.features), ("neurons", result.neurons)):
+        values = table["correlation"].dropna().to_numpy()
+        counts, _ = np.histogram(np.clip(values, -1.0, 1.0), bins=edges)
+        parts.append(pd.DataFrame({"basis": basis, "bin_start": edges[:-1], "bin_end": edges[1:], "count": counts,
+                                   "fraction": counts / max(len(values), 1)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def universality_summary(result: Universality) -> pd.DataFrame:
+    """Median and mean best-match correlation per basis (the paper: 0.72 features, 0.46 neurons)."""
+    rows = []
+    for basis, table in (("features", result.features), ("neurons", result.neurons)):
+        values = table["correlation"].dropna()
+        rows.append({"basis": basis, "n_units": len(values), "median": values.median(), "mean": values.mean()})
+    return pd.DataFrame(rows)
