@@ -25,7 +25,6 @@ examples:
   saekit eval runs/gpt2-l0-topk --text heldout/ --tokens 50000
 """
 
-DEMO_PENDING = "demo arrives with the embedded model"
 RECIPES = ("default", "towards_monosemanticity", "april_2024")
 
 
@@ -115,14 +114,10 @@ def _text(args: argparse.Namespace) -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        from saekit.demo import run_demo
-    except ModuleNotFoundError as error:
-        if error.name not in ("saekit.demo",):
-            raise
-        print(DEMO_PENDING)
-        return 0
-    run_demo(args.profile, args.out)
+    from saekit.demo import run_demo
+
+    demo = run_demo(args.profile, args.out)
+    print(f"demo ready in {demo.root}; open the notebooks with: jupyter lab notebooks/")
     return 0
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
 import saekit
-from saekit.cli import DEMO_PENDING, main
+from saekit.cli import main
 
 from helpers import HOOK
 
@@ -97,14 +98,11 @@ def test_bad_input_is_one_line(tiny_lm_dir, text_dir, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_demo_slot(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "saekit.demo", None)  # as if the module did not exist
-    assert main(["demo", "--profile", "quick"]) == 0
-    assert DEMO_PENDING in capsys.readouterr().out
-
+def test_demo_calls_run_demo(monkeypatch, capsys, tmp_path):
     calls = []
     fake = types.ModuleType("saekit.demo")
-    fake.run_demo = lambda profile, out: calls.append((profile, out))
+    fake.run_demo = lambda profile, out: calls.append((profile, out)) or types.SimpleNamespace(root=tmp_path)
     monkeypatch.setitem(sys.modules, "saekit.demo", fake)
     assert main(["demo", "--profile", "full", "--out", "cache"]) == 0
-    assert calls == [("full", __import__("pathlib").Path("cache"))]
+    assert calls == [("full", Path("cache"))]
+    assert "jupyter lab notebooks/" in capsys.readouterr().out

@@ -152,3 +152,11 @@ def test_write_text_folder_roundtrip(tmp_path, tokenizer):
     folder = write_text_folder(tmp_path / "t", ["one doc", "two doc"])
     windows = T.token_source(folder, tokenizer, 4, batch_size=8).take(None)
     assert windows.n_tokens == len(_hand_stream(["one doc", "two doc"], tokenizer))
+
+
+def test_npy_token_file_is_read_as_tokens(tmp_path):
+    ids = np.arange(1, 51, dtype=np.uint16)
+    np.save(tmp_path / "tokens.npy", ids)
+    windows = T.token_source(str(tmp_path / "tokens.npy"), None, context_len=16, batch_size=8).take(None)
+    assert windows.input_ids.shape == (4, 16)
+    assert windows.input_ids[windows.attention_mask.bool()].tolist() == list(range(1, 51))

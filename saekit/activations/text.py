@@ -235,10 +235,11 @@ def windows_from_tokens(tokens: Tensor | np.ndarray, context_len: int, pad: int 
     if ids.dim() != 1:
         raise ValueError(f"token arrays must be 1-D [n_tokens] or 2-D [n_seq, ctx], got shape {tuple(ids.shape)}")
     n_full = ids.numel() // context_len
-    rows = [ids[i * context_len : (i + 1) * context_len].tolist() for i in range(n_full)]
-    if ids.numel() % context_len:
-        rows.append(ids[n_full * context_len :].tolist())
-    return _stack(rows, context_len, pad)
+    full = ids[: n_full * context_len].view(n_full, context_len)
+    if ids.numel() % context_len == 0:
+        return TokenWindows(full, torch.ones_like(full))
+    tail = _stack([ids[n_full * context_len :].tolist()], context_len, pad)
+    return TokenWindows(torch.cat([full, tail.input_ids]), torch.cat([torch.ones_like(full), tail.attention_mask]))
 
 
 def split_windows(windows: TokenWindows, batch_size: int) -> Iterator[TokenWindows]:
@@ -291,9 +292,12 @@ class TokenSource:
 
 
 def token_source(text: Any, tokenizer, context_len: int, batch_size: int) -> TokenSource:
-    """A TokenSource from any text form: documents (see `as_documents`), TokenWindows, or a token array."""
+    """A TokenSource from any text form: documents (see `as_documents`), TokenWindows, a token array, or
+    the path of a `.npy` token array."""
     if context_len < 1 or batch_size < 1:
         raise ValueError(f"context_len and batch_size must be positive (got {context_len}, {batch_size})")
+    if isinstance(text, (str, os.PathLike)) and str(text).endswith(".npy"):
+        text = np.load(text, mmap_mode="r")  # a saved token array [n_tokens] or [n_seq, ctx]
     if is_tokens(text):
         windows = text if isinstance(text, TokenWindows) else windows_from_tokens(text, context_len, pad_id(tokenizer))
         return TokenSource(windows, tokenizer, context_len, batch_size)

@@ -1,0 +1,417 @@
+"""`saekit demo`: the embedded default built end to end, cached step by step and resumable.
+
+    corpus → tokenizer → models A and B            (saekit.embedded)
+    → SAEs on A at several sizes, one on B          (saekit.train on activations through nnsight)
+    → evaluation table (CSV)                        (saekit.evaluate on held-out tokens)
+    → feature data for the notebooks                (feature stores, universality, splitting)
+
+Each step is skipped when its inputs are unchanged (`saekit.pipeline`); an interrupted run resumes, SAE
+training included (from its checkpoints). `open_demo()` reads what a run built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from saekit.activations.nnsight_api import load_model
+from saekit.activations.source import ActivationConfig, ActivationSource
+from saekit.activations.text import TokenWindows, windows_from_tokens
+from saekit.embedded import EmbeddedConfig, build_embedded
+from saekit.pipeline import input_key, run_step
+
+DEMO_DIR_ENV = "SAEKIT_DEMO_DIR"
+INDEX = "demo.json"
+LATEST = "latest.json"
+HOOK = "transformer.h.0.mlp.act"
+Profile = Literal["quick", "full"]
+
+
+def default_root() -> Path:
+    """Where `saekit demo` builds and the notebooks look: $SAEKIT_DEMO_DIR, else ~/.cache/saekit/demo."""
+    return Path(os.environ.get(DEMO_DIR_ENV) or Path.home() / ".cache" / "saekit" / "demo").expanduser()
+
+
+@dataclass(frozen=True)
+class SAESpec:
+    """One dictionary the demo trains."""
+
+    model: Literal["A", "B"]
+    """Which language model's MLP it decomposes."""
+    arch: Literal["relu", "topk", "batchtopk", "jumprelu"]
+    """SAE architecture."""
+    n_features: int
+    """Dictionary size."""
+    tokens: int
+    """Training tokens."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    l1_coefficient: float = 5.0
+    """relu: λ of the L1 penalty."""
+    k: int = 32
+    """topk/batchtopk: active features per token."""
+    paper_recipe: bool = True
+    """relu: the 2023 recipe with dead-feature resampling (TrainConfig.towards_monosemanticity)."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.arch}-{self.n_features}"
+
+
+@dataclass(frozen=True)
+class DemoProfile:
+    """Everything a demo run builds besides the corpus and the models (those are saekit.embedded's)."""
+
+    name: str
+    """Profile name ("quick", "full"), also the folder under the demo root."""
+    saes: tuple[SAESpec, ...]
+    """The dictionaries, the A family first (small → large)."""
+    batch_size: int = 4096
+    """SAE training batch (activation vectors per step)."""
+    eval_tokens: int = 32_768
+    """Held-out tokens each SAE is evaluated on."""
+    store_tokens: int = 200_000
+    """Tokens the A/1 and neuron feature stores scan."""
+    family_store_tokens: int = 100_000
+    """Tokens the other dictionaries' feature stores scan."""
+    universality_tokens: int = 200_000
+    """Tokens over which A/1 and B/1 (and the neurons) are correlated."""
+    splitting_tokens: int = 100_000
+    """Tokens over which the A family's features are linked."""
+    seed: int = 0
+    """Seed for window order and SAE initialisation."""
+    a1_features: int = 4096
+    """Size of the A/1 analogue (the relu dictionary on model A studied in depth)."""
+    embedded: EmbeddedConfig | None = None
+    """Corpus, tokenizer and language models; None: saekit.embedded's settings for the profile name."""
+
+    def __post_init__(self) -> None:
+        keys = {(s.model, s.arch, s.n_features) for s in self.saes}
+        for model in ("A", "B"):
+            if (model, "relu", self.a1_features) not in keys:
+                raise ValueError(f"DemoProfile {self.name!r}: add a relu SAE with {self.a1_features} features on "
+                                 f"model {model} (A/1 and B/1 are compared for universality), or change a1_features")
+        if len({s.name for s in self.saes}) != len(self.saes):
+            raise ValueError(f"DemoProfile {self.name!r}: two SAEs share a name (model-arch-size); make them differ")
+        for name, value in vars(self).items():
+            if name.endswith("_tokens") and value < 1:
+                raise ValueError(f"DemoProfile {self.name!r}: {name} must be positive")
+
+    @property
+    def embedded_config(self) -> EmbeddedConfig:
+        return self.embedded or EmbeddedConfig.profile(self.name)
+
+    @property
+    def a1(self) -> SAESpec:
+        """The paper's A/1 analogue: relu, 4096 features, on model A."""
+        return next(s for s in self.saes if (s.model, s.arch, s.n_features) == ("A", "relu", self.a1_features))
+
+    def family(self, model: str = "A") -> list[SAESpec]:
+        """The relu dictionaries of one model, small → large (for splitting)."""
+        return sorted((s for s in self.saes if s.model == model and s.arch == "relu"), key=lambda s: s.n_features)
+
+
+def _relu(model: str, n: int, tokens: int, l1: float) -> SAESpec:
+    return SAESpec(model, "relu", n, tokens, l1_coefficient=l1)
+
+
+PROFILES: dict[str, DemoProfile] = {
+    "quick": DemoProfile(
+        "quick",
+        tuple(_relu("A", n, 400_000, 5.0) for n in (512, 1024, 2048, 4096))
+        + (SAESpec("A", "topk", 4096, 400_000, k=32), _relu("B", 4096, 400_000, 5.0)),
+    ),
+    "full": DemoProfile(
+        "full",
+        tuple(_relu("A", n, 6_000_000, 5.0) for n in (512, 1024, 2048, 4096, 8192, 16384))
+        + (SAESpec("A", "topk", 4096, 6_000_000, k=32), _relu("B", 4096, 6_000_000, 5.0)),
+        eval_tokens=131_072,
+        store_tokens=1_000_000,
+        family_store_tokens=200_000,
+        universality_tokens=1_000_000,
+        splitting_tokens=300_000,
+    ),
+}
+
+
+# --- the steps ------------------------------------------------------------------------------------
+
+
+def shuffled_windows(tokens: np.ndarray, context_len: int, seed: int) -> TokenWindows:
+    """The token stream cut into windows [n, context_len], in a seeded random order (the corpus is stored
+    subset by subset; SAE training wants every subset all along)."""
+    n = len(tokens) // context_len
+    ids = torch.as_tensor(np.asarray(tokens[: n * context_len], dtype=np.int64)).view(n, context_len)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return windows_from_tokens(ids[order], context_len)
+
+
+def _train_config(spec: SAESpec, folder: Path):
+    from saekit.training import TrainConfig
+
+    common = dict(total_tokens=spec.tokens, lr=spec.lr, checkpoint_dir=str(folder / "checkpoints"),
+                  checkpoint_every_tokens=max(1, spec.tokens // 4))
+    if spec.arch == "relu" and spec.paper_recipe:
+        return TrainConfig.towards_monosemanticity(l1_coefficient=spec.l1_coefficient, **common)
+    return TrainConfig(l1_coefficient=spec.l1_coefficient, **common)
+
+
+def train_demo_sae(spec: SAESpec, model_folder: Path, train_tokens: Path, profile: DemoProfile, folder: Path,
+                   progress: bool = True) -> dict[str, Any]:
+    """Train one dictionary into `folder` (resuming from its checkpoints if a run was interrupted)."""
+    import shutil
+
+    from saekit.saes import SAE
+    from saekit.training import train
+
+    model = load_model(model_folder)
+    context = model._module.config.n_positions
+    windows = shuffled_windows(np.load(train_tokens, mmap_mode="r"), context, profile.seed)
+    source = ActivationSource(model, windows, ActivationConfig(
+        hook=HOOK, context_len=context, batch_size=profile.batch_size, total_tokens=spec.tokens,
+        seed=profile.seed), progress=False)
+    extra = {"k": spec.k} if spec.arch in ("topk", "batchtopk") else {}
+    sae = SAE.create(spec.arch, source.d_in, spec.n_features, seed=profile.seed, **extra)
+    checkpoints = folder / "checkpoints"
+    resume = checkpoints if any(checkpoints.glob("tokens_*/trainer_state.json")) else None
+    run = train(sae, source, _train_config(spec, folder), resume=resume, progress=progress)
+    sae.metadata.update(source.metadata())
+    sae.metadata["text"] = str(train_tokens)
+    sae.save(folder)
+    run.history.to_csv(folder / "history.csv", index=False)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return {"tokens": run.summary["tokens"], "l0": run.summary.get("l0"),
+            "resampled_features": run.summary["resampled_features"]}
+
+
+def evaluate_demo(profile: DemoProfile, out: Path, models: dict[str, Path], heldout: Path, folder: Path,
+                  progress: bool = True) -> dict[str, Any]:
+    """Evaluate every dictionary on held-out tokens: `eval.csv` (one row per SAE) and feature densities."""
+    from safetensors.torch import save_file
+
+    from saekit.evaluation import evaluate
+    from saekit.formats import load_sae
+
+    rows, densities = [], {}
+    loaded = {name: load_model(path) for name, path in models.items()}
+    tokens = np.load(heldout, mmap_mode="r")
+    for spec in profile.saes:
+        sae = load_sae(out / "saes" / spec.name)
+        result = evaluate(sae, loaded[spec.model], tokens, hook=HOOK, max_tokens=profile.eval_tokens,
+                          progress=progress)
+        training = sae.metadata.get("training", {})
+        rows.append({"name": spec.name, "model": spec.model, "arch": spec.arch, "n_features": spec.n_features,
+                     "k": spec.k if spec.arch in ("topk", "batchtopk") else None,
+                     "recipe": "towards_monosemanticity" if spec.arch == "relu" and spec.paper_recipe else "default",
+                     "train_tokens": training.get("tokens"), **result.to_dict()})
+        densities[spec.name] = result.densities.contiguous()
+    table = pd.DataFrame(rows)
+    table.to_csv(folder / "eval.csv", index=False)
+    save_file(densities, str(folder / "densities.safetensors"))
+    return {"rows": len(rows)}
+
+
+def feature_data(profile: DemoProfile, out: Path, models: dict[str, Path], heldout: Path, folder: Path,
+                 progress: bool = True) -> dict[str, Any]:
+    """What the notebooks open: feature stores, universality tables (A/1 vs B/1) and splitting edges."""
+    from saekit.analysis.features import build_feature_store
+    from saekit.analysis.splitting import split_edges, split_similarities
+    from saekit.analysis.universality import best_match_tables, correlate
+    from saekit.formats import load_sae
+
+    loaded = {name: load_model(path) for name, path in models.items()}
+    windows = windows_from_tokens(np.load(heldout, mmap_mode="r"), loaded["A"]._module.config.n_positions)
+    saes = {s.name: load_sae(out / "saes" / s.name) for s in profile.saes}
+    a1, b1 = profile.a1.name, f"B-relu-{profile.a1.n_features}"
+    stores = {a1: (saes[a1], "A", profile.store_tokens), "A-neurons": (None, "A", profile.store_tokens),
+              b1: (saes[b1], "B", profile.family_store_tokens), "B-neurons": (None, "B", profile.family_store_tokens)}
+    stores.update({s.name: (saes[s.name], "A", profile.family_store_tokens) for s in profile.family("A")
+                   if s.name != a1})
+    for name, (sae, model, tokens) in stores.items():
+        store = build_feature_store(loaded[model], windows, sae, hook=HOOK, max_tokens=tokens, progress=progress)
+        store.save(folder / "stores" / name)
+    corr = correlate(loaded["A"], loaded["B"], windows, saes[a1], saes[b1], hook=HOOK,
+                     max_tokens=profile.universality_tokens, progress=progress)
+    universal = best_match_tables(corr)
+    universal.features.to_parquet(folder / "universality_features.parquet")
+    universal.neurons.to_parquet(folder / "universality_neurons.parquet")
+    family = [saes[s.name] for s in profile.family("A")]
+    split = split_similarities(loaded["A"], windows, family, hook=HOOK, max_tokens=profile.splitting_tokens,
+                               progress=progress)
+    split_edges(split).to_parquet(folder / "splitting_edges.parquet")
+    return {"stores": sorted(stores)}
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def run_demo(profile: Profile | DemoProfile = "quick", out: str | Path | None = None, *, progress: bool = True,
+             log=print) -> DemoOutput:
+    """Build (or finish, or reuse) the demo of `profile` in `out` (default: default_root()/profile)."""
+    prof = PROFILES[profile] if isinstance(profile, str) else profile
+    out = Path(out).expanduser() if out is not None else default_root() / prof.name
+    log(f"[saekit] demo profile {prof.name!r} in {out}")
+    embedded = build_embedded(out, prof.embedded_config, progress=progress)
+    _report_models(embedded.summary(), out, log)
+    models = {name: result.path for name, result in embedded.models.items()}
+    data = {"tokens": embedded.tokens.folder, "manifest": embedded.corpus.manifest_hash}
+    model_keys = {name: input_key(_read_json(path / "training.json")) for name, path in models.items()}
+    train_tokens, heldout = embedded.tokens.folder / "train.npy", embedded.tokens.folder / "heldout.npy"
+    sae_keys = {}
+    for spec in prof.saes:
+        inputs = {"spec": vars(spec), "model": model_keys[spec.model], "data": data["manifest"],
+                  "batch_size": prof.batch_size, "seed": prof.seed}
+        step = run_step(out / "saes" / spec.name, f"SAE {spec.name}", inputs, log=log,
+                        build=lambda folder, s=spec: train_demo_sae(s, models[s.model], train_tokens, prof, folder,
+                                                                    progress))
+        sae_keys[spec.name] = step.key
+    evals = run_step(out / "eval", "evaluation", {"saes": sae_keys, "tokens": prof.eval_tokens}, log=log,
+                     build=lambda folder: evaluate_demo(prof, out, models, heldout, folder, progress))
+    inputs = {"saes": sae_keys, **{k: v for k, v in vars(prof).items() if k.endswith("_tokens")}}
+    run_step(out / "features", "feature data", inputs, log=log,
+             build=lambda folder: feature_data(prof, out, models, heldout, folder, progress))
+    (out / INDEX).write_text(json.dumps({"profile": prof.name, "saes": [s.name for s in prof.saes],
+                                         "a1": prof.a1.name, "eval_key": evals.key}, indent=1))
+    if out.parent == default_root() or out == default_root() / prof.name:
+        (out.parent / LATEST).write_text(json.dumps({"path": str(out)}))
+    demo = open_demo(out)
+    table = demo.eval_table()
+    log(table[["name", "arch", "n_features", "l0", "dead_fraction", "fvu", "loss_recovered",
+               "loss_increase"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    log(f"[saekit] evaluation table: {out / 'eval' / 'eval.csv'}")
+    return demo
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _report_models(summary: pd.DataFrame, out: Path, log) -> None:
+    """Print the language models' held-out loss next to the bigram baseline, and say if one fails to beat it."""
+    summary.to_csv(out / "models.csv", index=False)
+    log(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for row in summary.itertuples():
+        gain = row.bigram_loss - row.heldout_loss
+        if gain < 0.1:
+            verdict = "does not beat" if gain <= 0 else "barely beats"
+            log(f"[saekit] warning: model {row.model} {verdict} the bigram baseline ({row.heldout_loss:.2f} vs "
+                f"{row.bigram_loss:.2f} nats/token): its features will be weak; train it longer")
+
+
+# --- reading a built demo ---------------------------------------------------------------------------
+
+
+class DemoNotFoundError(FileNotFoundError):
+    """No built demo where one was looked for; the message names the command that builds it."""
+
+
+def find_demo(path: str | Path | None = None) -> Path:
+    """A built demo folder: `path` itself, else $SAEKIT_DEMO_DIR / default root's latest or full/quick."""
+    candidates = [Path(path).expanduser()] if path is not None else []
+    if path is None:
+        root = default_root()
+        latest = _read_json(root / LATEST).get("path") if (root / LATEST).is_file() else None
+        candidates = [root] + ([Path(latest)] if latest else []) + [root / "full", root / "quick"]
+    for folder in candidates:
+        if (folder / INDEX).is_file():
+            return folder
+    where = candidates[0] if candidates else default_root()
+    raise DemoNotFoundError(
+        f"no saekit demo at {where}: build one with `saekit demo --profile quick` (or `make demo`), "
+        f"or point ${DEMO_DIR_ENV} at a demo folder"
+    )
+
+
+def open_demo(path: str | Path | None = None) -> DemoOutput:
+    """What a `saekit demo` run built (see `find_demo` for where it looks)."""
+    return DemoOutput(find_demo(path))
+
+
+class DemoOutput:
+    """Read access to a built demo: models, tokens, SAEs, the evaluation table and the feature data."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.index = _read_json(root / INDEX)
+        self.profile: str = self.index["profile"]
+        self.a1_name: str = self.index["a1"]
+        self._models: dict[str, Any] = {}
+
+    def model_path(self, name: str = "A") -> Path:
+        return self.root / f"model_{name}"
+
+    def model(self, name: str = "A"):
+        """The nnsight model of language model "A" or "B" (loaded once)."""
+        if name not in self._models:
+            self._models[name] = load_model(self.model_path(name))
+        return self._models[name]
+
+    def tokenizer(self):
+        from saekit.embedded import load_tokenizer
+
+        return load_tokenizer(self.root / "tokenizer")
+
+    def heldout_tokens(self) -> np.ndarray:
+        return np.load(self.root / "tokens" / "heldout.npy", mmap_mode="r")
+
+    def train_tokens(self) -> np.ndarray:
+        return np.load(self.root / "tokens" / "train.npy", mmap_mode="r")
+
+    def models_table(self) -> pd.DataFrame:
+        """Held-out loss of models A and B next to the bigram baseline."""
+        return pd.read_csv(self.root / "models.csv")
+
+    def eval_table(self) -> pd.DataFrame:
+        return pd.read_csv(self.root / "eval" / "eval.csv")
+
+    def sae_names(self) -> list[str]:
+        return list(self.index["saes"])
+
+    def sae(self, name: str):
+        from saekit.formats import load_sae
+
+        if name not in self.sae_names():
+            raise KeyError(f"no SAE {name!r} in this demo; choose one of {self.sae_names()}")
+        return load_sae(self.root / "saes" / name)
+
+    def family_names(self, model: str = "A") -> list[str]:
+        """The relu dictionaries of one model, small → large (the splitting family)."""
+        names = [n for n in self.sae_names() if n.startswith(f"{model}-relu-")]
+        return sorted(names, key=lambda n: int(n.rsplit("-", 1)[1]))
+
+    def density(self, name: str) -> torch.Tensor:
+        """[d_sae] feature densities on the held-out evaluation tokens."""
+        from safetensors.torch import load_file
+
+        return load_file(str(self.root / "eval" / "densities.safetensors"))[name]
+
+    def feature_store(self, name: str):
+        """The precomputed feature store of an SAE name, or of "A-neurons" / "B-neurons"."""
+        from saekit.analysis.features import FeatureStore
+
+        folder = self.root / "features" / "stores" / name
+        if not folder.is_dir():
+            have = sorted(p.name for p in (self.root / "features" / "stores").iterdir())
+            raise KeyError(f"no feature store {name!r}; this demo has {have}")
+        return FeatureStore.load(folder)
+
+    def universality(self):
+        """Best matches of A/1's features among B/1's, and of A's neurons among B's (precomputed)."""
+        from saekit.analysis.universality import Universality
+
+        folder = self.root / "features"
+        return Universality(pd.read_parquet(folder / "universality_features.parquet"),
+                            pd.read_parquet(folder / "universality_neurons.parquet"))
+
+    def splitting_edges(self) -> pd.DataFrame:
+        return pd.read_parquet(self.root / "features" / "splitting_edges.parquet")
+
+    def __repr__(self) -> str:
+        return f"DemoOutput({str(self.root)!r}, profile={self.profile!r}, saes={self.sae_names()})"

@@ -1,0 +1,303 @@
+"""The paper's one-layer transformer as a Hugging Face GPT-2 (`n_layer=1`), trained on the corpus tokens.
+
+The saved folder (weights + tokenizer) loads with `transformers.AutoModelForCausalLM.from_pretrained`
+and `nnsight.LanguageModel`; the MLP activations (after GELU) are at `transformer.h.0.mlp.act`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from saekit.embedded.bigram import bigram_loss
+from saekit.embedded.fused_loss import lm_loss
+from saekit.embedded.threads import ThreadBalancer, available_cores, torch_threads
+from saekit.embedded.tokenizer import EOT, PAD, save_tokenizer
+
+MLP_HOOK = "transformer.h.0.mlp.act"
+"""Module path of the MLP neurons' activations (the SAEs' input)."""
+MODEL_SEEDS = {"A": 0, "B": 1}
+"""The paper's two models, identical but for the random seed."""
+HISTORY_COLUMNS = ["step", "tokens", "lr", "loss", "tokens_per_second", "seconds", "threads"]
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Shape and training of the one-layer language model."""
+
+    d_model: int = 128
+    """Residual stream width."""
+    n_mlp: int = 512
+    """MLP neurons (the activations the SAEs decompose)."""
+    n_head: int = 4
+    """Attention heads (d_model must divide by it)."""
+    context: int = 128
+    """Tokens per training window (and the model's maximum positions)."""
+    tokens: int = 1_500_000
+    """Training tokens; steps = tokens // (batch_size * context)."""
+    batch_size: int = 8
+    """Windows per step (small batches learn more per token at these budgets, at the same speed)."""
+    lr: float = 5e-3
+    """Peak AdamW learning rate."""
+    warmup: float = 0.05
+    """Fraction of steps with linear warm-up, before the cosine decay."""
+    min_lr_ratio: float = 0.1
+    """The cosine decays to lr * min_lr_ratio."""
+    weight_decay: float = 0.1
+    """AdamW weight decay on matrices (not on biases or LayerNorm gains)."""
+    grad_clip: float = 1.0
+    """Gradient norm clipping."""
+    seed: int = 0
+    """Seed of the initialisation and of the window order."""
+    threads: int | None = None
+    """torch threads while training; None: the cores other processes leave free, re-checked every 5 s."""
+    eval_tokens: int = 1_000_000
+    """Held-out predictions scored for the final loss (all of the split when it is smaller)."""
+    log_every: int = 10
+    """Steps between rows of the history."""
+    tie_embeddings: bool = False
+    """Share the embedding and unembedding matrices (GPT-2 does; untied learns bigrams faster)."""
+    activation: Literal["gelu_new", "gelu_pytorch_tanh"] = "gelu_pytorch_tanh"
+    """MLP nonlinearity: GPT-2's tanh GELU; gelu_pytorch_tanh is the same function, fused (faster)."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "d_model",
+            "n_mlp",
+            "n_head",
+            "context",
+            "tokens",
+            "batch_size",
+            "eval_tokens",
+            "log_every",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be positive")
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model={self.d_model} does not divide into n_head={self.n_head} heads")
+        if self.tokens < self.batch_size * self.context:
+            raise ValueError(
+                f"tokens={self.tokens} is under one step ({self.batch_size} x {self.context}): raise tokens"
+            )
+        if self.lr <= 0 or not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("need lr > 0, warmup in [0, 1) and min_lr_ratio in [0, 1]")
+        if self.weight_decay < 0 or self.grad_clip <= 0:
+            raise ValueError("need weight_decay >= 0 and grad_clip > 0")
+        if self.threads is not None and self.threads <= 0:
+            raise ValueError(f"threads={self.threads}: use a positive count, or None for the free cores")
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps the token budget buys."""
+        return self.tokens // (self.batch_size * self.context)
+
+    @classmethod
+    def profile(cls, name: Literal["quick", "full"], **overrides: object) -> LMConfig:
+        """Recommended settings: quick (the defaults, ~1 minute on 2 cores) or full (~10 minutes)."""
+        settings = {"quick": {}, "full": {"tokens": 12_000_000, "lr": 3e-3}}
+        if name not in settings:
+            raise ValueError(f"profile {name!r}: use one of {sorted(settings)}")
+        return replace(cls(**settings[name]), **overrides)
+
+
+class LMResult(NamedTuple):
+    """A trained model: folder, config, history, speed, and its held-out loss next to the bigram baseline's
+    on the same tokens (nats/token)."""
+
+    path: Path
+    config: LMConfig
+    history: pd.DataFrame
+    heldout_loss: float
+    bigram_loss: float
+    heldout_tokens: int
+    tokens_per_second: float
+    seconds: float
+
+
+def gpt2_config(config: LMConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2Config:
+    """A one-layer GPT-2 config of the paper's shape, with the tokenizer's vocabulary and special ids."""
+    eot_id = tokenizer.convert_tokens_to_ids(EOT)
+    gpt2 = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=config.context,
+        n_embd=config.d_model,
+        n_layer=1,
+        n_head=config.n_head,
+        n_inner=config.n_mlp,
+        activation_function=config.activation,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=eot_id,
+        eos_token_id=eot_id,
+        pad_token_id=tokenizer.convert_tokens_to_ids(PAD),
+        tie_word_embeddings=config.tie_embeddings,
+    )
+    gpt2._attn_implementation = "sdpa"
+    return gpt2
+
+
+def lr_at(step: int, steps: int, config: LMConfig) -> float:
+    """Learning rate at `step` of `steps`: linear warm-up, then cosine decay to lr * min_lr_ratio."""
+    warmup = max(1, int(config.warmup * steps))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+
+
+def sample_windows(
+    tokens: np.ndarray, batch_size: int, context: int, rng: np.random.Generator
+) -> torch.Tensor:
+    """`[batch_size, context + 1]` windows at uniformly random offsets of `tokens [n]`, as int64."""
+    starts = rng.integers(0, len(tokens) - context - 1, size=batch_size)
+    return torch.from_numpy(np.stack([tokens[s : s + context + 1] for s in starts]).astype(np.int64))
+
+
+def make_optimizer(model: torch.nn.Module, config: LMConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only."""
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    others = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": matrices, "weight_decay": config.weight_decay},
+        {"params": others, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
+
+
+def heldout_windows(tokens: np.ndarray, context: int, max_tokens: int) -> np.ndarray:
+    """`[n_windows, context + 1]` held-out windows scoring at most `max_tokens` predictions.
+
+    Consecutive windows overlapping by one token (each token after the first predicted once) when the
+    split fits, else that many windows evenly spaced over the split, so every subset is represented.
+    """
+    available = (len(tokens) - 1) // context
+    if available < 1:
+        raise ValueError(
+            f"held-out split has {len(tokens)} tokens: need at least context + 1 = {context + 1}"
+        )
+    n_windows = max(1, min(available, max_tokens // context))
+    starts = np.linspace(0, available - 1, n_windows).round().astype(np.int64) * context
+    return np.stack([np.asarray(tokens[s : s + context + 1]) for s in starts]).astype(np.int64)
+
+
+@torch.no_grad()
+def heldout_loss(
+    model: GPT2LMHeadModel, windows: np.ndarray, batch_size: int = 64, *, progress: bool = False
+) -> float:
+    """Mean next-token loss (nats/token) of `model` over held-out `windows [n, context + 1]`."""
+    model.eval()
+    total = 0.0
+    for first in tqdm(range(0, len(windows), batch_size), desc="held-out loss", disable=not progress):
+        batch = torch.from_numpy(windows[first : first + batch_size])
+        logits = model(input_ids=batch[:, :-1]).logits  # [b, context, vocab]
+        total += float(F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum"))
+    model.train()
+    return total / (windows.shape[0] * (windows.shape[1] - 1))
+
+
+def train_steps(
+    model: GPT2LMHeadModel,
+    train: np.ndarray,
+    config: LMConfig,
+    balancer: ThreadBalancer | None = None,
+    *,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run the optimisation loop; return the history (step, tokens, lr, loss, tokens/s, seconds, threads)."""
+    optimizer = make_optimizer(model, config)
+    rng = np.random.default_rng(config.seed)
+    rows, running, start = [], 0.0, time.perf_counter()
+    bar = tqdm(total=config.steps, desc=f"LM seed {config.seed}", unit="step", disable=not progress)
+    for step in range(config.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config.steps, config)
+        loss = lm_loss(model, sample_windows(train, config.batch_size, config.context, rng))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        running += float(loss.detach())
+        threads = balancer.update() if balancer else torch.get_num_threads()
+        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+            seen, elapsed = (step + 1) * config.batch_size * config.context, time.perf_counter() - start
+            n = (step % config.log_every) + 1
+            lr = optimizer.param_groups[0]["lr"]
+            rows.append((step + 1, seen, lr, running / n, seen / elapsed, elapsed, threads))
+            running = 0.0
+            bar.set_postfix(loss=f"{rows[-1][3]:.3f}", tok_s=f"{rows[-1][4]:.0f}", threads=threads)
+        bar.update(1)
+    bar.close()
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def train_lm(
+    train: np.ndarray,
+    heldout: np.ndarray,
+    tokenizer: PreTrainedTokenizerFast,
+    out: str | Path,
+    config: LMConfig = LMConfig(),
+    *,
+    progress: bool = True,
+) -> LMResult:
+    """Train a one-layer GPT-2 on `train [n]` tokens, score it and the bigram baseline on `heldout [m]`,
+    and save it with its tokenizer to `out`."""
+    if len(train) <= config.context + 1:
+        raise ValueError(f"train has {len(train)} tokens: need more than context + 1 = {config.context + 1}")
+    with torch_threads(config.threads or available_cores()):
+        balancer = None if config.threads else ThreadBalancer(available_cores())
+        torch.manual_seed(config.seed)
+        model = GPT2LMHeadModel(gpt2_config(config, tokenizer))
+        model.train()
+        history = train_steps(model, train, config, balancer, progress=progress)
+        windows = heldout_windows(heldout, config.context, config.eval_tokens)
+        loss = heldout_loss(model, windows, progress=progress)
+    baseline = bigram_loss(train, windows, len(tokenizer))
+    seconds = float(history["seconds"].iloc[-1])
+    result = LMResult(
+        path=Path(out),
+        config=config,
+        history=history,
+        heldout_loss=loss,
+        bigram_loss=baseline,
+        heldout_tokens=windows.shape[0] * config.context,
+        tokens_per_second=float(history["tokens"].iloc[-1]) / seconds,
+        seconds=seconds,
+    )
+    save_lm(model, tokenizer, result)
+    return result
+
+
+def save_lm(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, result: LMResult) -> Path:
+    """Save weights, tokenizer, `training.json` (config, losses, speed) and `history.csv` to `result.path`."""
+    model.save_pretrained(result.path)
+    save_tokenizer(tokenizer, result.path)
+    summary = {
+        "config": asdict(result.config),
+        "heldout_loss": result.heldout_loss,
+        "bigram_loss": result.bigram_loss,
+        "heldout_tokens": result.heldout_tokens,
+        "tokens_per_second": result.tokens_per_second,
+        "seconds": result.seconds,
+        "mlp_hook": MLP_HOOK,
+    }
+    (result.path / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    result.history.to_csv(result.path / "history.csv", index=False)
+    return result.path
+
+
+def load_lm(folder: str | Path) -> GPT2LMHeadModel:
+    """A saved model, loaded as any Hugging Face causal LM is."""
+    return AutoModelForCausalLM.from_pretrained(str(folder))

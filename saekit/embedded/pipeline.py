@@ -1,0 +1,121 @@
+"""The embedded default end to end: corpus -> tokenizer -> tokens -> models A and B, reusing what is built.
+
+Folder layout under `out`: `corpus/`, `tokenizer/`, `tokens/`, `model_A/`, `model_B/`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import pandas as pd
+
+from saekit.embedded.corpus import Corpus, CorpusConfig, build_corpus
+from saekit.embedded.lm import MODEL_SEEDS, LMConfig, LMResult, train_lm
+from saekit.embedded.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
+from saekit.embedded.tokens import TokenizedCorpus, load_tokenized, tokenize_corpus
+
+Profile = Literal["quick", "full"]
+
+
+@dataclass(frozen=True)
+class EmbeddedConfig:
+    """Corpus, tokenizer and language-model settings of one profile."""
+
+    corpus: CorpusConfig
+    tokenizer: TokenizerConfig
+    lm: LMConfig
+
+    @classmethod
+    def profile(cls, name: Profile) -> EmbeddedConfig:
+        """quick: ~4 MB corpus, ~1 minute per model (CI); full: ~40-60 MB, ~10 minutes per model."""
+        return cls(CorpusConfig.profile(name), TokenizerConfig(), LMConfig.profile(name))
+
+
+class EmbeddedBuild(NamedTuple):
+    """What `build_embedded` made: the corpus, tokenizer folder, token arrays and trained models by name."""
+
+    corpus: Corpus
+    tokenizer_path: Path
+    tokens: TokenizedCorpus
+    models: dict[str, LMResult]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per model: seed, training tokens and time, held-out loss against the bigram baseline."""
+        rows = [
+            {
+                "model": name,
+                "seed": r.config.seed,
+                "train_tokens": r.config.steps * r.config.batch_size * r.config.context,
+                "seconds": r.seconds,
+                "tokens_per_second": r.tokens_per_second,
+                "heldout_loss": r.heldout_loss,
+                "bigram_loss": r.bigram_loss,
+                "gain_over_bigram": r.bigram_loss - r.heldout_loss,
+            }
+            for name, r in self.models.items()
+        ]
+        return pd.DataFrame(rows)
+
+
+def load_lm_result(folder: str | Path) -> LMResult:
+    """The result of a model folder written by `train_lm` (from its training.json and history.csv)."""
+    folder = Path(folder)
+    summary = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    return LMResult(
+        path=folder,
+        config=LMConfig(**summary["config"]),
+        history=pd.read_csv(folder / "history.csv"),
+        heldout_loss=summary["heldout_loss"],
+        bigram_loss=summary["bigram_loss"],
+        heldout_tokens=summary["heldout_tokens"],
+        tokens_per_second=summary["tokens_per_second"],
+        seconds=summary["seconds"],
+    )
+
+
+def tokens_for(corpus: Corpus, out: Path, config: TokenizerConfig, progress: bool) -> TokenizedCorpus:
+    """Tokenizer and token arrays for `corpus`, reused when `out/tokens` was made from this corpus."""
+    tokens_json = out / "tokens" / "tokens.json"
+    if tokens_json.is_file() and (out / "tokenizer" / "tokenizer.json").is_file():
+        meta = json.loads(tokens_json.read_text(encoding="utf-8"))
+        if meta["corpus_manifest_hash"] == corpus.manifest_hash and meta["vocab_size"] == config.vocab_size:
+            return load_tokenized(out / "tokens")
+    tokenizer = train_tokenizer(corpus, out / "tokenizer", config, progress=progress)
+    return tokenize_corpus(corpus, tokenizer, out / "tokens", progress=progress)
+
+
+def model_for(tokens: TokenizedCorpus, out: Path, config: LMConfig, progress: bool) -> LMResult:
+    """A model trained with `config`, reused when `out` already holds one trained with the same config."""
+    if (out / "training.json").is_file():
+        previous = load_lm_result(out)
+        if asdict(previous.config) == asdict(config):
+            return previous
+    tokenizer = load_tokenizer(tokens.folder.parent / "tokenizer")
+    train, heldout = tokens.tokens("train"), tokens.tokens("heldout")
+    return train_lm(train, heldout, tokenizer, out, config, progress=progress)
+
+
+def build_embedded(
+    out: str | Path,
+    config: EmbeddedConfig | Profile = "quick",
+    *,
+    models: Sequence[str] = ("A", "B"),
+    progress: bool = True,
+) -> EmbeddedBuild:
+    """Build (or reuse) corpus, tokenizer, tokens and the named models (seeds: MODEL_SEEDS) under `out`."""
+    unknown = [name for name in models if name not in MODEL_SEEDS]
+    if unknown:
+        raise ValueError(f"models {unknown}: choose from {sorted(MODEL_SEEDS)}")
+    out = Path(out)
+    config = EmbeddedConfig.profile(config) if isinstance(config, str) else config
+    corpus = build_corpus(config.corpus, out / "corpus", progress=progress)
+    tokens = tokens_for(corpus, out, config.tokenizer, progress)
+    trained = {
+        name: model_for(tokens, out / f"model_{name}", replace(config.lm, seed=MODEL_SEEDS[name]), progress)
+        for name in models
+    }
+    return EmbeddedBuild(corpus, out / "tokenizer", tokens, trained)

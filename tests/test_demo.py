@@ -1,0 +1,113 @@
+"""The demo pipeline end to end on a tiny profile: caching, rebuilding what changed, resuming, reading it back."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import pytest
+from pydoc_data.topics import topics
+
+from saekit import demo as D
+from saekit.embedded import CorpusConfig, EmbeddedConfig, LMConfig, TokenizerConfig
+
+
+def tiny_profile(text_folder, **changes) -> D.DemoProfile:
+    lm = LMConfig(d_model=32, n_mlp=64, n_head=2, context=32, tokens=16_384, batch_size=8, eval_tokens=4096,
+                  threads=1, log_every=20)
+    embedded = EmbeddedConfig(CorpusConfig(source="folder", folder=text_folder, target_bytes=400_000),
+                              TokenizerConfig(vocab_size=320), lm)
+    relu = lambda model, n: D.SAESpec(model, "relu", n, 8192, lr=3e-3, l1_coefficient=1.0)  # noqa: E731
+    saes = (relu("A", 32), relu("A", 64), relu("A", 128), D.SAESpec("A", "topk", 128, 8192, lr=3e-3, k=4),
+            relu("B", 128))
+    profile = D.DemoProfile("tiny", saes, batch_size=512, eval_tokens=2048, store_tokens=4096,
+                            family_store_tokens=2048, universality_tokens=4096, splitting_tokens=4096,
+                            a1_features=128, embedded=embedded)
+    return dataclasses.replace(profile, **changes)
+
+
+@pytest.fixture(scope="module")
+def text_folder(tmp_path_factory):
+    """Real English text shipped with Python: the documentation's topic pages, in two sub-folders."""
+    folder = tmp_path_factory.mktemp("docs")
+    for i, (name, text) in enumerate(sorted(topics.items())):
+        sub = folder / ("prose" if i % 2 else "reference")
+        sub.mkdir(exist_ok=True)
+        (sub / f"{name}.txt").write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(text_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    logs: list[str] = []
+    demo = D.run_demo(tiny_profile(text_folder), out, progress=False, log=logs.append)
+    return out, demo, logs
+
+
+def test_builds_everything_the_notebooks_open(built):
+    out, demo, logs = built
+    table = demo.eval_table()
+    assert {"model", "arch", "n_features", "l0", "dead_fraction", "fvu", "loss_recovered", "loss_increase",
+            "loss_clean", "loss_mean_ablated", "name"} <= set(table.columns)
+    assert len(table) == 5 and set(table["model"]) == {"A", "B"}
+    assert (table["loss_increase"] > -0.5).all() and table["fvu"].between(0, 2).all()
+    assert demo.a1_name == "A-relu-128" and demo.family_names("A") == ["A-relu-32", "A-relu-64", "A-relu-128"]
+    assert demo.sae("A-topk-128").k == 4
+    assert demo.density("A-relu-128").shape == (128,)
+    assert demo.feature_store("A-relu-128").feature_table().shape[0] == 128
+    assert demo.feature_store("A-neurons").feature_table().shape[0] == 64
+    assert len(demo.universality().features) == 128 and len(demo.universality().neurons) == 64
+    assert set(demo.splitting_edges()["size_to"]) <= {64, 128}
+    assert not demo.models_table().empty
+    assert any("evaluation table" in line for line in logs)
+    assert D.open_demo(out).sae_names() == demo.sae_names()
+
+
+def test_second_run_is_cached_and_a_change_rebuilds_only_what_depends_on_it(built, text_folder):
+    out, _, _ = built
+    logs: list[str] = []
+    D.run_demo(tiny_profile(text_folder), out, progress=False, log=logs.append)
+    assert all("cached" in line for line in logs if line.startswith("[saekit] SAE"))
+    changed = tiny_profile(text_folder)
+    saes = list(changed.saes)
+    saes[3] = dataclasses.replace(saes[3], tokens=4096)  # the topk SAE only
+    logs.clear()
+    D.run_demo(dataclasses.replace(changed, saes=tuple(saes)), out, progress=False, log=logs.append)
+    rebuilt = [line for line in logs if line.startswith("[saekit]") and "building" in line]
+    assert any("A-topk-128" in line for line in rebuilt) and any("evaluation" in line for line in rebuilt)
+    assert not any("A-relu" in line or "B-relu" in line for line in rebuilt)
+
+
+def test_interrupted_sae_training_resumes(text_folder, tmp_path, monkeypatch):
+    profile = tiny_profile(text_folder)
+    calls = []
+    original = D.train_demo_sae
+
+    def interrupt_once(spec, *args, **kwargs):
+        if spec.name == "A-relu-64" and not calls:
+            calls.append(spec.name)
+            raise KeyboardInterrupt
+        return original(spec, *args, **kwargs)
+
+    monkeypatch.setattr(D, "train_demo_sae", interrupt_once)
+    with pytest.raises(KeyboardInterrupt):
+        D.run_demo(profile, tmp_path, progress=False, log=lambda m: None)
+    logs: list[str] = []
+    D.run_demo(profile, tmp_path, progress=False, log=logs.append)
+    assert any("A-relu-32: cached" in line for line in logs)
+    assert any("A-relu-64: resuming" in line for line in logs)
+    assert isinstance(D.open_demo(tmp_path).eval_table(), pd.DataFrame)
+
+
+def test_missing_demo_names_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv(D.DEMO_DIR_ENV, str(tmp_path / "nothing"))
+    with pytest.raises(D.DemoNotFoundError, match="saekit demo --profile quick"):
+        D.open_demo()
+
+
+def test_profiles_are_checked(text_folder):
+    with pytest.raises(ValueError, match="universality"):
+        tiny_profile(text_folder, a1_features=999)
+    assert D.PROFILES["quick"].a1.name == "A-relu-4096"
+    assert [s.n_features for s in D.PROFILES["full"].family()] == [512, 1024, 2048, 4096, 8192, 16384]

@@ -1,0 +1,169 @@
+"""The one-layer language model: training, the fused loss, the schedule, and loading like a hub model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import nnsight
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from saekit.embedded.corpus import CorpusConfig
+from saekit.embedded.fused_loss import unembed_cross_entropy
+from saekit.embedded.lm import (
+    HISTORY_COLUMNS,
+    MLP_HOOK,
+    MODEL_SEEDS,
+    LMConfig,
+    LMResult,
+    heldout_windows,
+    load_lm,
+    lr_at,
+    train_lm,
+)
+from saekit.embedded.pipeline import EmbeddedConfig, build_embedded
+from saekit.embedded.threads import CpuSample, ThreadBalancer, available_cores, free_cores, torch_threads
+from saekit.embedded.tokenizer import TokenizerConfig, train_bpe, wrap_tokenizer
+
+TEXT = (
+    "def area(width, height):\n    return width * height\n\n"
+    "The cat sat on the mat. The dog sat on the log. "
+    "for i in range(10):\n    print(i, area(i, i))\n"
+)
+TINY = LMConfig(
+    d_model=32,
+    n_mlp=64,
+    n_head=2,
+    context=16,
+    tokens=16 * 8 * 60,
+    batch_size=8,
+    lr=1e-2,
+    threads=1,
+    eval_tokens=512,
+    log_every=5,
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return wrap_tokenizer(
+        train_bpe([TEXT] * 20, TokenizerConfig(vocab_size=300), progress=False), TokenizerConfig()
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer: PreTrainedTokenizerFast, tmp_path_factory: pytest.TempPathFactory) -> LMResult:
+    ids = np.array(tokenizer(TEXT * 30)["input_ids"], dtype=np.uint16)
+    split = int(len(ids) * 0.8)
+    out = tmp_path_factory.mktemp("lm") / "model"
+    return train_lm(ids[:split], ids[split:], tokenizer, out, TINY, progress=False)
+
+
+def test_loss_goes_down(trained: LMResult) -> None:
+    history = trained.history
+    assert list(history.columns) == HISTORY_COLUMNS and (history["threads"] == 1).all()
+    assert history["step"].iloc[-1] == TINY.steps == 60
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0] - 1.0
+    assert trained.heldout_loss < np.log(300)  # better than uniform over the vocabulary
+    assert np.isfinite(trained.bigram_loss) and trained.tokens_per_second > 0
+
+
+def test_folder_loads_like_a_hub_model(trained: LMResult, tokenizer: PreTrainedTokenizerFast) -> None:
+    model = AutoModelForCausalLM.from_pretrained(str(trained.path))
+    assert isinstance(model, GPT2LMHeadModel)
+    assert (model.config.n_layer, model.config.n_embd, model.config.n_inner) == (1, 32, 64)
+    assert model.get_submodule(MLP_HOOK) is model.transformer.h[0].mlp.act
+    loaded_tok = AutoTokenizer.from_pretrained(str(trained.path))
+    ids = torch.tensor([loaded_tok(TEXT)["input_ids"][:16]])
+    assert ids.tolist()[0] == tokenizer(TEXT)["input_ids"][:16]
+    torch.testing.assert_close(model(ids).logits, load_lm(trained.path)(ids).logits)
+    summary = json.loads((trained.path / "training.json").read_text())
+    assert summary["heldout_loss"] == pytest.approx(trained.heldout_loss) and summary["mlp_hook"] == MLP_HOOK
+
+
+def test_nnsight_reads_the_mlp_activations(trained: LMResult) -> None:
+    ids = torch.arange(3, 15)[None, :]
+    reference = GPT2LMHeadModel.from_pretrained(trained.path).eval()
+    seen = {}
+    handle = reference.get_submodule(MLP_HOOK).register_forward_hook(lambda m, a, out: seen.update(out=out))
+    with torch.no_grad():
+        reference(ids)
+    handle.remove()
+
+    lm = nnsight.LanguageModel(str(trained.path), dispatch=True)
+    with lm.trace(ids) as tracer:
+        acts = lm.transformer.h[0].mlp.act.output.save()
+        tracer.stop()
+    assert acts.shape == (1, 12, 64)
+    torch.testing.assert_close(acts, seen["out"])
+
+
+def test_fused_loss_matches_cross_entropy() -> None:
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(20, 8, generator=g, requires_grad=True)
+    weight = torch.randn(50, 8, generator=g, requires_grad=True)
+    targets = torch.randint(0, 50, (20,), generator=g)
+    fused = unembed_cross_entropy(hidden, weight, targets)
+    grads = torch.autograd.grad(fused, (hidden, weight))
+    plain = F.cross_entropy(hidden @ weight.T, targets)
+    expected = torch.autograd.grad(plain, (hidden, weight))
+    torch.testing.assert_close(fused, plain)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
+
+
+def test_lr_schedule_warms_up_then_decays() -> None:
+    config = LMConfig(lr=1.0, warmup=0.1, min_lr_ratio=0.1)
+    lrs = [lr_at(step, 100, config) for step in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_heldout_windows_cover_the_split_once() -> None:
+    tokens = np.arange(101)
+    windows = heldout_windows(tokens, context=10, max_tokens=1000)
+    assert windows.shape == (10, 11)
+    assert np.array_equal(windows[:, 1:].ravel(), np.arange(1, 101))  # each token predicted once
+    spread = heldout_windows(tokens, context=10, max_tokens=30)
+    assert spread.shape == (3, 11) and spread[0, 0] == 0 and spread[-1, 0] == 90
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ValueError, match="n_head"):
+        LMConfig(d_model=130, n_head=4)
+    with pytest.raises(ValueError, match="raise tokens"):
+        LMConfig(tokens=100)
+    with pytest.raises(ValueError, match="threads"):
+        LMConfig(threads=0)
+
+
+def test_build_embedded_reuses_what_is_built(tmp_path: Path) -> None:
+    config = EmbeddedConfig(
+        CorpusConfig(target_bytes=150_000), TokenizerConfig(vocab_size=300), replace(TINY, context=32)
+    )
+    built = build_embedded(tmp_path, config, models=("A",), progress=False)
+    weights = tmp_path / "model_A" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    again = build_embedded(tmp_path, config, models=("A",), progress=False)
+    assert weights.stat().st_mtime_ns == stamp  # not retrained
+    assert again.summary().equals(built.summary())
+    row = built.summary().iloc[0]
+    assert row["model"] == "A" and row["seed"] == MODEL_SEEDS["A"]
+    assert built.tokens.n_tokens["train"] > 10_000
+
+
+def test_free_cores_leave_room_for_other_processes() -> None:
+    start = CpuSample(wall=0.0, machine_busy=0.0, own=0.0)
+    # 10 s: the machine was busy 15 CPU-s, 5 of them ours -> 1 core busy elsewhere
+    assert free_cores(start, CpuSample(10.0, 15.0, 5.0), cores=2) == 1
+    assert free_cores(start, CpuSample(10.0, 20.0, 19.0), cores=2) == 2  # all ours
+    assert free_cores(start, CpuSample(10.0, 40.0, 0.0), cores=2) == 1  # never fewer than one
+    with torch_threads(torch.get_num_threads()):  # the balancer changes torch's global thread count
+        balancer = ThreadBalancer(available_cores(), every_seconds=0.0)
+        assert 1 <= balancer.update() <= available_cores()
