@@ -25,8 +25,18 @@ test: venv
 lint: venv
 	$(BIN)/ruff check .
 
-bench: venv
-	$(BIN)/python -m benchmarks.run
+# SAELens lives in its own venv so its pins never touch ours
+SAELENS_VENV ?= .venv-saelens
+SAELENS_SPEC ?= sae-lens==6.54.12
+
+$(SAELENS_VENV)/.installed:
+	test -x $(SAELENS_VENV)/bin/python || $(PYTHON) -m venv $(SAELENS_VENV)
+	$(SAELENS_VENV)/bin/pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	$(SAELENS_VENV)/bin/pip install -q "$(SAELENS_SPEC)"
+	touch $@
+
+bench: venv $(SAELENS_VENV)/.installed
+	SAELENS_PYTHON=$(abspath $(SAELENS_VENV))/bin/python $(BIN)/python -m benchmarks.run
 
 demo: venv
 	$(BIN)/saekit demo --profile quick

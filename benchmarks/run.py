@@ -1,0 +1,82 @@
+"""`make bench`: every performance goal of saekit, measured on this machine, printed as one table.
+
+SAELens runs in its own virtual environment (`make bench` builds it: $SAELENS_PYTHON), so its pins never
+touch saekit's; the two trainers alternate, 3 runs each, and the medians are compared.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+GOALS = {"topk": 5.0, "relu": 2.0}
+
+
+def _tokps(python: str, side: str, arch: str) -> float:
+    out = subprocess.run([python, "-m", "benchmarks.train_speed", side, arch], cwd=ROOT, capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return float(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("TOKPS")))
+
+
+def trainer_rows(saelens_python: str | None, runs: int = 3) -> list[dict]:
+    rows = []
+    for arch in ("topk", "relu"):
+        ours, theirs = [], []
+        for _ in range(runs):
+            ours.append(_tokps(sys.executable, "saekit", arch))
+            if saelens_python:
+                theirs.append(_tokps(saelens_python, "saelens", arch))
+        mine = statistics.median(ours)
+        peer = statistics.median(theirs) if theirs else float("nan")
+        rows.append({"benchmark": f"train {arch} 512→4096, batch 4096", "saekit": f"{mine:,.0f} tok/s",
+                     "reference": f"SAELens {peer:,.0f} tok/s", "ratio": mine / peer, "goal": f"≥ {GOALS[arch]}x",
+                     "met": mine / peer >= GOALS[arch]})
+    return rows
+
+
+def analysis_rows() -> list[dict]:
+    from benchmarks import analysis_speed, harvest
+
+    h = harvest.measure()
+    store = analysis_speed.feature_store()
+    uni = analysis_speed.universality()
+    return [
+        {"benchmark": "harvest activations (demo model)", "saekit": f"{h['nnsight_tok_s']:,.0f} tok/s",
+         "reference": f"forward hook {h['hook_tok_s']:,.0f} tok/s", "ratio": h["nnsight_vs_hook"],
+         "goal": "≥ 0.9x", "met": h["nnsight_vs_hook"] >= 0.9},
+        {"benchmark": "feature store, 4096 features × 1M tokens", "saekit": f"{store['store_seconds']:.1f} s",
+         "reference": "", "ratio": float("nan"), "goal": "≤ 60 s", "met": store["store_seconds"] <= 60},
+        {"benchmark": "universality, 4096 × 4096 features × 1M tokens",
+         "saekit": f"{uni['universality_seconds']:.1f} s",
+         "reference": "", "ratio": float("nan"), "goal": "≤ 20 s", "met": uni["universality_seconds"] <= 20},
+    ]
+
+
+def main() -> None:
+    saelens = os.environ.get("SAELENS_PYTHON")
+    if saelens and not Path(saelens).exists():
+        saelens = None
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    print(f"saekit benchmarks on {machine} (threads: {torch.get_num_threads()})")
+    only = set(sys.argv[1:])
+    rows = []
+    if not only or "train" in only:
+        rows += trainer_rows(saelens)
+    if not only or "analysis" in only:
+        rows += analysis_rows()
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    text = f"Measured on {machine}.\n\n```\n{table.to_string(index=False)}\n```\n"
+    (ROOT / "benchmarks" / "results.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
