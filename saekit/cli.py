@@ -58,7 +58,7 @@ def _add_demo(commands) -> None:
 
 def _add_text_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
     group = parser.add_mutually_exclusive_group(required=required)
-    group.add_argument("--text", type=Path, metavar="DIR", help="folder of .txt files (recursive, sorted)")
+    group.add_argument("--text", type=Path, metavar="DIR", help="folder of .txt files, or a .npy token array")
     group.add_argument("--dataset", metavar="NAME", help="Hugging Face dataset name (needs `pip install datasets`)")
     parser.add_argument("--text-column", default="text", metavar="COLUMN", help="dataset text column (default: text)")
     parser.add_argument("--split", default="train", help="dataset split (default: train)")
@@ -110,6 +110,8 @@ def _text(args: argparse.Namespace) -> Any:
 
     if args.dataset:
         return HFDataset(args.dataset, split=args.split, text_column=args.text_column)
+    if args.text and str(args.text).endswith(".npy"):
+        return str(args.text)  # pre-tokenized ids [n_tokens]
     return TextFolder(args.text) if args.text else None
 
 
@@ -197,6 +199,8 @@ def _metadata_text(text: str | None, sae_dir: Path) -> Any:
 
     if not text:
         raise CliError(f"{sae_dir}: the SAE's metadata names no text; pass --text DIR")
+    if text.endswith(".npy"):
+        return text  # a saved token array (the demo records its token files)
     return TextFolder(Path(text)) if Path(text).is_dir() else HFDataset(text)
 
 
