@@ -8,14 +8,19 @@ from saekit.activations import nnsight_api as api
 from helpers import build_tiny_bert, build_tiny_gpt2, write_text_folder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_seeded():
-    """Tests are tiny: one thread avoids oversubscribing CI's two cores; a fixed seed keeps them stable."""
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests are tiny: one thread avoids oversubscribing CI's two cores (module fixtures included)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """A fixed seed per test keeps random data stable."""
+    torch.manual_seed(0)
 
 
 @pytest.fixture(scope="session")
