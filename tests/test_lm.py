@@ -79,6 +79,7 @@ def test_folder_loads_like_a_hub_model(trained: LMResult, tokenizer: PreTrainedT
     assert (model.config.n_layer, model.config.n_embd, model.config.n_inner) == (1, 32, 64)
     assert model.get_submodule(MLP_HOOK) is model.transformer.h[0].mlp.act
     loaded_tok = AutoTokenizer.from_pretrained(str(trained.path))
+    assert loaded_tok.model_max_length == TINY.context == model.config.n_positions
     ids = torch.tensor([loaded_tok(TEXT)["input_ids"][:16]])
     assert ids.tolist()[0] == tokenizer(TEXT)["input_ids"][:16]
     torch.testing.assert_close(model(ids).logits, load_lm(trained.path)(ids).logits)

@@ -283,7 +283,7 @@ def train_lm(
 def save_lm(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, result: LMResult) -> Path:
     """Save weights, tokenizer, `training.json` (config, losses, speed) and `history.csv` to `result.path`."""
     model.save_pretrained(result.path)
-    save_tokenizer(tokenizer, result.path)
+    save_tokenizer(tokenizer, result.path, model_max_length=result.config.context)
     summary = {
         "config": asdict(result.config),
         "heldout_loss": result.heldout_loss,

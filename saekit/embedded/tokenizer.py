@@ -32,8 +32,8 @@ class TokenizerConfig:
     """A pair must occur at least this often to be merged."""
     max_train_bytes: int = 64_000_000
     """Train on at most this many bytes of the train split (documents in corpus order)."""
-    model_max_length: int = 256
-    """Longest input the tokenizer announces (the language model's context)."""
+    model_max_length: int = 128
+    """Longest input the tokenizer announces (a model folder's copy gets that model's context)."""
 
     def __post_init__(self) -> None:
         if self.vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
@@ -85,13 +85,18 @@ def wrap_tokenizer(tokenizer: Tokenizer, config: TokenizerConfig) -> PreTrainedT
     )
 
 
-def save_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: str | Path) -> Path:
-    """Save as a Hugging Face tokenizer folder that transformers 4.x and 5.x both load with AutoTokenizer."""
+def save_tokenizer(
+    tokenizer: PreTrainedTokenizerFast, folder: str | Path, model_max_length: int | None = None
+) -> Path:
+    """Save as a Hugging Face tokenizer folder that transformers 4.x and 5.x both load with AutoTokenizer
+    (optionally announcing another `model_max_length`, e.g. the context of the model it is saved with)."""
     folder = Path(folder)
     tokenizer.save_pretrained(folder)
     config_path = folder / "tokenizer_config.json"
     settings = json.loads(config_path.read_text(encoding="utf-8"))
     settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+    if model_max_length is not None:
+        settings["model_max_length"] = model_max_length
     config_path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     return folder
 
