@@ -123,10 +123,16 @@ def _relu(model: str, n: int, tokens: int, l1: float) -> SAESpec:
 
 
 PROFILES: dict[str, DemoProfile] = {
+    # quick: CI and a first look, in about 5 minutes on 2 cores (most of it the two language models)
     "quick": DemoProfile(
         "quick",
-        tuple(_relu("A", n, 400_000, 5.0) for n in (512, 1024, 2048, 4096))
-        + (SAESpec("A", "topk", 4096, 400_000, k=32), _relu("B", 4096, 400_000, 5.0)),
+        tuple(_relu("A", n, 150_000, 5.0) for n in (512, 1024, 2048)) + (_relu("A", 4096, 250_000, 5.0),)
+        + (SAESpec("A", "topk", 4096, 250_000, k=32), _relu("B", 4096, 250_000, 5.0)),
+        eval_tokens=16_384,
+        store_tokens=100_000,
+        family_store_tokens=50_000,
+        universality_tokens=100_000,
+        splitting_tokens=50_000,
     ),
     "full": DemoProfile(
         "full",
