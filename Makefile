@@ -5,10 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
-EXTRAS ?= notebooks,test
+EXTRAS ?= notebooks,test,browser
 STAMP := $(VENV)/.saekit-installed
 
-.PHONY: venv test lint bench demo clean-venv
+.PHONY: venv test lint bench demo clean-venv browser-deps
 
 venv: $(STAMP)
 
@@ -19,7 +19,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" >/dev/null
 	touch $@
 
-test: venv
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser of its own).
+# Without root or apt the browser tests skip and say why.
+browser-deps:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
+		|| echo "could not install chromium: the browser tests will be skipped"
+
+test: venv browser-deps
 	$(BIN)/python -m pytest -q tests
 
 lint: venv

@@ -1,0 +1,21 @@
+"""ipywidgets + plotly views of the analyses: feature explorer, feature map, universality, feature
+splitting and steering, plus static figures of the paper's results. Views compute nothing of their
+own (they call `saekit.analysis`); every token string they show is HTML-escaped (`widgets.html`).
+
+Needs the notebook extras: pip install 'saekit[notebooks]'.
+"""
+
+from saekit.widgets.card import Basis, FeatureCard, histogram_figure, nearest_features
+from saekit.widgets.explorer import FeatureExplorer, text_search
+from saekit.widgets.feature_map import FeatureMap, map_figure
+from saekit.widgets.paper import density_counts, density_figure, measures_figure, sweep_figure
+from saekit.widgets.splitting import SplittingView, coarse_to_fine_html, family_figure, splitting_figure
+from saekit.widgets.steering import SteeringView, continuations_html, shift_figure
+from saekit.widgets.universality import PAPER, UniversalityView, universality_figure
+
+__all__ = [
+    "PAPER", "Basis", "FeatureCard", "FeatureExplorer", "FeatureMap", "SplittingView", "SteeringView",
+    "UniversalityView", "coarse_to_fine_html", "continuations_html", "density_counts", "density_figure",
+    "family_figure", "histogram_figure", "map_figure", "measures_figure", "nearest_features", "shift_figure",
+    "splitting_figure", "sweep_figure", "text_search", "universality_figure",
+]

@@ -1,0 +1,131 @@
+"""The feature map: a UMAP of decoder directions (`saekit.analysis.feature_map`) as a plotly scatter.
+
+One trace per dictionary, coloured by size (or by HDBSCAN cluster); hovering a point shows its top
+tokens; clicking it opens the feature in a FeatureExplorer below the map.
+
+    FeatureMap.from_saes({"A-relu-512": sae_512, "A-relu-1024": sae_1024}, stores, model)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import pandas as pd
+import plotly.colors
+import plotly.graph_objects as go
+
+from saekit.analysis.features import FeatureStore
+from saekit.analysis.maps import MapConfig, feature_map, hover_labels
+from saekit.widgets import html as H
+from saekit.widgets.card import as_basis
+from saekit.widgets.explorer import FeatureExplorer
+from saekit.widgets.figure_slot import FigureSlot
+
+COLOUR_BY = ("size", "cluster")
+
+
+def _size_colours(sizes: list[int]) -> dict[int, str]:
+    palette = plotly.colors.sample_colorscale("Viridis", np.linspace(0.05, 0.9, max(len(sizes), 1)).tolist())
+    return dict(zip(sorted(sizes), palette))
+
+
+def _cluster_colours(cluster: np.ndarray) -> list[str]:
+    palette = plotly.colors.qualitative.Dark24
+    return ["lightgrey" if c < 0 else palette[int(c) % len(palette)] for c in cluster]
+
+
+def map_figure(table: pd.DataFrame, colour_by: str = "size", title: str = "feature map (UMAP of decoder directions)"
+               ) -> go.Figure:
+    """A scatter of `feature_map` output: one trace per dictionary (named by it), points' customdata
+    the feature index; colour by dictionary size, or by HDBSCAN cluster (grey: noise)."""
+    if colour_by not in COLOUR_BY:
+        raise ValueError(f"colour_by must be one of {COLOUR_BY}, got {colour_by!r}")
+    if colour_by == "cluster" and "cluster" not in table.columns:
+        raise ValueError("this map has no clusters; build it with feature_map(..., clusters=True)")
+    colours = _size_colours(sorted(table["size"].unique().tolist()))
+    order = table.drop_duplicates("dictionary").sort_values("size")["dictionary"].tolist()
+    fig = go.Figure()
+    for name in order:
+        part = table[table["dictionary"] == name]
+        size = int(part["size"].iloc[0])
+        cluster = part["cluster"].to_numpy() if "cluster" in part else np.full(len(part), -1)
+        hover = [f"<b>{H.escape(name)} #{f}</b> (cluster {c})<br>{H.hover_text(h)}"
+                 for f, c, h in zip(part["feature"], cluster, part["hover"])]
+        marker: dict[str, Any] = {"size": 5 if len(table) < 3000 else 4, "opacity": 0.8}
+        if colour_by == "size":
+            marker["color"] = colours[size]
+        else:
+            marker["color"] = _cluster_colours(cluster)
+        fig.add_trace(go.Scatter(x=part["x"], y=part["y"], mode="markers", name=f"{name} ({size:,})",
+                                 meta=name, customdata=part["feature"].to_numpy()[:, None], hovertext=hover,
+                                 hoverinfo="text", marker=marker))
+    fig.update_layout(title=title, height=560, width=760, template="plotly_white", legend_title_text="dictionary",
+                      xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title=""),
+                      margin=dict(l=10, r=10, t=40, b=10), hoverlabel=dict(align="left"))
+    return fig
+
+
+class FeatureMap(widgets.VBox):
+    """The map as a FigureWidget; clicking a point opens its feature in `explorer` (shown below it).
+
+    The explorer's bases should be named like the map's dictionaries, so a click on a dictionary's
+    point opens that dictionary's store; a single-basis explorer opens every click in its one basis.
+    """
+
+    def __init__(self, table: pd.DataFrame, explorer: FeatureExplorer | None = None, *, colour_by: str = "size"
+                 ) -> None:
+        self.table = table
+        self.explorer = explorer
+        self.slot = FigureSlot(map_figure(table, colour_by), on_new=self._connect)
+        self.colour_picker = widgets.ToggleButtons(options=[c for c in COLOUR_BY if c == "size" or c in table.columns],
+                                                   value=colour_by, description="colour by")
+        self.colour_picker.observe(lambda change: self.recolour(change["new"]), names="value")
+        self.status = widgets.HTML("<i>click a point to open its feature</i>")
+        children = [self.colour_picker, self.slot, self.status] + ([explorer] if explorer is not None else [])
+        super().__init__(children)
+        self.add_class("saekit-map")
+
+    @property
+    def figure(self) -> go.FigureWidget:
+        """The map now shown."""
+        return self.slot.figure
+
+    def _connect(self, figure: go.FigureWidget) -> None:
+        for trace in figure.data:
+            trace.on_click(self.clicked)
+
+    def recolour(self, colour_by: str) -> None:
+        """Redraw the points coloured by "size" or "cluster"."""
+        self.slot.show(map_figure(self.table, colour_by))
+
+    def clicked(self, trace: Any, points: Any, state: Any = None) -> None:
+        """plotly's click callback: open the first clicked point."""
+        if not points.point_inds:
+            return
+        feature = int(np.asarray(trace.customdata)[points.point_inds[0]][0])
+        self.open_feature(trace.meta, feature)
+
+    def open_feature(self, dictionary: str, feature: int) -> None:
+        """Open `feature` of `dictionary` in the explorer."""
+        self.status.value = f"opened <b>{H.escape(dictionary)}</b> feature <b>{int(feature)}</b>"
+        if self.explorer is None:
+            return
+        basis = dictionary if dictionary in self.explorer.bases else None
+        self.explorer.show(int(feature), basis=basis)
+
+    @classmethod
+    def from_saes(cls, saes: Mapping[str, Any], stores: Mapping[str, FeatureStore] | None = None, model: Any = None,
+                  *, config: MapConfig | None = None, clusters: bool = True, explorer: bool = True) -> FeatureMap:
+        """Map the decoders of `saes` (name → SAE) in one UMAP; hovers and the explorer come from
+        `stores` (name → FeatureStore, optional)."""
+        stores = dict(stores or {})
+        hover = {name: hover_labels(store, 4) for name, store in stores.items()}
+        table = feature_map(dict(saes), hover=hover, clusters=clusters, config=config or MapConfig())
+        browser = None
+        if explorer and stores:
+            bases = {name: as_basis(store, saes.get(name), model) for name, store in stores.items()}
+            browser = FeatureExplorer(bases)
+        return cls(table, browser)

@@ -1,0 +1,261 @@
+"""The widgets in a real browser: Voilà serves a notebook on 127.0.0.1, headless Chromium (Debian's, through
+Playwright; never `playwright install`) drives it.
+
+- the explorer: selecting a feature updates the card with highlighted tokens;
+- a document holding `<img src=x onerror=alert(1)>` and `<script>` shows them as text and runs nothing;
+- with a built demo, screenshots of the explorer, map, universality view and a splitting tree for the
+  README (docs/screenshots/, or $SAEKIT_SCREENSHOTS).
+
+Skipped, with the reason, when Chromium, Playwright or Voilà is missing (`make browser-deps` installs them).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path(os.environ.get("SAEKIT_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+REPO = Path(__file__).resolve().parents[1]
+SCREENSHOTS = Path(os.environ.get("SAEKIT_SCREENSHOTS", REPO / "docs" / "screenshots"))
+SERVER_START_S = 45  # Voilà's own start
+PAGE_READY_MS = 60_000  # the kernel runs the notebook before the page shows widgets
+STEP_MS = 20_000  # one interaction's round trip
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium; "
+                       "or `make browser-deps`)"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
+pytest.importorskip("voila", reason="needs voila (pip install voila)")
+pytest.importorskip("anywidget", reason="plotly's FigureWidget needs anywidget")
+
+from test_widgets import PAYLOAD, SCRIPT, build_markup_model, markup_feature, markup_neuron_store  # noqa: E402
+
+# --- serving and browsing ----------------------------------------------------------------------------
+
+
+def write_notebook(path: Path, cells: list[str]) -> Path:
+    """A code-only notebook with the python3 kernelspec."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def voila(notebook: Path) -> Iterator[str]:
+    """Serve `notebook` with Voilà on loopback; yields its URL; stops the server afterwards."""
+    port = free_port()
+    log = (notebook.parent / f"{notebook.stem}.voila.log").open("w")
+    command = [sys.executable, "-m", "voila", notebook.name, "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
+               "--show_tracebacks=True", "--Voila.port_retries=0"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    server = subprocess.Popen(command, cwd=notebook.parent, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"voila exited: {(notebook.parent / log.name).read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(url + "no-such-page", timeout=2)  # the root would run the notebook
+            except urllib.error.HTTPError:
+                break  # the server answers (404 here)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"voila did not start within {SERVER_START_S}s") from None
+                time.sleep(0.3)
+            else:
+                break
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@contextmanager
+def browser_page() -> Iterator[tuple[object, list[str]]]:
+    """A headless Chromium page and the list that collects every dialog (alert/confirm) it raises."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            dialogs: list[str] = []
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            yield page, dialogs
+        finally:
+            browser.close()
+
+
+def open_notebook(page, url: str, ready: str) -> None:
+    """Load the Voilà page and wait until `ready` (a CSS selector) is visible."""
+    page.goto(url, timeout=PAGE_READY_MS)
+    page.wait_for_selector(ready, state="visible", timeout=PAGE_READY_MS)
+
+
+def highlighted_tokens(page, scope: str) -> int:
+    """How many token spans under `scope` are drawn with a non-transparent background."""
+    return page.evaluate(
+        """scope => Array.from(document.querySelectorAll(scope + ' .saekit-tok'))
+             .filter(e => { const c = getComputedStyle(e).backgroundColor;
+                            return c !== 'rgba(0, 0, 0, 0)' && !/, 0\\)$/.test(c); }).length""", scope)
+
+
+def card_title(page) -> str:
+    return page.locator(".saekit-card h3").first.inner_text()
+
+
+# a map with points on a grid (no UMAP: that is tested elsewhere), opening a second explorer on click
+MAP_CELL = """import numpy as np, pandas as pd
+n = store.n_features
+grid = pd.DataFrame({"dictionary": "neurons", "size": n, "feature": np.arange(n), "x": np.arange(n) % 16,
+                     "y": np.arange(n) // 16, "hover": [f"neuron {i}" for i in range(n)], "cluster": -1})
+FeatureMap(grid, FeatureExplorer(store, model=model, feature=0))"""
+
+
+# --- the explorer on a corpus full of markup -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def explorer_page(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("browser")
+    model_dir = build_markup_model(folder / "model")
+    from saekit.activations import load_model
+
+    store = markup_neuron_store(load_model(model_dir))
+    store.save(folder / "store")
+    cells = [
+        "from saekit import FeatureStore, load_model\nfrom saekit.widgets import FeatureExplorer, FeatureMap",
+        f"store = FeatureStore.load({str(folder / 'store')!r})\nmodel = load_model({str(model_dir)!r})",
+        "FeatureExplorer(store, model=model, feature=0)",
+        MAP_CELL,
+    ]
+    notebook = write_notebook(folder / "explorer.ipynb", cells)
+    with voila(notebook) as url, browser_page() as (page, dialogs):
+        open_notebook(page, url, ".saekit-card .saekit-tok")
+        yield page, dialogs, store, folder
+
+
+def test_selecting_a_feature_updates_the_card(explorer_page):
+    page, dialogs, store, folder = explorer_page
+    assert card_title(page).endswith("neuron 0")
+    feature = int(store.feature_table()["feature"].iloc[5])
+    box = page.locator(".saekit-feature-id input").first
+    box.fill(str(feature))
+    box.press("Enter")
+    page.wait_for_function("f => document.querySelector('.saekit-card h3').innerText.endsWith('neuron ' + f)",
+                           arg=feature, timeout=STEP_MS)
+    top = store.top_examples(feature)
+    assert page.locator(".saekit-card .saekit-example").count() >= min(10, len(top))
+    assert highlighted_tokens(page, ".saekit-card") >= len(top.head(10))  # every context coloured by the model
+    first = page.locator(".saekit-card .saekit-example").first.inner_text()
+    assert f"{top['activation'].iloc[0]:.3g}" in first
+    page.locator(".saekit-explorer").first.screenshot(path=str(folder / "explorer-markup.png"))
+    assert dialogs == []
+
+
+def test_markup_in_a_document_shows_as_text_and_runs_nothing(explorer_page):
+    page, dialogs, store, folder = explorer_page
+    feature = markup_feature(store)
+    search = page.locator(".saekit-search input").first
+    search.fill(PAYLOAD)
+    search.press("Enter")
+    button = page.locator(".saekit-results").first.locator("button", has_text=f"#{feature} ")
+    button.first.wait_for(timeout=STEP_MS)
+    button.first.click()
+    page.wait_for_function("f => document.querySelector('.saekit-card h3').innerText.endsWith('neuron ' + f)",
+                           arg=feature, timeout=STEP_MS)
+    card = page.locator(".saekit-card").first.inner_text()
+    assert PAYLOAD in card  # drawn as its characters
+    shown = store.top_examples(feature, 12).head(10)
+    if any(SCRIPT in [*row.left, row.token, *row.right] for row in shown.itertuples()):
+        assert SCRIPT in card
+    assert page.locator(".saekit-explorer img").count() == 0
+    assert page.locator(".saekit-explorer script").count() == 0
+    page.wait_for_timeout(300)  # an onerror would fire as soon as the img failed to load
+    assert dialogs == []
+    page.locator(".saekit-explorer").first.screenshot(path=str(folder / "explorer-xss.png"))
+
+
+def test_clicking_a_map_point_opens_it_in_the_explorer(explorer_page):
+    page, dialogs, store, folder = explorer_page
+    points = page.locator(".saekit-map .scatterlayer .trace .points path")
+    assert points.count() == store.n_features
+    target = 37
+    page.locator(".saekit-map .js-plotly-plot").first.scroll_into_view_if_needed()
+    box = points.nth(target).bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector(".saekit-map .hoverlayer .hovertext", timeout=STEP_MS)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    title = ".saekit-map .saekit-card h3"
+    page.wait_for_function("([sel, f]) => document.querySelector(sel).innerText.endsWith('neuron ' + f)",
+                           arg=[title, target], timeout=STEP_MS)
+    assert highlighted_tokens(page, ".saekit-map .saekit-card") > 0
+    assert dialogs == []
+
+
+# --- the demo's views, for the README -------------------------------------------------------------------------
+
+
+DEMO_CELLS = [
+    "from saekit.demo import open_demo\nfrom saekit.widgets import *\nfrom saekit.analysis import MapConfig\n"
+    "demo = open_demo()\na1 = demo.a1_name\nmodel = demo.model('A')",
+    "FeatureExplorer(demo.feature_store(a1), demo.sae(a1), model, neurons=demo.feature_store('A-neurons'),"
+    " name='A/1', feature=int(demo.feature_store(a1).feature_table()['feature'].iloc[40]))",
+    "names = demo.family_names('A')[:2]\n"
+    "FeatureMap.from_saes({n: demo.sae(n) for n in names}, {n: demo.feature_store(n) for n in names}, model,"
+    " explorer=False, config=MapConfig(n_neighbors=10))",
+    "b1 = a1.replace('A-', 'B-')\n"
+    "UniversalityView(demo.universality(), Basis(demo.feature_store(a1), demo.sae(a1), model),"
+    " Basis(demo.feature_store(b1), demo.sae(b1), demo.model('B')), reference=PAPER)",
+    "SplittingView(demo.splitting_edges(), [demo.feature_store(n) for n in demo.family_names('A')])",
+]
+VIEWS = {"explorer": ".saekit-explorer", "map": ".saekit-map", "universality": ".saekit-universality",
+         "splitting": ".saekit-splitting"}
+
+
+def built_demo() -> str | None:
+    try:
+        from saekit.demo import DemoNotFoundError, open_demo
+    except ImportError:
+        return None
+    try:
+        return str(open_demo().root)
+    except DemoNotFoundError:
+        return None
+
+
+@pytest.mark.skipif(built_demo() is None, reason="no built demo (run `saekit demo --profile quick`)")
+def test_screenshots_of_the_demo_views(tmp_path):
+    notebook = write_notebook(tmp_path / "views.ipynb", DEMO_CELLS)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with voila(notebook) as url, browser_page() as (page, dialogs):
+        open_notebook(page, url, ".saekit-splitting .js-plotly-plot")
+        assert highlighted_tokens(page, ".saekit-explorer .saekit-card") > 0
+        for name, selector in VIEWS.items():
+            page.locator(selector).first.wait_for(state="visible", timeout=STEP_MS)
+            page.locator(selector).first.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+        assert dialogs == []

@@ -1,0 +1,381 @@
+"""Widgets, headless: built on a tiny GPT-2, driven programmatically; what they show is checked against
+the stores and analysis functions they read, and every token string is checked to be escaped."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("anywidget")  # plotly's FigureWidget needs it
+
+from saekit.activations import nnsight_api as api  # noqa: E402
+from saekit.analysis.features import StoreConfig, build_feature_store, window_activations  # noqa: E402
+from saekit.analysis.splitting import decoder_cosine, families, split_edges, split_similarities  # noqa: E402
+from saekit.analysis.steering import FeatureEdit, next_token_shift  # noqa: E402
+from saekit.analysis.universality import best_match_tables, correlate, universality_summary  # noqa: E402
+from saekit.widgets import html as H  # noqa: E402
+from saekit.widgets.card import Basis, nearest_features  # noqa: E402
+from saekit.widgets.explorer import FeatureExplorer  # noqa: E402
+from saekit.widgets.feature_map import FeatureMap, map_figure  # noqa: E402
+from saekit.widgets.paper import density_counts, density_figure, measures_figure, sweep_figure  # noqa: E402
+from saekit.widgets.splitting import SplittingView, coarse_to_fine_html, tree_layout  # noqa: E402
+from saekit.widgets.steering import SteeringView  # noqa: E402
+from saekit.widgets.universality import UniversalityView, universality_figure  # noqa: E402
+
+from helpers import HOOK, TEXTS, build_tiny_gpt2, build_tokenizer, corpus, dense_acts, make_sae, sparse_sae  # noqa: E402
+
+CONFIG = StoreConfig(n_top=6, n_per_interval=3, n_bins=128, n_logits=4, batch_size=8)
+PAYLOAD = "<img src=x onerror=alert(1)>"
+SCRIPT = "<script>alert(2)</script>"
+MARKUP_TEXTS = [f"A page said {PAYLOAD} then {SCRIPT} and more {PAYLOAD} text." for _ in range(12)] + TEXTS
+SPAN = re.compile(r'<span class="saekit-tok" style="([^"]*)" title="([^"]*)">([^<]*)</span>')
+
+
+# --- shared builders (test_browser imports these) ----------------------------------------------------
+
+
+def build_markup_model(folder: Path, seed: int = 0) -> Path:
+    """A tiny GPT-2 whose tokenizer holds the two markup strings as single tokens, so a corpus line with
+    markup puts the whole `<img ... onerror=...>` into one token string: escaping must hold per token."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(MARKUP_TEXTS)
+    tokenizer.add_tokens([PAYLOAD, SCRIPT])
+    config = GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tokenizer),
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def markup_neuron_store(model):
+    """The neuron store of the markup model over text full of markup."""
+    return build_feature_store(model, MARKUP_TEXTS, None, hook=HOOK, context_len=32, config=CONFIG, progress=False)
+
+
+def markup_feature(store) -> int:
+    """A unit whose top examples sit on the <img> token."""
+    return int(store.search_token(PAYLOAD, exact=True)["feature"].iloc[0])
+
+
+# --- fixtures ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_lm):
+    windows = corpus(tiny_lm)
+    acts, _ = dense_acts(tiny_lm, windows)
+    sae = sparse_sae(acts, 40)
+    store = build_feature_store(tiny_lm, windows, sae, hook=HOOK, config=CONFIG, progress=False)
+    neurons = build_feature_store(tiny_lm, windows, None, hook=HOOK, config=CONFIG, progress=False)
+    return SimpleNamespace(windows=windows, acts=acts, sae=sae, store=store, neurons=neurons)
+
+
+@pytest.fixture(scope="module")
+def explorer(tiny, tiny_lm):
+    return FeatureExplorer(tiny.store, tiny.sae, tiny_lm, neurons=tiny.neurons)
+
+
+@pytest.fixture(scope="module")
+def markup(tmp_path_factory):
+    model = api.load_model(build_markup_model(tmp_path_factory.mktemp("markup_lm")))
+    return SimpleNamespace(model=model, store=markup_neuron_store(model))
+
+
+def spans(html: str) -> list[tuple[str, str, str]]:
+    return SPAN.findall(html)
+
+
+def bold_values(html: str) -> list[float]:
+    """The activation in the title of each outlined (firing) token."""
+    return [float(title.rsplit(" ", 1)[1]) for style, title, _ in spans(html) if "font-weight:bold" in style]
+
+
+# --- token rendering -----------------------------------------------------------------------------------
+
+
+def test_token_spans_escape_markup_and_carry_the_value():
+    out = H.token_span(PAYLOAD, 0.5, 1.0) + H.token_span(SCRIPT, None, 1.0) + H.token_span('"q"&\n', 2.0, 1.0)
+    assert "<img" not in out and "<script" not in out and "onerror=alert(1)&gt;" in out
+    assert "&lt;img src=x onerror=alert(1)&gt;" in out and "&lt;script&gt;alert(2)&lt;/script&gt;" in out
+    (style0, title0, text0), (style1, _, _), (style2, title2, text2) = spans(out)
+    assert "rgba(255,120,0,0.500)" in style0 and title0.endswith("activation 0.5") and "&lt;img" in title0
+    assert "background" not in style1  # unknown value: no colour
+    assert "rgba(255,120,0,1.000)" in style2  # clipped to full colour
+    assert text2 == "&quot;q&quot;&amp;↵" and "&quot;" in title2
+    assert H.hover_text(f"{PAYLOAD}\nnext") == "&lt;img src=x onerror=alert(1)&gt;<br>next"
+
+
+def test_examples_without_context_values_colour_only_the_firing_token():
+    row = pd.DataFrame({"left": [["a", "b"]], "token": [PAYLOAD], "right": [["c"]], "activation": [3.0]})
+    out = H.examples_html(row, 6.0)
+    parsed = spans(out)
+    assert [t for _, _, t in parsed] == ["a", "b", H.escape(PAYLOAD), "c"]
+    assert ["background" in s for s, _, _ in parsed] == [False, False, True, False]
+    assert bold_values(out) == [3.0]
+
+
+# --- the explorer ----------------------------------------------------------------------------------------
+
+
+def test_card_shows_the_stores_values(explorer, tiny):
+    feature = int(tiny.store.feature_table()["feature"].iloc[3])
+    explorer.show(feature)
+    row = tiny.store.features.iloc[feature]
+    assert explorer.feature == feature and explorer.feature_box.value == feature
+    assert f"feature {feature}" in explorer.card.summary.value
+    assert f"density {row.density:.3g} (fires on {int(row.n_fires):,} of {tiny.store.meta['n_tokens']:,}" in (
+        explorer.card.summary.value)
+    top = tiny.store.top_examples(feature, 12)
+    np.testing.assert_allclose(bold_values(explorer.card.top.value), top["activation"], rtol=1e-3)
+    hist = tiny.store.histogram(feature)
+    assert list(explorer.card.histogram.figure.data[0].y) == hist["count"].tolist()
+    boosted = tiny.store.logit_effects(feature).query("direction == 'boost'")["token"]
+    assert H.escape(H.token_label(boosted.iloc[0])) in explorer.card.logits.value
+    intervals = tiny.store.interval_examples(feature)
+    assert len(bold_values(explorer.card.intervals.value)) == int((intervals["sample"] < 2).sum())
+
+
+def test_every_context_token_is_coloured_by_its_recomputed_activation(explorer, tiny, tiny_lm):
+    feature = int(tiny.store.feature_table()["feature"].iloc[0])
+    explorer.show(feature)
+    first = tiny.store.top_examples(feature, 12).iloc[0]
+    acts = window_activations(tiny_lm, tiny.sae, tiny.store.windows([first.window]), [feature], HOOK)[0, :, 0]
+    start = first.position - len(first.left)
+    expected = acts[start : first.position + 1 + len(first.right)].numpy()
+    example = explorer.card.top.value.split('class="saekit-example"')[1]
+    shown = [float(title.rsplit(" ", 1)[1]) for _, title, _ in spans(example)]
+    np.testing.assert_allclose(shown, expected, rtol=1e-3, atol=1e-6)
+
+
+def test_nearest_features_are_the_decoder_neighbours_and_open_on_click(explorer, tiny):
+    explorer.show(5)
+    cos = decoder_cosine(tiny.sae.W_dec[5:6], tiny.sae.W_dec)[0]
+    cos[5] = -1
+    expected = cos.topk(8).indices.tolist()
+    buttons = explorer.card.nearest.children
+    assert [b.feature for b in buttons] == expected
+    assert nearest_features(tiny.sae, 5, 8)["feature"].tolist() == expected
+    buttons[2].click()
+    assert explorer.feature == expected[2] and explorer.feature_box.value == expected[2]
+
+
+def test_table_search_and_the_neuron_basis(explorer, tiny):
+    assert list(explorer.bases) == ["features", "neurons"]
+    densities = [tiny.store.features["density"].iloc[f] for _, f in explorer.table.options]
+    assert densities == sorted(densities, reverse=True)
+    explorer.sort_picker.value = "rarest (alive) first"
+    densities = [tiny.store.features["density"].iloc[f] for _, f in explorer.table.options]
+    assert densities == sorted(densities) and min(densities) > 0
+    explorer.table.value = explorer.table.options[1][1]
+    assert explorer.feature == explorer.table.options[1][1]
+    explorer.sort_picker.value = "densest first"
+    explorer.basis_picker.value = "neurons"
+    assert explorer.basis_name == "neurons" and "neuron" in explorer.card.summary.value
+    assert explorer.feature_box.max == tiny.neurons.n_features - 1
+    assert explorer.card.nearest.children == ()  # neurons have no decoder neighbours
+    token = tiny.neurons.top_examples(7)["token"].iloc[0]
+    found = explorer.search(token)
+    assert 7 in set(found["feature"]) and len(explorer.results.children) == len(found)
+    target = int(found["feature"].iloc[0])
+    explorer.results.children[0].click()
+    assert explorer.feature == target and explorer.basis_name == "neurons"
+    explorer.show(3, basis="features")
+    assert explorer.basis_name == "features" and explorer.feature == 3
+
+
+def test_text_search_finds_the_features_firing_on_the_text(explorer, tiny, tiny_lm):
+    explorer.search_mode.value = "text"
+    try:
+        found = explorer.search("The quick brown fox")
+    finally:
+        explorer.search_mode.value = "token"
+    assert len(found) > 0 and (found["activation"] > 0).all()
+    assert list(found["activation"]) == sorted(found["activation"], reverse=True)
+    ids = api.get_tokenizer(tiny_lm)("The quick brown fox", add_special_tokens=False)["input_ids"]
+    acts = tiny.sae.encode(api.get_activations(tiny_lm, torch.tensor([ids]), None, HOOK)[0]).detach()
+    assert int(found["feature"].iloc[0]) == int(acts.max(0).values.argmax())
+
+
+def test_from_sae_builds_both_stores(tiny_lm, tiny):
+    built = FeatureExplorer.from_sae(tiny.sae, tiny_lm, TEXTS[:5], max_tokens=200, context_len=32,
+                                        config=CONFIG, progress=False)
+    assert list(built.bases) == ["features", "neurons"]
+    assert built.bases["neurons"].store.n_features == 128 and built.store.n_features == 40
+    assert built.feature == int(built.store.feature_table()["feature"].iloc[0])
+
+
+def test_markup_in_the_corpus_is_shown_as_text(markup):
+    store = markup.store
+    feature = markup_feature(store)
+    plain = FeatureExplorer(store)  # no model: only the firing tokens are coloured
+    plain.show(feature)
+    model_view = FeatureExplorer(store, model=markup.model)
+    model_view.show(feature)
+    for view in (plain, model_view):
+        card = view.card
+        html = card.summary.value + card.top.value + card.intervals.value + card.logits.value
+        assert "<img" not in html and "<script" not in html
+        assert H.escape(PAYLOAD) in card.top.value
+    found = plain.search(PAYLOAD)
+    assert feature in set(found["feature"])
+    assert "<img" not in plain.results_note.value and H.escape(repr(PAYLOAD)) in plain.results_note.value
+
+
+# --- the map -------------------------------------------------------------------------------------------
+
+
+def _map_table(hover: str = "") -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    parts = [pd.DataFrame({"dictionary": name, "size": n, "feature": np.arange(n), "x": rng.normal(size=n),
+                           "y": rng.normal(size=n), "hover": hover, "cluster": np.arange(n) % 3 - 1})
+             for name, n in (("features", 40), ("neurons", 128))]
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_map_figure_and_clicks_open_the_explorer(explorer, tiny):
+    table = _map_table(hover=f"fires on: {PAYLOAD}")
+    fig = map_figure(table)
+    assert [t.meta for t in fig.data] == ["features", "neurons"]
+    assert [len(t.x) for t in fig.data] == [40, 128]
+    assert all("<img" not in h and "&lt;img" in h for h in fig.data[0].hovertext)
+    assert fig.data[0].marker.color != fig.data[1].marker.color
+    by_cluster = map_figure(table, "cluster")
+    assert by_cluster.data[0].marker.color[0] == "lightgrey"  # cluster -1: noise
+    view = FeatureMap(table, explorer)
+    trace = view.figure.data[1]
+    view.clicked(trace, SimpleNamespace(point_inds=[17]))
+    assert explorer.basis_name == "neurons" and explorer.feature == 17
+    view.clicked(view.figure.data[0], SimpleNamespace(point_inds=[9]))
+    assert explorer.basis_name == "features" and explorer.feature == 9
+    assert "features</b> feature <b>9" in view.status.value
+    view.recolour("cluster")
+    assert view.figure.data[0].marker.color[0] == "lightgrey"
+
+
+# --- universality ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def universal(tiny, tiny_lm, tmp_path_factory):
+    model_b = api.load_model(build_tiny_gpt2(tmp_path_factory.mktemp("tiny_b"), seed=1))
+    acts_b, _ = dense_acts(model_b, tiny.windows)
+    sae_b = sparse_sae(acts_b, 30, seed=2)
+    corr = correlate(tiny_lm, model_b, tiny.windows, tiny.sae, sae_b, hook=HOOK, progress=False)
+    store_b = build_feature_store(model_b, tiny.windows, sae_b, hook=HOOK, config=CONFIG, progress=False)
+    neurons_b = build_feature_store(model_b, tiny.windows, None, hook=HOOK, config=CONFIG, progress=False)
+    return SimpleNamespace(model_b=model_b, sae_b=sae_b, result=best_match_tables(corr), store_b=store_b,
+                           neurons_b=neurons_b)
+
+
+def test_universality_figure_and_pair_viewer(universal, tiny, tiny_lm):
+    result = universal.result
+    fig = universality_figure(result, bins=20, reference={"features": 0.72, "neurons": 0.46})
+    assert [t.name for t in fig.data] == ["features", "neurons"]
+    assert sum(fig.data[0].customdata[:, 0]) == result.features["correlation"].notna().sum()
+    medians = universality_summary(result).set_index("basis")["median"]
+    assert sorted(s.x0 for s in fig.layout.shapes) == sorted([*medians, 0.72, 0.46])
+    view = UniversalityView(result, Basis(tiny.store, tiny.sae, tiny_lm),
+                            Basis(universal.store_b, universal.sae_b, universal.model_b),
+                            neurons=(Basis(tiny.neurons, None, tiny_lm), universal.neurons_b))
+    best = result.features.dropna(subset=["correlation"]).sort_values("correlation", ascending=False).iloc[0]
+    assert view.unit_picker.value == int(best.unit)
+    assert view.card_a.feature == int(best.unit) and view.card_b.feature == int(best.best_match)
+    assert f"{best.correlation:.3f}" in view.match_note.value
+    pair = view.show_pair(3, basis="neurons")
+    expected = result.neurons.set_index("unit").loc[3]
+    assert pair["best_match"] == int(expected.best_match) and view.card_b.feature == int(expected.best_match)
+    assert view.card_b.basis.store is universal.neurons_b and "model B neuron" in view.card_b.summary.value
+
+
+# --- splitting ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def splitting(tiny, tiny_lm):
+    saes = [sparse_sae(tiny.acts, n, seed=n) for n in (10, 20, 40)]
+    split = split_similarities(tiny_lm, tiny.windows, saes, hook=HOOK, progress=False)
+    edges = split_edges(split, threshold=0.0)  # every child gets its best parent: families span all sizes
+    stores = [build_feature_store(tiny_lm, tiny.windows, sae, hook=HOOK, config=CONFIG, progress=False)
+              for sae in saes]
+    return SimpleNamespace(edges=edges, stores=stores, decoder_edges=split_edges(split, 0.0, link_by="decoder"))
+
+
+def test_tree_layout_centres_parents_on_their_children():
+    family = pd.DataFrame({"depth": [0, 1, 1, 2, 2, 2], "size": [4, 8, 8, 16, 16, 16],
+                           "feature": [0, 1, 2, 3, 4, 5], "parent_size": [None, 4, 4, 8, 8, 8],
+                           "parent_feature": [None, 0, 0, 1, 1, 2], "activation_cosine": np.nan,
+                           "decoder_cosine": np.nan, "is_query": False})
+    laid = tree_layout(family).set_index("feature")
+    assert laid["x"].tolist() == [0, 1, 1, 2, 2, 2]
+    assert laid.loc[[3, 4, 5], "y"].tolist() == [0, -1, -2]
+    assert laid.loc[1, "y"] == -0.5 and laid.loc[2, "y"] == -2 and laid.loc[0, "y"] == -1.25
+
+
+def test_splitting_view_draws_a_family_across_three_sizes(splitting):
+    roots = families(splitting.edges, 3)
+    assert len(roots) > 0
+    view = SplittingView(splitting.edges, splitting.stores, decoder_edges=splitting.decoder_edges)
+    top = roots.sort_values(["n_descendants", "size", "feature"], ascending=[False, True, True]).iloc[0]
+    assert view.query == (int(top["size"]), int(top.feature))
+    nodes = view.figure.data[-1]
+    assert len(nodes.x) == int(top.n_descendants) + 1 and sorted(set(nodes.x)) == [0, 1, 2]
+    labels = splitting.stores[0].feature_table().set_index("feature")["top_token"]
+    assert H.escape(H.token_label(labels[int(top.feature)])) in nodes.text[0]
+    n_edges = int(top.n_descendants)
+    assert len(view.figure.data) == n_edges + 2  # one line per edge, the edge labels, the nodes
+    assert view.listing.value.count("<div style='margin-left") == n_edges + 1
+    child = view.family(*view.query).iloc[1]
+    family = view.show(int(child["size"]), int(child.feature))
+    assert family["is_query"].sum() == 1 and view.query == (int(child["size"]), int(child.feature))
+    view.view_picker.value = "decoder cosine"
+    assert "decoder cosine" in view.figure.layout.title.text
+    assert "act cos" in coarse_to_fine_html(view.family(*view.query))
+
+
+# --- steering ------------------------------------------------------------------------------------------------
+
+
+def test_steering_view_generates_both_ways_and_shows_the_shift(tiny_lm, tiny):
+    sae = make_sae("relu", 128, 64)
+    sae.metadata = {"hook": HOOK}
+    store = build_feature_store(tiny_lm, tiny.windows, sae, hook=HOOK, config=CONFIG, progress=False)
+    view = SteeringView(tiny_lm, sae, store=store, feature=7, prompt="The quick <b>brown", value=60.0,
+                        max_new_tokens=4, k=3)
+    assert view.strength.value == 60.0 and view.strength.max >= 60.0
+    run = view.run()
+    assert run.edit == FeatureEdit(7, 60.0, "pin")
+    expected = next_token_shift(tiny_lm, sae, "The quick <b>brown", FeatureEdit(7, 60.0), k=3)
+    pd.testing.assert_frame_equal(run.shift, expected)
+    assert run.result.clean != run.result.steered
+    assert "&lt;b&gt;brown" in view.output.value and "<b>brown" not in view.output.value
+    assert H.escape(run.result.steered) in view.output.value
+    assert sorted(view.figure.data[0].x) == sorted(expected["delta"])
+    view.feature_box.value = 3
+    scale = float(store.features["max_activation"].iloc[3])
+    assert view.strength.max == round(30 * scale, 2) and view.strength.value == round(10 * scale, 2)
+
+
+# --- paper figures -----------------------------------------------------------------------------------------
+
+
+def test_paper_figures(tiny):
+    density = np.array([0, 0, 0, 5e-7, 1e-3, 2e-2, 0.1])
+    assert density_counts(density) == {"features": 7, "dead": 3, "ultralow": 1, "alive": 3}
+    fig = density_figure(density, n_tokens=200_000)
+    assert fig.data[1].y == (3,) and "3 never fired, 1 below 1e-06" in fig.layout.title.text
+    table = pd.DataFrame({"model": "A", "arch": "relu", "n_features": [512, 1024], "loss_recovered": [0.7, 0.8],
+                          "fvu": [0.3, 0.2], "l0": [20.0, 15.0]})
+    sweep = sweep_figure(table, reference={"A/1": 0.79})
+    assert len(sweep.data) == 2 and list(sweep.data[0].y) == [0.7, 0.8]
+    from saekit.analysis.interpretability import unit_measures
+
+    measures = measures_figure({"features": unit_measures(tiny.store), "neurons": unit_measures(tiny.neurons)})
+    assert [t.name.split(" ")[0] for t in measures.data] == ["features", "neurons"]
