@@ -8,7 +8,7 @@ TORCH_PIP_ARGS ?=
 EXTRAS ?= notebooks,test,browser
 STAMP := $(VENV)/.saekit-installed
 
-.PHONY: venv test lint bench demo clean-venv browser-deps
+.PHONY: venv test test-notebooks lint bench demo clean-venv browser-deps
 
 venv: $(STAMP)
 
@@ -26,7 +26,11 @@ browser-deps:
 		|| echo "could not install chromium: the browser tests will be skipped"
 
 test: venv browser-deps
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests -m "not notebooks"
+
+# the notebooks top to bottom against the quick demo (built first if missing: minutes)
+test-notebooks: venv
+	$(BIN)/python -m pytest -q tests/test_notebooks.py
 
 lint: venv
 	$(BIN)/ruff check .

@@ -176,7 +176,7 @@ class FeatureCard(widgets.VBox):
         side = widgets.VBox([self.logits], layout=widgets.Layout(width="45%"))
         super().__init__([self.summary, widgets.HBox([self.histogram, side]), self.nearest_title, self.nearest,
                           self.top, self.intervals], layout=widgets.Layout(flex="1 1 0%", min_width="0",
-                                                                           overflow_x="hidden"))
+                                                                           overflow="hidden"))
         self.add_class("saekit-card")
 
     def on_select(self, callback: Callable[[int], None]) -> None:

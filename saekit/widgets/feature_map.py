@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.colors
 import plotly.graph_objects as go
 
-from saekit.analysis.features import FeatureStore
+from saekit.analysis.features import FeatureStore, build_feature_store
 from saekit.analysis.maps import MapConfig, feature_map, hover_labels
 from saekit.widgets import html as H
 from saekit.widgets.card import as_basis
@@ -52,7 +52,7 @@ def map_figure(table: pd.DataFrame, colour_by: str = "size", title: str = "featu
         part = table[table["dictionary"] == name]
         size = int(part["size"].iloc[0])
         cluster = part["cluster"].to_numpy() if "cluster" in part else np.full(len(part), -1)
-        hover = [f"<b>{H.escape(name)} #{f}</b> (cluster {c})<br>{H.hover_text(h)}"
+        hover = [f"<b>{H.plotly_text(name)} #{f}</b> (cluster {c})<br>{H.plotly_text(h)}"
                  for f, c, h in zip(part["feature"], cluster, part["hover"])]
         marker: dict[str, Any] = {"size": 5 if len(table) < 3000 else 4, "opacity": 0.8}
         if colour_by == "size":
@@ -118,10 +118,14 @@ class FeatureMap(widgets.VBox):
 
     @classmethod
     def from_saes(cls, saes: Mapping[str, Any], stores: Mapping[str, FeatureStore] | None = None, model: Any = None,
-                  *, config: MapConfig | None = None, clusters: bool = True, explorer: bool = True) -> FeatureMap:
+                  *, text: Any = None, max_tokens: int = 50_000, config: MapConfig | None = None,
+                  clusters: bool = True, explorer: bool = True) -> FeatureMap:
         """Map the decoders of `saes` (name → SAE) in one UMAP; hovers and the explorer come from
-        `stores` (name → FeatureStore, optional)."""
+        `stores` (name → FeatureStore), or from stores built over `text` through `model` when given."""
         stores = dict(stores or {})
+        if not stores and model is not None and text is not None:
+            stores = {name: build_feature_store(model, text, sae, max_tokens=max_tokens, progress=False)
+                      for name, sae in saes.items()}
         hover = {name: hover_labels(store, 4) for name, store in stores.items()}
         table = feature_map(dict(saes), hover=hover, clusters=clusters, config=config or MapConfig())
         browser = None

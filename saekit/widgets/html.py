@@ -97,6 +97,8 @@ def heading(text: str, level: int = 4) -> str:
     return f"<h{level} style='margin:6px 0 2px 0'>{escape(text)}</h{level}>"
 
 
-def hover_text(text: str) -> str:
-    """Text for a plotly hover label: escaped (plotly reads a subset of HTML), newlines as <br>."""
-    return escape(text).replace("\n", "<br>")
+def plotly_text(text: object) -> str:
+    """Text for a plotly label or hover: plotly reads a subset of HTML (<b>, <a href>, ...) and decodes
+    only a few entities (&lt; &gt; &amp;, numeric ones; not &quot;), so `<`, `>`, `&` are escaped and
+    quotes kept; newlines become <br>."""
+    return html.escape(str(text), quote=False).replace("\n", "<br>")

@@ -47,7 +47,7 @@ def density_figure(density: np.ndarray, *, name: str = "A/1", n_tokens: int | No
                       annotation_text=f"1 / {n_tokens:,} tokens", annotation_position="bottom right")
     text = f"{name}: {counts['dead']} never fired, {counts['ultralow']} below {ultralow:g}, of {counts['features']:,}"
     if reference:
-        text += f"<br>{H.escape(reference)}"
+        text += f"<br>{H.plotly_text(reference)}"
     fig.update_layout(title=dict(text=f"feature density<br><sup>{text}</sup>"), height=400, width=720,
                       template="plotly_white", bargap=0.02, xaxis_title="log10(feature density)",
                       yaxis_title="features", margin=dict(l=50, r=10, t=80, b=45),

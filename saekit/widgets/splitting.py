@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from saekit.analysis.features import FeatureStore
+from saekit.activations import load_model
+from saekit.analysis.features import FeatureStore, build_feature_store
 from saekit.analysis.maps import hover_labels
-from saekit.analysis.splitting import families, feature_family
+from saekit.analysis.splitting import DEFAULT_THRESHOLD, families, feature_family, split_edges, split_similarities
 from saekit.widgets import html as H
 from saekit.widgets.figure_slot import FigureSlot
 
@@ -95,10 +96,11 @@ def family_figure(family: pd.DataFrame, labels: Labels | None = None, view: str 
     text = [f"#{int(r.feature)} {labels.token(int(r.size), int(r.feature)) if labels else ''}"
             for r in laid.itertuples(index=False)]
     hover = [f"<b>size {int(r.size):,} · feature {int(r.feature)}</b><br>"
-             f"{H.hover_text(labels.hover(int(r.size), int(r.feature))) if labels else ''}"
+             f"{H.plotly_text(labels.hover(int(r.size), int(r.feature))) if labels else ''}"
              for r in laid.itertuples(index=False)]
     fig.add_trace(go.Scatter(
-        x=laid["x"], y=laid["y"], mode="markers+text", text=[H.escape(t) for t in text], textposition="middle right",
+        x=laid["x"], y=laid["y"], mode="markers+text", text=[H.plotly_text(t) for t in text],
+        textposition="middle right",
         hovertext=hover, hoverinfo="text", showlegend=False, customdata=laid[["size", "feature"]].to_numpy(dtype=int),
         marker=dict(size=14, color=["#d62728" if q else "#ff7800" for q in laid["is_query"]],
                     line=dict(color="white", width=1))))
@@ -169,6 +171,8 @@ class SplittingView(widgets.VBox):
     def __init__(self, edges: pd.DataFrame, stores: Mapping[int, FeatureStore] | Sequence[FeatureStore] = (), *,
                  decoder_edges: pd.DataFrame | None = None, min_sizes: int = 3,
                  feature: tuple[int, int] | None = None) -> None:
+        if edges.empty:
+            raise ValueError("no edges to draw: lower the threshold of split_edges or use more text")
         self.edges = {"activation cosine": edges, "decoder cosine": decoder_edges if decoder_edges is not None
                       else edges}
         self.labels = Labels(stores)
@@ -198,6 +202,19 @@ class SplittingView(widgets.VBox):
     def figure(self) -> go.FigureWidget:
         """The tree now shown."""
         return self.slot.figure
+
+    @classmethod
+    def from_saes(cls, model: Any, saes: Sequence[Any], text: Any, *, threshold: float = DEFAULT_THRESHOLD,
+                  max_tokens: int = 100_000, progress: bool = True, min_sizes: int = 3, **settings: Any
+                  ) -> SplittingView:
+        """Link dictionaries of several sizes (same model and hook) over `text`, build their feature
+        stores on the same windows, and show the families (`settings`: hook, context_len, ...)."""
+        model = load_model(model)
+        split = split_similarities(model, text, saes, max_tokens=max_tokens, progress=progress, **settings)
+        stores = [build_feature_store(model, text, sae, max_tokens=max_tokens, progress=progress, **settings)
+                  for sae in saes]
+        return cls(split_edges(split, threshold), stores, decoder_edges=split_edges(split, threshold, "decoder"),
+                   min_sizes=min_sizes)
 
     def family(self, size: int, feature: int) -> pd.DataFrame:
         """`feature_family` of (size, feature) in the current view's edges."""

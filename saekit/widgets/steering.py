@@ -24,7 +24,7 @@ DEFAULT_STRENGTH = 10.0  # and starts at this multiple
 def shift_figure(shift: pd.DataFrame, title: str = "next-token probability shift") -> go.Figure:
     """Bars of `next_token_shift` output: each token's change in probability (raised green, lowered red)."""
     table = shift.sort_values("delta")
-    labels = [H.escape(H.token_label(t)) for t in table["token"]]
+    labels = [H.plotly_text(H.token_label(t)) for t in table["token"]]
     fig = go.Figure(go.Bar(
         x=table["delta"], y=labels, orientation="h",
         marker_color=["#1a7f37" if d > 0 else "#cf222e" for d in table["delta"]],

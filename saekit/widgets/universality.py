@@ -13,8 +13,15 @@ import ipywidgets as widgets
 import pandas as pd
 import plotly.graph_objects as go
 
-from saekit.analysis.features import FeatureStore
-from saekit.analysis.universality import Universality, best_match_histogram, universality_summary
+from saekit.activations import load_model
+from saekit.analysis.features import FeatureStore, build_feature_store
+from saekit.analysis.universality import (
+    Universality,
+    best_match_histogram,
+    best_match_tables,
+    correlate,
+    universality_summary,
+)
 from saekit.widgets import html as H
 from saekit.widgets.card import Basis, FeatureCard, as_basis
 
@@ -37,13 +44,13 @@ def universality_figure(result: Universality, bins: int = 40, reference: Mapping
                              hovertemplate=f"{basis}<br>r %{{x:.2f}}<br>%{{customdata[0]}} units<extra></extra>"))
     for basis, row in summary.iterrows():
         fig.add_vline(x=row["median"], line=dict(color=COLOURS.get(basis), dash="dash"),
-                      annotation_text=f"{basis} median {row['median']:.2f}", annotation_position="top left")
+                      annotation_text=f"{basis} median {row['median']:.2f}", annotation_position="top right")
     for basis, value in (reference or {}).items():
         fig.add_vline(x=value, line=dict(color=COLOURS.get(basis), dash="dot", width=1),
-                      annotation_text=f"paper {basis} {value:.2f}", annotation_position="bottom left")
+                      annotation_text=f"paper {basis} {value:.2f}", annotation_position="bottom right")
     fig.update_layout(title=title, barmode="overlay", height=380, width=720, template="plotly_white",
                       xaxis_title="correlation with the best-matching unit of model B", yaxis_title="fraction of units",
-                      xaxis_range=[-0.05, 1.02], margin=dict(l=50, r=10, t=50, b=45))
+                      xaxis_range=[-0.05, 1.02], margin=dict(l=50, r=10, t=60, b=45))
     return fig
 
 
@@ -111,3 +118,20 @@ class UniversalityView(widgets.VBox):
         self.match_note.value = (f"<b>A #{int(unit)}</b> ↔ <b>B #{int(row['best_match'])}</b>: activation "
                                  f"correlation <b>{row['correlation']:.3f}</b> on the same tokens")
         return {"unit": int(unit), "best_match": int(row["best_match"]), "correlation": float(row["correlation"])}
+
+    @classmethod
+    def from_saes(cls, model_a: Any, model_b: Any, sae_a: Any, sae_b: Any, text: Any, *, max_tokens: int = 100_000,
+                  progress: bool = True, **settings: Any) -> UniversalityView:
+        """Correlate `sae_a` on `model_a` with `sae_b` on `model_b` over `text` (and the neurons), build the
+        four feature stores on the same windows, and show them (`settings`: hook, context_len, ...)."""
+        model_a, model_b = load_model(model_a), load_model(model_b)
+        result = best_match_tables(correlate(model_a, model_b, text, sae_a, sae_b, max_tokens=max_tokens,
+                                             progress=progress, **settings))
+        store_a = build_feature_store(model_a, text, sae_a, max_tokens=max_tokens, progress=progress, **settings)
+        windows, hook_b = store_a.windows(), (getattr(sae_b, "metadata", None) or {}).get("hook")
+        common = {"side": store_a.meta["side"], "progress": progress}
+        store_b = build_feature_store(model_b, windows, sae_b, hook=hook_b or store_a.meta["hook"], **common)
+        neurons_a = build_feature_store(model_a, windows, None, hook=store_a.meta["hook"], **common)
+        neurons_b = build_feature_store(model_b, windows, None, hook=hook_b or store_a.meta["hook"], **common)
+        return cls(result, Basis(store_a, sae_a, model_a), Basis(store_b, sae_b, model_b),
+                   neurons=(Basis(neurons_a, model=model_a), Basis(neurons_b, model=model_b)), reference=PAPER)
