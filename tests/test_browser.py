@@ -3,8 +3,8 @@ Playwright; never `playwright install`) drives it.
 
 - the explorer: selecting a feature updates the card with highlighted tokens;
 - a document holding `<img src=x onerror=alert(1)>` and `<script>` shows them as text and runs nothing;
-- with a built demo, screenshots of the explorer, map, universality view and a splitting tree for the
-  README (docs/screenshots/, or $SAEKIT_SCREENSHOTS).
+- on request (`SAEKIT_SCREENSHOTS=docs/screenshots`, with a built demo): screenshots of the explorer, map,
+  universality view and a splitting tree for the README (about a minute: the map runs UMAP).
 
 Skipped, with the reason, when Chromium, Playwright or Voilà is missing (`make browser-deps` installs them).
 """
@@ -26,7 +26,7 @@ import pytest
 CHROMIUM = Path(os.environ.get("SAEKIT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 REPO = Path(__file__).resolve().parents[1]
-SCREENSHOTS = Path(os.environ.get("SAEKIT_SCREENSHOTS", REPO / "docs" / "screenshots"))
+SCREENSHOTS = os.environ.get("SAEKIT_SCREENSHOTS")  # a folder: take the README screenshots there
 SERVER_START_S = 45  # Voilà's own start
 PAGE_READY_MS = 60_000  # the kernel runs the notebook before the page shows widgets
 STEP_MS = 20_000  # one interaction's round trip
@@ -96,18 +96,27 @@ def voila(notebook: Path) -> Iterator[str]:
         log.close()
 
 
-@contextmanager
-def browser_page() -> Iterator[tuple[object, list[str]]]:
-    """A headless Chromium page and the list that collects every dialog (alert/confirm) it raises."""
+@pytest.fixture(scope="module")
+def chromium():
+    """One headless Chromium for the module (Playwright's sync API cannot nest)."""
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            dialogs: list[str] = []
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-            yield page, dialogs
+            yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def browser_page(browser, height: int = 1000) -> Iterator[tuple[object, list[str]]]:
+    """A page 1400 px wide and the list that collects every dialog (alert, confirm) it raises."""
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    try:
+        yield page, dialogs
+    finally:
+        page.close()
 
 
 def open_notebook(page, url: str, ready: str) -> None:
@@ -140,7 +149,7 @@ FeatureMap(grid, FeatureExplorer(store, model=model, feature=0))"""
 
 
 @pytest.fixture(scope="module")
-def explorer_page(tmp_path_factory):
+def explorer_page(tmp_path_factory, chromium):
     folder = tmp_path_factory.mktemp("browser")
     model_dir = build_markup_model(folder / "model")
     from saekit.activations import load_model
@@ -154,7 +163,7 @@ def explorer_page(tmp_path_factory):
         MAP_CELL,
     ]
     notebook = write_notebook(folder / "explorer.ipynb", cells)
-    with voila(notebook) as url, browser_page() as (page, dialogs):
+    with voila(notebook) as url, browser_page(chromium) as (page, dialogs):
         open_notebook(page, url, ".saekit-card .saekit-tok")
         yield page, dialogs, store, folder
 
@@ -248,14 +257,21 @@ def built_demo() -> str | None:
         return None
 
 
-@pytest.mark.skipif(built_demo() is None, reason="no built demo (run `saekit demo --profile quick`)")
-def test_screenshots_of_the_demo_views(tmp_path):
+@pytest.mark.screenshots
+@pytest.mark.skipif(not SCREENSHOTS, reason="set SAEKIT_SCREENSHOTS=docs/screenshots to take the README screenshots")
+def test_screenshots_of_the_demo_views(tmp_path, chromium):
+    if built_demo() is None:
+        pytest.skip("no built demo (run `saekit demo --profile quick`)")
+    folder = Path(SCREENSHOTS).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
     notebook = write_notebook(tmp_path / "views.ipynb", DEMO_CELLS)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with voila(notebook) as url, browser_page() as (page, dialogs):
+    with voila(notebook) as url, browser_page(chromium, height=2000) as (page, dialogs):
         open_notebook(page, url, ".saekit-splitting .js-plotly-plot")
         assert highlighted_tokens(page, ".saekit-explorer .saekit-card") > 0
         for name, selector in VIEWS.items():
-            page.locator(selector).first.wait_for(state="visible", timeout=STEP_MS)
-            page.locator(selector).first.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+            view = page.locator(selector).first
+            view.scroll_into_view_if_needed()
+            view.locator(".js-plotly-plot .main-svg").first.wait_for(state="visible", timeout=STEP_MS)
+            page.wait_for_timeout(500)  # plotly draws after the element appears
+            view.screenshot(path=str(folder / f"{name}.png"))
         assert dialogs == []

@@ -25,7 +25,13 @@ from saekit.widgets import html as H  # noqa: E402
 from saekit.widgets.card import Basis, nearest_features  # noqa: E402
 from saekit.widgets.explorer import FeatureExplorer  # noqa: E402
 from saekit.widgets.feature_map import FeatureMap, map_figure  # noqa: E402
-from saekit.widgets.paper import density_counts, density_figure, measures_figure, sweep_figure  # noqa: E402
+from saekit.widgets.paper import (  # noqa: E402
+    density_counts,
+    density_figure,
+    example_features,
+    measures_figure,
+    sweep_figure,
+)
 from saekit.widgets.splitting import SplittingView, coarse_to_fine_html, tree_layout  # noqa: E402
 from saekit.widgets.steering import SteeringView  # noqa: E402
 from saekit.widgets.universality import UniversalityView, universality_figure  # noqa: E402
@@ -110,7 +116,7 @@ def test_token_spans_escape_markup_and_carry_the_value():
     assert "background" not in style1  # unknown value: no colour
     assert "rgba(255,120,0,1.000)" in style2  # clipped to full colour
     assert text2 == "&quot;q&quot;&amp;↵" and "&quot;" in title2
-    assert H.hover_text(f"{PAYLOAD}\nnext") == "&lt;img src=x onerror=alert(1)&gt;<br>next"
+    assert H.plotly_text(f"{PAYLOAD}\n'q\"") == "&lt;img src=x onerror=alert(1)&gt;<br>'q\""
 
 
 def test_examples_without_context_values_colour_only_the_firing_token():
@@ -328,7 +334,7 @@ def test_splitting_view_draws_a_family_across_three_sizes(splitting):
     nodes = view.figure.data[-1]
     assert len(nodes.x) == int(top.n_descendants) + 1 and sorted(set(nodes.x)) == [0, 1, 2]
     labels = splitting.stores[0].feature_table().set_index("feature")["top_token"]
-    assert H.escape(H.token_label(labels[int(top.feature)])) in nodes.text[0]
+    assert H.plotly_text(H.token_label(labels[int(top.feature)])) in nodes.text[0]
     n_edges = int(top.n_descendants)
     assert len(view.figure.data) == n_edges + 2  # one line per edge, the edge labels, the nodes
     assert view.listing.value.count("<div style='margin-left") == n_edges + 1
@@ -338,6 +344,24 @@ def test_splitting_view_draws_a_family_across_three_sizes(splitting):
     view.view_picker.value = "decoder cosine"
     assert "decoder cosine" in view.figure.layout.title.text
     assert "act cos" in coarse_to_fine_html(view.family(*view.query))
+
+
+def test_one_line_constructors_on_your_own_saes(tiny, tiny_lm, universal, splitting, monkeypatch):
+    text = tiny.windows
+    saes = [sparse_sae(tiny.acts, n, seed=n) for n in (10, 20, 40)]
+    split_view = SplittingView.from_saes(tiny_lm, saes, text, threshold=0.0, hook=HOOK, progress=False)
+    assert sorted(split_view.labels.stores) == [10, 20, 40] and split_view.query is not None
+    pd.testing.assert_frame_equal(split_view.edges["activation cosine"], splitting.edges)
+    pd.testing.assert_frame_equal(split_view.edges["decoder cosine"], splitting.decoder_edges)
+    pair_view = UniversalityView.from_saes(tiny_lm, universal.model_b, tiny.sae, universal.sae_b, text, hook=HOOK,
+                                           progress=False)
+    pd.testing.assert_frame_equal(pair_view.result.features, universal.result.features)
+    assert pair_view.card_b.basis.store.n_features == 30 and list(pair_view.pairs) == ["features", "neurons"]
+    monkeypatch.setattr("saekit.widgets.feature_map.feature_map", lambda saes, hover, **kw: _map_table().assign(
+        hover=[*hover["features"], *[""] * 128]))  # UMAP itself is tested in test_maps
+    fmap = FeatureMap.from_saes({"features": tiny.sae}, model=tiny_lm, text=text)
+    assert fmap.explorer is not None and list(fmap.explorer.bases) == ["features"]
+    assert fmap.table["hover"].iloc[0].startswith("fires on: ")
 
 
 # --- steering ------------------------------------------------------------------------------------------------
@@ -378,4 +402,8 @@ def test_paper_figures(tiny):
     from saekit.analysis.interpretability import unit_measures
 
     measures = measures_figure({"features": unit_measures(tiny.store), "neurons": unit_measures(tiny.neurons)})
+    table = pd.DataFrame({"feature": [0, 1, 2, 3], "n_fires": [0, 5, 9, 9], "density": [0, 0.2, 0.3, 0.01],
+                          "top_token_share": [np.nan, 0.9, 0.5, 0.6]})
+    assert example_features(table)["feature"].tolist() == [3]  # the density band wins when it has any
+    assert example_features(table, high=1e-3)["feature"].tolist() == [1, 3, 2]  # else every live feature
     assert [t.name.split(" ")[0] for t in measures.data] == ["features", "neurons"]
