@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from pydoc_data.topics import topics
 
 import pandas as pd
 import pytest
-from pydoc_data.topics import topics
 
 from saekit import demo as D
 from saekit.embedded import CorpusConfig, EmbeddedConfig, LMConfig, TokenizerConfig
