@@ -19,6 +19,17 @@ PAPER_LOSS_RECOVERED = {"A/1 (4,096)": 0.79, "largest (131,072)": 0.945}
 BASIS_COLOURS = {"features": "#ff7800", "neurons": "#1f77b4"}
 
 
+def example_features(table: pd.DataFrame, low: float = 1e-3, high: float = 5e-2) -> pd.DataFrame:
+    """Features to show off, from `FeatureStore.feature_table()`: the live ones, most specific first (most
+    of their top examples on one token), preferring densities in [low, high] (frequent enough to see, rare
+    enough to mean one thing) when any are there."""
+    live = table[table["n_fires"] > 0]
+    band = live[live["density"].between(low, high)]
+    chosen = band if len(band) else live
+    return chosen.sort_values(["top_token_share", "density", "feature"], ascending=[False, True, True],
+                              ignore_index=True)
+
+
 def density_counts(density: np.ndarray, ultralow: float = 1e-6) -> dict[str, int]:
     """How many features are dead (never fired), ultralow (fired, below `ultralow`) and alive."""
     density = np.asarray(density, dtype=np.float64)
