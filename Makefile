@@ -26,9 +26,9 @@ browser-deps:
 		|| echo "could not install chromium: the browser tests will be skipped"
 
 test: venv browser-deps
-	$(BIN)/python -m pytest -q tests -m "not notebooks"
+	$(BIN)/python -m pytest -q tests
 
-# the notebooks top to bottom against the quick demo (built first if missing: minutes)
+# only the notebooks, top to bottom against the quick demo (built first if missing: minutes)
 test-notebooks: venv
 	$(BIN)/python -m pytest -q tests/test_notebooks.py
 
