@@ -57,8 +57,10 @@ class SAESpec:
     """relu: λ of the L1 penalty."""
     k: int = 32
     """topk/batchtopk: active features per token."""
-    paper_recipe: bool = True
-    """relu: the 2023 recipe with dead-feature resampling (TrainConfig.towards_monosemanticity)."""
+    recipe: Literal["april_2024", "towards_monosemanticity", "default"] = "default"
+    """Training recipe: a TrainConfig preset by name, or "default" (TrainConfig's own defaults)."""
+    resample: bool = False
+    """Resample dead features four times in the first half of training (the 2023 recipe's way)."""
 
     @property
     def name(self) -> str:
@@ -73,8 +75,8 @@ class DemoProfile:
     """Profile name ("quick", "full"), also the folder under the demo root."""
     saes: tuple[SAESpec, ...]
     """The dictionaries, the A family first (small → large)."""
-    batch_size: int = 4096
-    """SAE training batch (activation vectors per step)."""
+    batch_size: int = 1024
+    """SAE training batch (activation vectors per step): short runs need the Adam steps small batches give."""
     eval_tokens: int = 32_768
     """Held-out tokens each SAE is evaluated on."""
     store_tokens: int = 200_000
@@ -118,31 +120,35 @@ class DemoProfile:
         return sorted((s for s in self.saes if s.model == model and s.arch == "relu"), key=lambda s: s.n_features)
 
 
-def _relu(model: str, n: int, tokens: int, l1: float) -> SAESpec:
-    return SAESpec(model, "relu", n, tokens, l1_coefficient=l1)
+def _relu(model: str, n: int, tokens: int, l1: float, lr: float = 3e-3) -> SAESpec:
+    """A ReLU+L1 dictionary: the April 2024 recipe (L1 weighted by decoder norms: a better loss at the same
+    L0 than 2023's unit-norm decoders) with the 2023 dead-feature resampling."""
+    return SAESpec(model, "relu", n, tokens, lr=lr, l1_coefficient=l1, recipe="april_2024", resample=True)
 
 
 PROFILES: dict[str, DemoProfile] = {
-    # quick: CI and a first look, in about 5 minutes on 2 cores (most of it the two language models)
+    # quick: CI and a first look, in under 5 minutes on 2 cores (half of it the two language models)
     "quick": DemoProfile(
         "quick",
-        tuple(_relu("A", n, 150_000, 5.0) for n in (512, 1024, 2048)) + (_relu("A", 4096, 250_000, 5.0),)
-        + (SAESpec("A", "topk", 4096, 250_000, k=32), _relu("B", 4096, 250_000, 5.0)),
+        tuple(_relu("A", n, 150_000, 0.8) for n in (512, 1024, 2048)) + (_relu("A", 4096, 200_000, 0.4),)
+        + (SAESpec("A", "topk", 4096, 200_000, lr=3e-3, k=32), _relu("B", 4096, 200_000, 0.4)),
         eval_tokens=16_384,
-        store_tokens=100_000,
-        family_store_tokens=50_000,
-        universality_tokens=100_000,
-        splitting_tokens=50_000,
+        store_tokens=60_000,
+        family_store_tokens=30_000,
+        universality_tokens=60_000,
+        splitting_tokens=30_000,
     ),
+    # full: the paper's experiments at small scale, in under 30 minutes on 2 cores
     "full": DemoProfile(
         "full",
-        tuple(_relu("A", n, 6_000_000, 5.0) for n in (512, 1024, 2048, 4096, 8192, 16384))
-        + (SAESpec("A", "topk", 4096, 6_000_000, k=32), _relu("B", 4096, 6_000_000, 5.0)),
-        eval_tokens=131_072,
-        store_tokens=1_000_000,
-        family_store_tokens=200_000,
-        universality_tokens=1_000_000,
-        splitting_tokens=300_000,
+        tuple(_relu("A", n, 600_000, 1.5) for n in (512, 1024, 2048)) + (_relu("A", 4096, 2_000_000, 1.5),)
+        + (_relu("A", 8192, 600_000, 1.5), _relu("A", 16384, 300_000, 1.5))
+        + (SAESpec("A", "topk", 4096, 4_000_000, lr=2e-3, k=32), _relu("B", 4096, 1_500_000, 1.5)),
+        eval_tokens=65_536,
+        store_tokens=500_000,
+        family_store_tokens=100_000,
+        universality_tokens=500_000,
+        splitting_tokens=200_000,
     ),
 }
 
@@ -162,11 +168,13 @@ def shuffled_windows(tokens: np.ndarray, context_len: int, seed: int) -> TokenWi
 def _train_config(spec: SAESpec, folder: Path):
     from saekit.training import TrainConfig
 
-    common = dict(total_tokens=spec.tokens, lr=spec.lr, checkpoint_dir=str(folder / "checkpoints"),
-                  checkpoint_every_tokens=max(1, spec.tokens // 4))
-    if spec.arch == "relu" and spec.paper_recipe:
-        return TrainConfig.towards_monosemanticity(l1_coefficient=spec.l1_coefficient, **common)
-    return TrainConfig(l1_coefficient=spec.l1_coefficient, **common)
+    common = dict(total_tokens=spec.tokens, lr=spec.lr, l1_coefficient=spec.l1_coefficient,
+                  dead_window_tokens=max(1, spec.tokens // 20),  # dead: silent for 5% of the run
+                  checkpoint_dir=str(folder / "checkpoints"), checkpoint_every_tokens=max(1, spec.tokens // 4))
+    cfg = TrainConfig(**common) if spec.recipe == "default" else getattr(TrainConfig, spec.recipe)(**common)
+    if spec.resample and not cfg.resample_at:
+        cfg = cfg.replace(resample_at=TrainConfig.towards_monosemanticity().resample_at)
+    return cfg
 
 
 def train_demo_sae(spec: SAESpec, model_folder: Path, train_tokens: Path, profile: DemoProfile, folder: Path,
@@ -215,7 +223,7 @@ def evaluate_demo(profile: DemoProfile, out: Path, models: dict[str, Path], held
         training = sae.metadata.get("training", {})
         rows.append({"name": spec.name, "model": spec.model, "arch": spec.arch, "n_features": spec.n_features,
                      "k": spec.k if spec.arch in ("topk", "batchtopk") else None,
-                     "recipe": "towards_monosemanticity" if spec.arch == "relu" and spec.paper_recipe else "default",
+                     "recipe": spec.recipe + (" + resampling" if spec.resample else ""),
                      "train_tokens": training.get("tokens"), **result.to_dict()})
         densities[spec.name] = result.densities.contiguous()
     table = pd.DataFrame(rows)

@@ -159,6 +159,22 @@ def test_build_embedded_reuses_what_is_built(tmp_path: Path) -> None:
     assert built.tokens.n_tokens["train"] > 10_000
 
 
+def test_models_trained_side_by_side_match_one_after_the_other(tmp_path: Path) -> None:
+    config = EmbeddedConfig(
+        CorpusConfig(target_bytes=150_000), TokenizerConfig(vocab_size=300), replace(TINY, context=32)
+    )
+    serial = build_embedded(tmp_path / "serial", config, progress=False, parallel=False).summary()
+    side = build_embedded(tmp_path / "side", config, progress=False, parallel=True)
+    weights = tmp_path / "side" / "model_B" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    again = build_embedded(tmp_path / "side", config, progress=False, parallel=True)  # reused, not retrained
+    assert weights.stat().st_mtime_ns == stamp
+    assert list(again.summary()["model"]) == ["A", "B"]
+    # same seeds, same data: the thread count changes float sums only
+    np.testing.assert_allclose(side.summary()["heldout_loss"], serial["heldout_loss"], atol=0.02)
+    assert side.summary()["heldout_loss"].iloc[0] != side.summary()["heldout_loss"].iloc[1]  # two seeds
+
+
 def test_free_cores_leave_room_for_other_processes() -> None:
     start = CpuSample(wall=0.0, machine_busy=0.0, own=0.0)
     # 10 s: the machine was busy 15 CPU-s, 5 of them ours -> 1 core busy elsewhere

@@ -6,8 +6,10 @@ Folder layout under `out`: `corpus/`, `tokenizer/`, `tokens/`, `model_A/`, `mode
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -15,6 +17,7 @@ import pandas as pd
 
 from saekit.embedded.corpus import Corpus, CorpusConfig, build_corpus
 from saekit.embedded.lm import MODEL_SEEDS, LMConfig, LMResult, train_lm
+from saekit.embedded.threads import available_cores
 from saekit.embedded.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
 from saekit.embedded.tokens import TokenizedCorpus, load_tokenized, tokenize_corpus
 
@@ -88,15 +91,43 @@ def tokens_for(corpus: Corpus, out: Path, config: TokenizerConfig, progress: boo
     return tokenize_corpus(corpus, tokenizer, out / "tokens", progress=progress)
 
 
-def model_for(tokens: TokenizedCorpus, out: Path, config: LMConfig, progress: bool) -> LMResult:
+def _trained(out: Path, config: LMConfig) -> LMResult | None:
+    """The model in `out` if it was trained with `config` (the thread count aside: it changes only speed)."""
+    if not (out / "training.json").is_file():
+        return None
+    previous = load_lm_result(out)
+    return previous if replace(previous.config, threads=None) == replace(config, threads=None) else None
+
+
+def model_for(tokens: TokenizedCorpus, out: Path, config: LMConfig, progress: bool, position: int = 0) -> LMResult:
     """A model trained with `config`, reused when `out` already holds one trained with the same config."""
-    if (out / "training.json").is_file():
-        previous = load_lm_result(out)
-        if asdict(previous.config) == asdict(config):
-            return previous
+    previous = _trained(out, config)
+    if previous is not None:
+        return previous
     tokenizer = load_tokenizer(tokens.folder.parent / "tokenizer")
     train, heldout = tokens.tokens("train"), tokens.tokens("heldout")
-    return train_lm(train, heldout, tokenizer, out, config, progress=progress)
+    return train_lm(train, heldout, tokenizer, out, config, progress=progress, position=position)
+
+
+def _model_job(args: tuple[TokenizedCorpus, Path, LMConfig, bool, int]) -> LMResult:
+    """One model of a side-by-side build, in its own process (its progress bar on its own line)."""
+    return model_for(*args)
+
+
+def train_models(tokens: TokenizedCorpus, jobs: dict[str, tuple[Path, LMConfig]], progress: bool,
+                 parallel: bool) -> dict[str, LMResult]:
+    """Train (or reuse) each model; with `parallel`, those still to train run side by side in processes of
+    one thread each: on 2 cores two 1-thread runs make 25.6k tokens/s together against 22.4k for one
+    2-thread run, since these small matmuls do not scale across threads."""
+    todo = [name for name, (out, config) in jobs.items() if _trained(out, config) is None]
+    cores = available_cores()
+    if not parallel or len(todo) < 2 or cores < 2 or any(jobs[n][1].threads for n in todo):
+        return {name: model_for(tokens, out, config, progress) for name, (out, config) in jobs.items()}
+    threads = max(1, cores // len(todo))
+    args = [(tokens, jobs[n][0], replace(jobs[n][1], threads=threads), progress, i) for i, n in enumerate(todo)]
+    with ProcessPoolExecutor(len(todo), mp_context=multiprocessing.get_context("spawn")) as pool:
+        done = dict(zip(todo, pool.map(_model_job, args)))
+    return {name: done.get(name) or model_for(tokens, out, config, progress) for name, (out, config) in jobs.items()}
 
 
 def build_embedded(
@@ -105,8 +136,11 @@ def build_embedded(
     *,
     models: Sequence[str] = ("A", "B"),
     progress: bool = True,
+    parallel: bool = True,
 ) -> EmbeddedBuild:
-    """Build (or reuse) corpus, tokenizer, tokens and the named models (seeds: MODEL_SEEDS) under `out`."""
+    """Build (or reuse) corpus, tokenizer, tokens and the named models (seeds: MODEL_SEEDS) under `out`.
+
+    parallel: train the models side by side when there are cores for it (see `train_models`)."""
     unknown = [name for name in models if name not in MODEL_SEEDS]
     if unknown:
         raise ValueError(f"models {unknown}: choose from {sorted(MODEL_SEEDS)}")
@@ -114,8 +148,6 @@ def build_embedded(
     config = EmbeddedConfig.profile(config) if isinstance(config, str) else config
     corpus = build_corpus(config.corpus, out / "corpus", progress=progress)
     tokens = tokens_for(corpus, out, config.tokenizer, progress)
-    trained = {
-        name: model_for(tokens, out / f"model_{name}", replace(config.lm, seed=MODEL_SEEDS[name]), progress)
-        for name in models
-    }
+    jobs = {name: (out / f"model_{name}", replace(config.lm, seed=MODEL_SEEDS[name])) for name in models}
+    trained = train_models(tokens, jobs, progress, parallel)
     return EmbeddedBuild(corpus, out / "tokenizer", tokens, trained)
