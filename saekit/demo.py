@@ -142,13 +142,13 @@ PROFILES: dict[str, DemoProfile] = {
     "full": DemoProfile(
         "full",
         tuple(_relu("A", n, 600_000, 1.5) for n in (512, 1024, 2048)) + (_relu("A", 4096, 2_000_000, 1.5),)
-        + (_relu("A", 8192, 600_000, 1.5), _relu("A", 16384, 300_000, 1.5))
-        + (SAESpec("A", "topk", 4096, 4_000_000, lr=2e-3, k=32), _relu("B", 4096, 1_500_000, 1.5)),
+        + (_relu("A", 8192, 400_000, 1.5), _relu("A", 16384, 200_000, 1.5))
+        + (SAESpec("A", "topk", 4096, 3_000_000, lr=2e-3, k=32), _relu("B", 4096, 1_000_000, 1.5)),
         eval_tokens=65_536,
-        store_tokens=500_000,
-        family_store_tokens=100_000,
-        universality_tokens=500_000,
-        splitting_tokens=200_000,
+        store_tokens=300_000,
+        family_store_tokens=60_000,
+        universality_tokens=300_000,
+        splitting_tokens=150_000,
     ),
 }
 
@@ -163,6 +163,12 @@ def shuffled_windows(tokens: np.ndarray, context_len: int, seed: int) -> TokenWi
     ids = torch.as_tensor(np.asarray(tokens[: n * context_len], dtype=np.int64)).view(n, context_len)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return windows_from_tokens(ids[order], context_len)
+
+
+def first_windows(windows: TokenWindows, tokens: int) -> TokenWindows:
+    """The first windows holding at least `tokens` tokens (all of them if fewer)."""
+    n = -(-tokens // windows.input_ids.shape[1])
+    return TokenWindows(*(t[:n] for t in windows))
 
 
 def _train_config(spec: SAESpec, folder: Path):
@@ -241,7 +247,8 @@ def feature_data(profile: DemoProfile, out: Path, models: dict[str, Path], heldo
     from saekit.formats import load_sae
 
     loaded = {name: load_model(path) for name, path in models.items()}
-    windows = windows_from_tokens(np.load(heldout, mmap_mode="r"), loaded["A"]._module.config.n_positions)
+    # held-out windows in a seeded order (the split is stored subset by subset), cut to each step's budget
+    windows = shuffled_windows(np.load(heldout, mmap_mode="r"), loaded["A"]._module.config.n_positions, profile.seed)
     saes = {s.name: load_sae(out / "saes" / s.name) for s in profile.saes}
     a1, b1 = profile.a1.name, f"B-relu-{profile.a1.n_features}"
     stores = {a1: (saes[a1], "A", profile.store_tokens), "A-neurons": (None, "A", profile.store_tokens),
@@ -249,15 +256,15 @@ def feature_data(profile: DemoProfile, out: Path, models: dict[str, Path], heldo
     stores.update({s.name: (saes[s.name], "A", profile.family_store_tokens) for s in profile.family("A")
                    if s.name != a1})
     for name, (sae, model, tokens) in stores.items():
-        store = build_feature_store(loaded[model], windows, sae, hook=HOOK, max_tokens=tokens, progress=progress)
+        store = build_feature_store(loaded[model], first_windows(windows, tokens), sae, hook=HOOK, progress=progress)
         store.save(folder / "stores" / name)
-    corr = correlate(loaded["A"], loaded["B"], windows, saes[a1], saes[b1], hook=HOOK,
-                     max_tokens=profile.universality_tokens, progress=progress)
+    corr = correlate(loaded["A"], loaded["B"], first_windows(windows, profile.universality_tokens), saes[a1],
+                     saes[b1], hook=HOOK, progress=progress)
     universal = best_match_tables(corr)
     universal.features.to_parquet(folder / "universality_features.parquet")
     universal.neurons.to_parquet(folder / "universality_neurons.parquet")
     family = [saes[s.name] for s in profile.family("A")]
-    split = split_similarities(loaded["A"], windows, family, hook=HOOK, max_tokens=profile.splitting_tokens,
+    split = split_similarities(loaded["A"], first_windows(windows, profile.splitting_tokens), family, hook=HOOK,
                                progress=progress)
     split_edges(split).to_parquet(folder / "splitting_edges.parquet")
     return {"stores": sorted(stores)}

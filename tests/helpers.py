@@ -11,6 +11,7 @@ import saekit
 from saekit.activations import nnsight_api as api
 from saekit.activations.source import keep_positions
 from saekit.activations.text import TokenWindows, special_token_ids, token_source
+from saekit.analysis.features import StoreConfig, build_feature_store
 
 ARCHS = ["relu", "topk", "batchtopk", "jumprelu"]
 
@@ -110,3 +111,36 @@ def sparse_sae(acts: torch.Tensor, d_sae: int, density: float = 0.15, seed: int 
         sae.b_enc[-1] = -1e3  # one dead feature
     sae.metadata = {"hook": HOOK}
     return sae
+
+
+PAYLOAD = "<img src=x onerror=alert(1)>"
+SCRIPT = "<script>alert(2)</script>"
+MARKUP_TEXTS = [f"A page said {PAYLOAD} then {SCRIPT} and more {PAYLOAD} text." for _ in range(12)] + TEXTS
+MARKUP_STORE = StoreConfig(n_top=6, n_per_interval=3, n_bins=128, n_logits=4, batch_size=8)
+
+
+# --- a model whose tokens hold markup (escaping tests, headless and in the browser) ---------------
+
+
+def build_markup_model(folder: Path, seed: int = 0) -> Path:
+    """A tiny GPT-2 whose tokenizer holds the two markup strings as single tokens, so a corpus line with
+    markup puts the whole `<img ... onerror=...>` into one token string: escaping must hold per token."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(MARKUP_TEXTS)
+    tokenizer.add_tokens([PAYLOAD, SCRIPT])
+    config = GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tokenizer),
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def markup_neuron_store(model):
+    """The neuron store of the markup model over text full of markup."""
+    return build_feature_store(model, MARKUP_TEXTS, None, hook=HOOK, context_len=32, config=MARKUP_STORE,
+                               progress=False)
+
+
+def markup_feature(store) -> int:
+    """A unit whose top examples sit on the <img> token."""
+    return int(store.search_token(PAYLOAD, exact=True)["feature"].iloc[0])

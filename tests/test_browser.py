@@ -40,7 +40,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (
 pytest.importorskip("voila", reason="needs voila (pip install voila)")
 pytest.importorskip("anywidget", reason="plotly's FigureWidget needs anywidget")
 
-from test_widgets import PAYLOAD, SCRIPT, build_markup_model, markup_feature, markup_neuron_store  # noqa: E402
+from helpers import PAYLOAD, SCRIPT, build_markup_model, markup_feature, markup_neuron_store  # noqa: E402
 
 # --- serving and browsing ----------------------------------------------------------------------------
 

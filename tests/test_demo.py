@@ -55,7 +55,9 @@ def test_builds_everything_the_notebooks_open(built):
     assert demo.a1_name == "A-relu-128" and demo.family_names("A") == ["A-relu-32", "A-relu-64", "A-relu-128"]
     assert demo.sae("A-topk-128").k == 4
     assert demo.density("A-relu-128").shape == (128,)
-    assert demo.feature_store("A-relu-128").feature_table().shape[0] == 128
+    store = demo.feature_store("A-relu-128")
+    assert store.feature_table().shape[0] == 128
+    assert demo.feature_store("A-relu-64").token_ids.shape == (2048 // 32, 32)  # family_store_tokens honoured
     assert demo.feature_store("A-neurons").feature_table().shape[0] == 64
     assert len(demo.universality().features) == 128 and len(demo.universality().neurons) == 64
     assert set(demo.splitting_edges()["size_to"]) <= {64, 128}
@@ -111,3 +113,15 @@ def test_profiles_are_checked(text_folder):
         tiny_profile(text_folder, a1_features=999)
     assert D.PROFILES["quick"].a1.name == "A-relu-4096"
     assert [s.n_features for s in D.PROFILES["full"].family()] == [512, 1024, 2048, 4096, 8192, 16384]
+
+
+def test_recipes_reach_the_trainer(tmp_path):
+    relu = D.SAESpec("A", "relu", 256, 100_000, l1_coefficient=1.5, recipe="april_2024", resample=True)
+    cfg = D._train_config(relu, tmp_path)
+    assert cfg.l1_weighted_by_decoder_norm and cfg.decoder_norm == "free"  # the 2024 loss
+    assert cfg.resample_at == (0.1, 0.2, 0.3, 0.4) and cfg.dead_window_tokens == 5_000  # the 2023 resampling
+    assert cfg.l1_coefficient == 1.5 and cfg.total_tokens == 100_000
+    topk = D._train_config(D.SAESpec("A", "topk", 256, 100_000, k=8), tmp_path)
+    assert topk.resample_at == () and not topk.l1_weighted_by_decoder_norm and topk.dead_window_tokens == 5_000
+    a1 = D.PROFILES["full"].a1
+    assert (a1.arch, a1.n_features, a1.resample) == ("relu", 4096, True)

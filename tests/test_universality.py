@@ -8,7 +8,7 @@ import torch
 
 from saekit.activations import nnsight_api as api
 from saekit.analysis import universality as U
-from saekit.analysis.features import fired
+from saekit.analysis.corpus import fired
 
 from helpers import build_tiny_gpt2, corpus, dense_acts, sparse_sae
 

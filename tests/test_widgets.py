@@ -4,14 +4,12 @@ the stores and analysis functions they read, and every token string is checked t
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
 
 pytest.importorskip("ipywidgets")
 pytest.importorskip("anywidget")  # plotly's FigureWidget needs it
@@ -36,39 +34,23 @@ from saekit.widgets.splitting import SplittingView, coarse_to_fine_html, tree_la
 from saekit.widgets.steering import SteeringView  # noqa: E402
 from saekit.widgets.universality import UniversalityView, universality_figure  # noqa: E402
 
-from helpers import HOOK, TEXTS, build_tiny_gpt2, build_tokenizer, corpus, dense_acts, make_sae, sparse_sae  # noqa: E402
+from helpers import (  # noqa: E402
+    HOOK,
+    PAYLOAD,
+    SCRIPT,
+    TEXTS,
+    build_markup_model,
+    build_tiny_gpt2,
+    corpus,
+    dense_acts,
+    make_sae,
+    markup_feature,
+    markup_neuron_store,
+    sparse_sae,
+)
 
 CONFIG = StoreConfig(n_top=6, n_per_interval=3, n_bins=128, n_logits=4, batch_size=8)
-PAYLOAD = "<img src=x onerror=alert(1)>"
-SCRIPT = "<script>alert(2)</script>"
-MARKUP_TEXTS = [f"A page said {PAYLOAD} then {SCRIPT} and more {PAYLOAD} text." for _ in range(12)] + TEXTS
 SPAN = re.compile(r'<span class="saekit-tok" style="([^"]*)" title="([^"]*)">([^<]*)</span>')
-
-
-# --- shared builders (test_browser imports these) ----------------------------------------------------
-
-
-def build_markup_model(folder: Path, seed: int = 0) -> Path:
-    """A tiny GPT-2 whose tokenizer holds the two markup strings as single tokens, so a corpus line with
-    markup puts the whole `<img ... onerror=...>` into one token string: escaping must hold per token."""
-    torch.manual_seed(seed)
-    tokenizer = build_tokenizer(MARKUP_TEXTS)
-    tokenizer.add_tokens([PAYLOAD, SCRIPT])
-    config = GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tokenizer),
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    GPT2LMHeadModel(config).eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def markup_neuron_store(model):
-    """The neuron store of the markup model over text full of markup."""
-    return build_feature_store(model, MARKUP_TEXTS, None, hook=HOOK, context_len=32, config=CONFIG, progress=False)
-
-
-def markup_feature(store) -> int:
-    """A unit whose top examples sit on the <img> token."""
-    return int(store.search_token(PAYLOAD, exact=True)["feature"].iloc[0])
 
 
 # --- fixtures ----------------------------------------------------------------------------------------

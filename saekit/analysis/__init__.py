@@ -1,9 +1,9 @@
 """Analyses built on SAEs, as pure functions returning DataFrames/tensors: the feature store, logit
 effects, universality, feature splitting, feature maps, steering and an interpretability proxy."""
 
+from saekit.analysis.corpus import Neurons
 from saekit.analysis.features import (
     FeatureStore,
-    Neurons,
     StoreConfig,
     build_feature_store,
     load_feature_store,

@@ -26,297 +26,33 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from saekit.activations import nnsight_api as api
-from saekit.activations.source import keep_positions
-from saekit.activations.text import TokenWindows, special_token_ids, token_source
+from saekit.activations.text import TokenWindows
+from saekit.analysis.corpus import (
+    DEFAULT_STORE_TOKENS,
+    Corpus,
+    Neurons,
+    corpus_activations,
+    encode,
+    fired,
+    open_corpus,
+)
 from saekit.analysis.logit_effects import output_weights, token_strings, top_logit_effects
-from saekit.evaluation import eval_settings
-from saekit.saes.sparse import Codes
+from saekit.analysis.reservoirs import BinnedSamples, GroupBest, IntervalSamples
 
 STORE_FORMAT = "saekit.feature_store"
 STORE_VERSION = 1
-DEFAULT_STORE_TOKENS = 1_000_000
 _FILES = ("features", "top_examples", "interval_examples", "histograms", "logit_effects", "tokens", "vocab")
-
-
-# --- dictionaries ---------------------------------------------------------------------------------
-
-
-class Neurons:
-    """The identity dictionary: a model's neurons as the features (the baseline of every comparison)."""
-
-    def __init__(self, d_in: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
-        self.d_in = self.d_sae = int(d_in)
-        self.dtype, self.device = dtype, torch.device(device)
-        self.metadata: dict[str, Any] = {}
-
-    def encode(self, x: Tensor) -> Tensor:
-        return x
-
-    @property
-    def W_dec(self) -> Tensor:
-        """[d, d] identity: neuron i's direction in neuron space is the i-th unit vector."""
-        return torch.eye(self.d_sae, dtype=self.dtype, device=self.device)
-
-
-@torch.no_grad()
-def encode(dictionary: Any, acts: Tensor) -> Tensor:
-    """Feature activations [tokens, d_sae] of activations [tokens, d_in], on the dictionary's device/dtype."""
-    return dictionary.encode(acts.to(device=dictionary.device, dtype=dictionary.dtype))
-
-
-def fired(f: Tensor, positive: bool = True) -> tuple[Codes, Tensor]:
-    """The entries of f [tokens, units] where units fire (f > 0, or f ≠ 0 with positive=False), sorted
-    by token, and their values [nnz]."""
-    flat = f.reshape(-1)
-    index = (flat > 0 if positive else flat).nonzero().squeeze(1)  # [nnz] into the row-major matrix
-    return Codes(index // f.shape[1], index % f.shape[1], f.shape[0]), flat[index]
-
-
-# --- streaming activations ------------------------------------------------------------------------
-
-
-class ActivationChunk(NamedTuple):
-    """The kept activations of one model batch."""
-
-    token_index: Tensor  # [tokens] int64: window · context_len + position of each kept token
-    acts: Tensor  # [tokens, d_in]
-
-
-def corpus_windows(text: Any, tokenizer: Any, context_len: int, max_tokens: int | None) -> TokenWindows:
-    """The first windows of `text` (any form `token_source` takes) holding `max_tokens` real tokens."""
-    return token_source(text, tokenizer, context_len, batch_size=64).take(max_tokens)
-
-
-def hook_activations(
-    model: Any,
-    windows: TokenWindows,
-    hook: str,
-    side: str = "output",
-    *,
-    special_ids: Sequence[int] = (),
-    batch_size: int = 32,
-    progress: bool = True,
-    desc: str = "activations",
-) -> Iterator[ActivationChunk]:
-    """Activations at `hook` over `windows`, `batch_size` windows per forward, padding and special
-    tokens dropped; the same windows give the same token indices for any model."""
-    special = torch.tensor(list(special_ids), dtype=torch.long)
-    n, ctx = windows.input_ids.shape
-    flat = torch.arange(n * ctx).view(n, ctx)
-    kept = int(keep_positions(windows, special).sum())
-    with tqdm(total=kept, unit="tok", desc=desc, disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            batch = TokenWindows(*(t[start : start + batch_size] for t in windows))
-            keep = keep_positions(batch, special)
-            acts = api.get_activations(model, batch.input_ids, batch.attention_mask, hook, side)
-            bar.update(int(keep.sum()))
-            yield ActivationChunk(flat[start : start + batch_size][keep], acts[keep.to(acts.device)].float())
-
-
-class Corpus(NamedTuple):
-    """A model, the windows to read and where to read them: what every streaming analysis needs."""
-
-    model: Any  # a loaded nnsight model
-    windows: TokenWindows
-    hook: str
-    side: str
-    special_ids: tuple[int, ...]  # token ids whose positions are skipped
-    tokenizer: Any
-
-
-def open_corpus(
-    model: Any,
-    text: Any,
-    dictionary: Any,
-    *,
-    hook: str | None = None,
-    side: str | None = None,
-    context_len: int | None = None,
-    max_tokens: int | None = DEFAULT_STORE_TOKENS,
-    exclude_special_tokens: bool | None = None,
-    tokenizer: Any = None,
-) -> Corpus:
-    """Load the model and cut the windows; hook/side/context/text default to the dictionary's metadata.
-
-    TokenWindows are used whole; any other text is cut into windows up to `max_tokens` real tokens.
-    """
-    settings = eval_settings(dictionary, hook, side, context_len, exclude_special_tokens)
-    model = api.load_model(model)
-    api.check_hook(model, settings.hook)
-    tokenizer = tokenizer if tokenizer is not None else api.get_tokenizer(model)
-    if text is None:
-        text = (getattr(dictionary, "metadata", None) or {}).get("text")
-        if text is None:
-            raise ValueError("no text given and the dictionary's metadata names none; pass a text folder or token ids")
-    windows = text if isinstance(text, TokenWindows) else corpus_windows(text, tokenizer, settings.context_len,
-                                                                          max_tokens)
-    special = tuple(special_token_ids(tokenizer)) if settings.exclude_special_tokens else ()
-    return Corpus(model, windows, settings.hook, settings.side, special, tokenizer)
-
-
-def corpus_activations(corpus: Corpus, batch_size: int = 32, progress: bool = True,
-                       desc: str = "activations") -> Iterator[ActivationChunk]:
-    """`hook_activations` over a Corpus."""
-    return hook_activations(corpus.model, corpus.windows, corpus.hook, corpus.side, special_ids=corpus.special_ids,
-                            batch_size=batch_size, progress=progress, desc=desc)
-
-
-# --- running per-group selections -----------------------------------------------------------------
-
-
-class GroupBest:
-    """Per group, the `n` entries with the lowest scores so far, each row kept sorted by score.
-
-    Top-k by value uses score = −value; a uniform sample uses random scores (bottom-k sampling). Both
-    merge exactly: the best n of a union are the best n of the parts' best n. Empty slots score +inf.
-    """
-
-    def __init__(self, n_groups: int, n: int) -> None:
-        self.n = n
-        self.score = torch.full((n_groups, n), math.inf)  # [groups, n]
-        self.value = torch.zeros(n_groups, n)  # [groups, n] the activation of each kept entry
-        self.token = torch.zeros(n_groups, n, dtype=torch.long)  # [groups, n] its flat token index
-
-    def update(self, group: Tensor, score: Tensor, value: Tensor, token: Tensor) -> None:
-        """Offer entries (all [m]); only those beating their group's current n-th score are sorted."""
-        keep = score < self.score[group, -1]
-        if not bool(keep.any()):
-            return
-        group, score, value, token = group[keep], score[keep], value[keep], token[keep]
-        order = torch.sort(score, stable=True).indices
-        order = order[torch.sort(group[order], stable=True).indices]  # by group, then by score
-        group, score, value, token = group[order], score[order], value[order], token[order]
-        groups, counts = torch.unique_consecutive(group, return_counts=True)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(group.numel()) - torch.repeat_interleave(starts, counts)
-        slot = torch.repeat_interleave(torch.arange(groups.numel()), counts)
-        first = rank < self.n
-        slot, rank = slot[first], rank[first]
-        new = (torch.full((groups.numel(), self.n), math.inf), torch.zeros(groups.numel(), self.n),
-               torch.zeros(groups.numel(), self.n, dtype=torch.long))
-        for block, values in zip(new, (score[first], value[first], token[first])):
-            block[slot, rank] = values
-        self._merge(groups, *new)
-
-    def _merge(self, groups: Tensor, score: Tensor, value: Tensor, token: Tensor) -> None:
-        both = torch.cat([self.score[groups], score], 1)  # [U, 2n]; old first, so ties keep old entries
-        order = both.sort(dim=1, stable=True).indices[:, : self.n]
-        self.value[groups] = torch.cat([self.value[groups], value], 1).gather(1, order)
-        self.token[groups] = torch.cat([self.token[groups], token], 1).gather(1, order)
-        self.score[groups] = both.gather(1, order)
-
-    def entries(self) -> Entries:
-        """The filled slots, group by group, best first."""
-        group, rank = torch.isfinite(self.score).nonzero(as_tuple=True)
-        return Entries(group, rank, self.score[group, rank], self.value[group, rank], self.token[group, rank])
-
-
-class Entries(NamedTuple):
-    """The filled slots of a GroupBest, each [m]."""
-
-    group: Tensor
-    rank: Tensor  # position within the group, 0 = best
-    score: Tensor
-    value: Tensor
-    token: Tensor
-
-
-class BinnedSamples:
-    """Per unit: a fine histogram over [0, 2^e) and a uniform sample per fine bin (see module doc)."""
-
-    def __init__(self, n_units: int, n_bins: int, n_per_bin: int, seed: int) -> None:
-        self.n_units, self.n_bins, self.log2_bins = n_units, n_bins, int(math.log2(n_bins))
-        self.exponent = torch.zeros(n_units, dtype=torch.long)  # max < 2^exponent, once seen
-        self.seen = torch.zeros(n_units, dtype=torch.bool)
-        self.counts = torch.zeros(n_units, n_bins, dtype=torch.long)  # [units, bins]
-        self.samples = GroupBest(n_units * n_bins, n_per_bin)  # group = unit · n_bins + bin
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def update(self, codes: Codes, values: Tensor, token: Tensor) -> None:
-        """Add the firing entries of a batch: values [nnz] at `codes`, token [nnz] flat indices."""
-        self._grow(codes.cols, values)
-        bins = torch.ldexp(values, self.log2_bins - self.exponent[codes.cols]).floor().long().clamp_(0, self.n_bins - 1)
-        group = codes.cols * self.n_bins + bins
-        self.counts.view(-1).index_add_(0, group, torch.ones_like(group))
-        keys = torch.rand(values.shape, generator=self.generator)
-        self.samples.update(group, keys, values, token)
-
-    def _grow(self, cols: Tensor, values: Tensor) -> None:
-        """Raise each unit's power-of-two range to cover this batch's max, merging its bins."""
-        batch_max = torch.zeros(self.n_units).scatter_reduce_(0, cols, values, "amax")
-        fired_now = batch_max > 0
-        exponent = torch.frexp(batch_max).exponent.long()  # batch_max < 2^exponent
-        grow = fired_now & self.seen & (exponent > self.exponent)
-        shifts = (exponent - self.exponent)[grow]
-        units = grow.nonzero(as_tuple=True)[0]
-        for shift in shifts.unique().tolist():
-            self._coarsen(units[shifts == shift], int(shift))
-        first = fired_now & ~self.seen
-        self.exponent = torch.where(grow | first, exponent, self.exponent)
-        self.seen |= fired_now
-
-    def _coarsen(self, units: Tensor, shift: int) -> None:
-        """Merge each 2^shift adjacent bins of `units` into one (the range grew by 2^shift)."""
-        m = 1 << min(shift, self.log2_bins)
-        b, n, k = self.n_bins, self.samples.n, units.numel()
-        counts = torch.zeros(k, b, dtype=torch.long)
-        counts[:, : b // m] = self.counts[units].view(k, b // m, m).sum(-1)
-        self.counts[units] = counts
-        views = [t.view(self.n_units, b, n) for t in (self.samples.score, self.samples.value, self.samples.token)]
-        score = views[0][units].view(k, b // m, m * n)
-        order = score.sort(dim=-1, stable=True).indices[..., :n]
-        for view, empty in zip(views, (math.inf, 0, 0)):
-            merged = torch.full((k, b, n), empty, dtype=view.dtype)
-            merged[:, : b // m] = view[units].view(k, b // m, m * n).gather(-1, order)
-            view[units] = merged
-
-    def bin_width(self) -> Tensor:
-        """[units] the width of each unit's fine bins (2^e / n_bins); 0 for units that never fired."""
-        return torch.where(self.seen, torch.ldexp(torch.ones(self.n_units), self.exponent - self.log2_bins), 0.0)
-
-    def interval_edges(self, max_values: Tensor, n_intervals: int) -> Tensor:
-        """[units, n_intervals + 1] fine-bin indices cutting [0, max] into even intervals (rounded to bins)."""
-        width = self.bin_width().clamp_min(1e-30)
-        last = (max_values / width).floor().clamp(max=self.n_bins - 1) + 1  # one past the max's bin
-        cuts = torch.arange(n_intervals + 1) / n_intervals * (max_values / width)[:, None]
-        edges = cuts.round().long()
-        edges[:, -1] = last.long()
-        return torch.minimum(edges, last.long()[:, None])
-
-    def interval_samples(self, max_values: Tensor, n_intervals: int) -> IntervalSamples:
-        """Per (unit, interval): the smallest-key entries over the interval's fine bins, and its count."""
-        edges = self.interval_edges(max_values, n_intervals)  # [units, n_intervals + 1]
-        fine_bins = torch.arange(self.n_bins)[None, :, None]
-        interval_of_bin = (fine_bins >= edges[:, None, 1:]).sum(-1)  # [units, bins]; n_intervals: past the max
-        counts = torch.zeros(self.n_units, n_intervals + 1, dtype=torch.long).scatter_add_(1, interval_of_bin,
-                                                                                           self.counts)
-        kept = self.samples.entries()
-        unit, fine = kept.group // self.n_bins, kept.group % self.n_bins
-        interval = interval_of_bin[unit, fine]
-        keep = interval < n_intervals
-        merged = GroupBest(self.n_units * n_intervals, self.samples.n)
-        merged.update((unit * n_intervals + interval)[keep], kept.score[keep], kept.value[keep], kept.token[keep])
-        return IntervalSamples(merged, edges, counts[:, :n_intervals])
-
-
-class IntervalSamples(NamedTuple):
-    """The interval examples of every unit."""
-
-    samples: GroupBest  # group = unit · n_intervals + interval
-    edges: Tensor  # [units, n_intervals + 1] fine-bin indices of the interval boundaries
-    counts: Tensor  # [units, n_intervals] firing entries in each interval
 
 
 # --- the pass -------------------------------------------------------------------------------------

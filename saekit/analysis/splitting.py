@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from saekit.analysis.features import DEFAULT_STORE_TOKENS, corpus_activations, encode, open_corpus
+from saekit.analysis.corpus import DEFAULT_STORE_TOKENS, corpus_activations, encode, open_corpus
 from saekit.analysis.universality import CoactivationSums, Method
 
 View = Literal["activation", "decoder"]

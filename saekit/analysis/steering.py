@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saekit.activations import nnsight_api as api
-from saekit.analysis.features import encode
+from saekit.analysis.corpus import encode
 from saekit.analysis.logit_effects import token_strings
 from saekit.evaluation import eval_settings
 

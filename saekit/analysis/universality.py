@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from saekit.activations import nnsight_api as api
-from saekit.analysis.features import (
+from saekit.analysis.corpus import (
     DEFAULT_STORE_TOKENS,
     Corpus,
     corpus_activations,

@@ -1,0 +1,158 @@
+"""Bounded per-unit samples, merged batch by batch: each unit's top entries (`GroupBest`) and uniform
+samples from fine activation bins that coarsen exactly as the running max grows (`BinnedSamples`), cut
+into the paper's even intervals at the end. How they work is told in `saekit.analysis.features`."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from saekit.saes.sparse import Codes
+
+# --- running per-group selections -----------------------------------------------------------------
+
+
+class GroupBest:
+    """Per group, the `n` entries with the lowest scores so far, each row kept sorted by score.
+
+    Top-k by value uses score = −value; a uniform sample uses random scores (bottom-k sampling). Both
+    merge exactly: the best n of a union are the best n of the parts' best n. Empty slots score +inf.
+    """
+
+    def __init__(self, n_groups: int, n: int) -> None:
+        self.n = n
+        self.score = torch.full((n_groups, n), math.inf)  # [groups, n]
+        self.value = torch.zeros(n_groups, n)  # [groups, n] the activation of each kept entry
+        self.token = torch.zeros(n_groups, n, dtype=torch.long)  # [groups, n] its flat token index
+
+    def update(self, group: Tensor, score: Tensor, value: Tensor, token: Tensor) -> None:
+        """Offer entries (all [m]); only those beating their group's current n-th score are sorted."""
+        keep = score < self.score[group, -1]
+        if not bool(keep.any()):
+            return
+        group, score, value, token = group[keep], score[keep], value[keep], token[keep]
+        order = torch.sort(score, stable=True).indices
+        order = order[torch.sort(group[order], stable=True).indices]  # by group, then by score
+        group, score, value, token = group[order], score[order], value[order], token[order]
+        groups, counts = torch.unique_consecutive(group, return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(group.numel()) - torch.repeat_interleave(starts, counts)
+        slot = torch.repeat_interleave(torch.arange(groups.numel()), counts)
+        first = rank < self.n
+        slot, rank = slot[first], rank[first]
+        new = (torch.full((groups.numel(), self.n), math.inf), torch.zeros(groups.numel(), self.n),
+               torch.zeros(groups.numel(), self.n, dtype=torch.long))
+        for block, values in zip(new, (score[first], value[first], token[first])):
+            block[slot, rank] = values
+        self._merge(groups, *new)
+
+    def _merge(self, groups: Tensor, score: Tensor, value: Tensor, token: Tensor) -> None:
+        both = torch.cat([self.score[groups], score], 1)  # [U, 2n]; old first, so ties keep old entries
+        order = both.sort(dim=1, stable=True).indices[:, : self.n]
+        self.value[groups] = torch.cat([self.value[groups], value], 1).gather(1, order)
+        self.token[groups] = torch.cat([self.token[groups], token], 1).gather(1, order)
+        self.score[groups] = both.gather(1, order)
+
+    def entries(self) -> Entries:
+        """The filled slots, group by group, best first."""
+        group, rank = torch.isfinite(self.score).nonzero(as_tuple=True)
+        return Entries(group, rank, self.score[group, rank], self.value[group, rank], self.token[group, rank])
+
+
+class Entries(NamedTuple):
+    """The filled slots of a GroupBest, each [m]."""
+
+    group: Tensor
+    rank: Tensor  # position within the group, 0 = best
+    score: Tensor
+    value: Tensor
+    token: Tensor
+
+
+class BinnedSamples:
+    """Per unit: a fine histogram over [0, 2^e) and a uniform sample per fine bin (see module doc)."""
+
+    def __init__(self, n_units: int, n_bins: int, n_per_bin: int, seed: int) -> None:
+        self.n_units, self.n_bins, self.log2_bins = n_units, n_bins, int(math.log2(n_bins))
+        self.exponent = torch.zeros(n_units, dtype=torch.long)  # max < 2^exponent, once seen
+        self.seen = torch.zeros(n_units, dtype=torch.bool)
+        self.counts = torch.zeros(n_units, n_bins, dtype=torch.long)  # [units, bins]
+        self.samples = GroupBest(n_units * n_bins, n_per_bin)  # group = unit · n_bins + bin
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def update(self, codes: Codes, values: Tensor, token: Tensor) -> None:
+        """Add the firing entries of a batch: values [nnz] at `codes`, token [nnz] flat indices."""
+        self._grow(codes.cols, values)
+        bins = torch.ldexp(values, self.log2_bins - self.exponent[codes.cols]).floor().long().clamp_(0, self.n_bins - 1)
+        group = codes.cols * self.n_bins + bins
+        self.counts.view(-1).index_add_(0, group, torch.ones_like(group))
+        keys = torch.rand(values.shape, generator=self.generator)
+        self.samples.update(group, keys, values, token)
+
+    def _grow(self, cols: Tensor, values: Tensor) -> None:
+        """Raise each unit's power-of-two range to cover this batch's max, merging its bins."""
+        batch_max = torch.zeros(self.n_units).scatter_reduce_(0, cols, values, "amax")
+        fired_now = batch_max > 0
+        exponent = torch.frexp(batch_max).exponent.long()  # batch_max < 2^exponent
+        grow = fired_now & self.seen & (exponent > self.exponent)
+        shifts = (exponent - self.exponent)[grow]
+        units = grow.nonzero(as_tuple=True)[0]
+        for shift in shifts.unique().tolist():
+            self._coarsen(units[shifts == shift], int(shift))
+        first = fired_now & ~self.seen
+        self.exponent = torch.where(grow | first, exponent, self.exponent)
+        self.seen |= fired_now
+
+    def _coarsen(self, units: Tensor, shift: int) -> None:
+        """Merge each 2^shift adjacent bins of `units` into one (the range grew by 2^shift)."""
+        m = 1 << min(shift, self.log2_bins)
+        b, n, k = self.n_bins, self.samples.n, units.numel()
+        counts = torch.zeros(k, b, dtype=torch.long)
+        counts[:, : b // m] = self.counts[units].view(k, b // m, m).sum(-1)
+        self.counts[units] = counts
+        views = [t.view(self.n_units, b, n) for t in (self.samples.score, self.samples.value, self.samples.token)]
+        score = views[0][units].view(k, b // m, m * n)
+        order = score.sort(dim=-1, stable=True).indices[..., :n]
+        for view, empty in zip(views, (math.inf, 0, 0)):
+            merged = torch.full((k, b, n), empty, dtype=view.dtype)
+            merged[:, : b // m] = view[units].view(k, b // m, m * n).gather(-1, order)
+            view[units] = merged
+
+    def bin_width(self) -> Tensor:
+        """[units] the width of each unit's fine bins (2^e / n_bins); 0 for units that never fired."""
+        return torch.where(self.seen, torch.ldexp(torch.ones(self.n_units), self.exponent - self.log2_bins), 0.0)
+
+    def interval_edges(self, max_values: Tensor, n_intervals: int) -> Tensor:
+        """[units, n_intervals + 1] fine-bin indices cutting [0, max] into even intervals (rounded to bins)."""
+        width = self.bin_width().clamp_min(1e-30)
+        last = (max_values / width).floor().clamp(max=self.n_bins - 1) + 1  # one past the max's bin
+        cuts = torch.arange(n_intervals + 1) / n_intervals * (max_values / width)[:, None]
+        edges = cuts.round().long()
+        edges[:, -1] = last.long()
+        return torch.minimum(edges, last.long()[:, None])
+
+    def interval_samples(self, max_values: Tensor, n_intervals: int) -> IntervalSamples:
+        """Per (unit, interval): the smallest-key entries over the interval's fine bins, and its count."""
+        edges = self.interval_edges(max_values, n_intervals)  # [units, n_intervals + 1]
+        fine_bins = torch.arange(self.n_bins)[None, :, None]
+        interval_of_bin = (fine_bins >= edges[:, None, 1:]).sum(-1)  # [units, bins]; n_intervals: past the max
+        counts = torch.zeros(self.n_units, n_intervals + 1, dtype=torch.long).scatter_add_(1, interval_of_bin,
+                                                                                           self.counts)
+        kept = self.samples.entries()
+        unit, fine = kept.group // self.n_bins, kept.group % self.n_bins
+        interval = interval_of_bin[unit, fine]
+        keep = interval < n_intervals
+        merged = GroupBest(self.n_units * n_intervals, self.samples.n)
+        merged.update((unit * n_intervals + interval)[keep], kept.score[keep], kept.value[keep], kept.token[keep])
+        return IntervalSamples(merged, edges, counts[:, :n_intervals])
+
+
+class IntervalSamples(NamedTuple):
+    """The interval examples of every unit."""
+
+    samples: GroupBest  # group = unit · n_intervals + interval
+    edges: Tensor  # [units, n_intervals + 1] fine-bin indices of the interval boundaries
+    counts: Tensor  # [units, n_intervals] firing entries in each interval
