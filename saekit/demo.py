@@ -141,7 +141,7 @@ PROFILES: dict[str, DemoProfile] = {
     # full: the paper's experiments at small scale, in under 30 minutes on 2 cores
     "full": DemoProfile(
         "full",
-        tuple(_relu("A", n, 600_000, 1.5) for n in (512, 1024, 2048)) + (_relu("A", 4096, 2_000_000, 1.5),)
+        tuple(_relu("A", n, 600_000, 1.5) for n in (512, 1024, 2048)) + (_relu("A", 4096, 2_000_000, 1.6),)
         + (_relu("A", 8192, 400_000, 1.5), _relu("A", 16384, 200_000, 1.5))
         + (SAESpec("A", "topk", 4096, 3_000_000, lr=2e-3, k=32), _relu("B", 4096, 1_000_000, 1.5)),
         eval_tokens=65_536,
