@@ -165,6 +165,12 @@ def shuffled_windows(tokens: np.ndarray, context_len: int, seed: int) -> TokenWi
     return windows_from_tokens(ids[order], context_len)
 
 
+def heldout_windows(heldout: Path, model: Any, seed: int) -> TokenWindows:
+    """The held-out split as the model's windows in a seeded order: the split is stored subset by subset, so its
+    first N tokens would all be one kind of text; evaluation and feature data read a mix."""
+    return shuffled_windows(np.load(heldout, mmap_mode="r"), model._module.config.n_positions, seed)
+
+
 def first_windows(windows: TokenWindows, tokens: int) -> TokenWindows:
     """The first windows holding at least `tokens` tokens (all of them if fewer)."""
     n = -(-tokens // windows.input_ids.shape[1])
@@ -221,11 +227,10 @@ def evaluate_demo(profile: DemoProfile, out: Path, models: dict[str, Path], held
 
     rows, densities = [], {}
     loaded = {name: load_model(path) for name, path in models.items()}
-    tokens = np.load(heldout, mmap_mode="r")
+    windows = first_windows(heldout_windows(heldout, loaded["A"], profile.seed), profile.eval_tokens)
     for spec in profile.saes:
         sae = load_sae(out / "saes" / spec.name)
-        result = evaluate(sae, loaded[spec.model], tokens, hook=HOOK, max_tokens=profile.eval_tokens,
-                          progress=progress)
+        result = evaluate(sae, loaded[spec.model], windows, hook=HOOK, max_tokens=None, progress=progress)
         training = sae.metadata.get("training", {})
         rows.append({"name": spec.name, "model": spec.model, "arch": spec.arch, "n_features": spec.n_features,
                      "k": spec.k if spec.arch in ("topk", "batchtopk") else None,
@@ -247,8 +252,7 @@ def feature_data(profile: DemoProfile, out: Path, models: dict[str, Path], heldo
     from saekit.formats import load_sae
 
     loaded = {name: load_model(path) for name, path in models.items()}
-    # held-out windows in a seeded order (the split is stored subset by subset), cut to each step's budget
-    windows = shuffled_windows(np.load(heldout, mmap_mode="r"), loaded["A"]._module.config.n_positions, profile.seed)
+    windows = heldout_windows(heldout, loaded["A"], profile.seed)  # cut to each step's budget below
     saes = {s.name: load_sae(out / "saes" / s.name) for s in profile.saes}
     a1, b1 = profile.a1.name, f"B-relu-{profile.a1.n_features}"
     stores = {a1: (saes[a1], "A", profile.store_tokens), "A-neurons": (None, "A", profile.store_tokens),

@@ -38,13 +38,13 @@ class ReLUSAE(SAE):
         if not self.apply_b_dec_to_input:
             return self.reference_loss(x, ctx)
         mse, l1, f, x_hat = dense_relu_loss(x, self.W_enc, self.b_enc, self.W_dec, self.b_dec,
-                                            ctx.l1_weighted_by_decoder_norm)
+                                            ctx.l1_weighted_by_decoder_norm, self.scratch("grad", x.shape[0], x))
         total = mse + ctx.sparsity_coefficient * l1
         return SAELoss(total, mse, l1, mse.new_zeros(()), x_hat.detach(), f=f)
 
     def sparse_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
         with torch.no_grad():
-            pre = self.pre_acts(x)  # [batch, d_sae], the one dense product
+            pre = self.scratch_pre_acts(x)  # [batch, d_sae], the one dense product
             codes = codes_from_mask(pre > 0)
             values = gather(pre, codes)
         f = self.selected(x, codes, values)  # all > 0, so ReLU is the identity here

@@ -94,6 +94,7 @@ class Trainer:
             raise
         finally:
             self._to_input_units()
+            self.sae.release_scratch()
             bar.close()
         return self._result()
 
@@ -294,6 +295,7 @@ class Trainer:
                  "config": dataclasses.asdict(self.cfg), "arch": self.sae.arch, "d_sae": self.sae.d_sae}
 
         def save_sae_folder(folder: Path) -> None:  # a copy in input units, for load_sae
+            self.sae.release_scratch()  # not worth copying
             export = copy.deepcopy(self.sae)
             if self._training_units:
                 export.scale_activations(1.0 / p.scale)
