@@ -31,6 +31,7 @@ DEMO_DIR_ENV = "SAEKIT_DEMO_DIR"
 INDEX = "demo.json"
 LATEST = "latest.json"
 HOOK = "transformer.h.0.mlp.act"
+EVAL_VERSION = 2  # bump when the evaluation step computes something different: built demos re-evaluate
 Profile = Literal["quick", "full"]
 
 
@@ -297,7 +298,8 @@ def run_demo(profile: Profile | DemoProfile = "quick", out: str | Path | None = 
                         build=lambda folder, s=spec: train_demo_sae(s, models[s.model], train_tokens, prof, folder,
                                                                     progress))
         sae_keys[spec.name] = step.key
-    evals = run_step(out / "eval", "evaluation", {"saes": sae_keys, "tokens": prof.eval_tokens}, log=log,
+    eval_inputs = {"saes": sae_keys, "tokens": prof.eval_tokens, "version": EVAL_VERSION}
+    evals = run_step(out / "eval", "evaluation", eval_inputs, log=log,
                      build=lambda folder: evaluate_demo(prof, out, models, heldout, folder, progress))
     inputs = {"saes": sae_keys, **{k: v for k, v in vars(prof).items() if k.endswith("_tokens")}}
     run_step(out / "features", "feature data", inputs, log=log,
