@@ -34,7 +34,7 @@ class EmbeddedConfig:
 
     @classmethod
     def profile(cls, name: Profile) -> EmbeddedConfig:
-        """quick: ~4 MB corpus, ~1 minute per model (CI); full: ~40-60 MB, ~10 minutes per model."""
+        """quick: ~4 MB corpus, ~2 minutes for both models side by side; full: ~40 MB, ~12 minutes for both."""
         return cls(CorpusConfig.profile(name), TokenizerConfig(), LMConfig.profile(name))
 
 
