@@ -23,7 +23,7 @@ import torch
 
 from saekit.activations.nnsight_api import load_model
 from saekit.activations.source import ActivationConfig, ActivationSource
-from saekit.activations.text import TokenWindows, windows_from_tokens
+from saekit.activations.text import TokenSource, TokenWindows, windows_from_tokens
 from saekit.embedded import EmbeddedConfig, build_embedded
 from saekit.pipeline import input_key, run_step
 
@@ -173,9 +173,8 @@ def heldout_windows(heldout: Path, model: Any, seed: int) -> TokenWindows:
 
 
 def first_windows(windows: TokenWindows, tokens: int) -> TokenWindows:
-    """The first windows holding at least `tokens` tokens (all of them if fewer)."""
-    n = -(-tokens // windows.input_ids.shape[1])
-    return TokenWindows(*(t[:n] for t in windows))
+    """The first windows holding at least `tokens` real tokens (all of them if fewer)."""
+    return TokenSource(windows, None, windows.input_ids.shape[1], len(windows)).take(tokens)
 
 
 def _train_config(spec: SAESpec, folder: Path):

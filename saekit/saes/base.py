@@ -113,12 +113,12 @@ class SAE(nn.Module):
 
     # --- the forward maps -------------------------------------------------------------------------
 
-    def pre_acts(self, x: Tensor) -> Tensor:
-        """pre = (x − b_dec) W_enc + b_enc: [..., d_in] → [..., d_sae]."""
+    def pre_acts(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """pre = (x − b_dec) W_enc + b_enc: [..., d_in] → [..., d_sae] (into `out` [batch, d_sae] if given)."""
         if self.apply_b_dec_to_input:
             x = x - self.b_dec
         if x.ndim == 2:
-            return torch.addmm(self.b_enc, x, self.W_enc)  # bias fused into the matmul
+            return torch.addmm(self.b_enc, x, self.W_enc, out=out)  # bias fused into the matmul
         return x @ self.W_enc + self.b_enc
 
     @torch.no_grad()
@@ -127,8 +127,7 @@ class SAE(nn.Module):
         kept between steps. A fresh [4096, 4096] fp32 block is 64 MiB straight from mmap on CPUs, and first
         touching it costs a page fault per 4 KiB (18k per step: ~10% of a TopK step here). The buffer is
         overwritten by the next call: use the result within the step."""
-        x_bar = x - self.b_dec if self.apply_b_dec_to_input else x
-        return torch.addmm(self.b_enc, x_bar, self.W_enc, out=self.scratch("pre", x.shape[0], x))
+        return self.pre_acts(x, out=self.scratch("pre", x.shape[0], x))
 
     def scratch(self, name: str, batch: int, like: Tensor) -> Tensor:
         """A [batch, d_sae] buffer named `name`, kept between training steps (see `scratch_pre_acts`)."""

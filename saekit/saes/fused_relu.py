@@ -39,7 +39,7 @@ class _DenseReLULoss(torch.autograd.Function):
         n_tokens = x_bar.shape[0]
         g = diff * (2 * grad_mse / n_tokens)  # [B, d_in]
         l1_row = (grad_l1 / n_tokens) * (norms if ctx.weighted else torch.ones_like(col_sums))
-        grad_f = torch.addmm(l1_row, g, W_dec.T, **({} if ctx.scratch is None else {"out": ctx.scratch}))  # [B, n]
+        grad_f = torch.addmm(l1_row, g, W_dec.T, out=ctx.scratch)  # [B, n]
         grad_pre = torch.ops.aten.threshold_backward.grad_input(grad_f, f, 0, grad_input=grad_f)  # 0 where f == 0
         grad_W_dec = f.T @ g
         if ctx.weighted:
