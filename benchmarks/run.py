@@ -20,25 +20,32 @@ ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"topk": 5.0, "relu": 2.0}
 
 
-def _tokps(python: str, side: str, arch: str) -> float:
+def _train_run(python: str, side: str, arch: str) -> dict[str, str]:
+    """One benchmark run in a fresh process: {"TOKPS": ..., "DTYPE": ...} from its output lines."""
     out = subprocess.run([python, "-m", "benchmarks.train_speed", side, arch], cwd=ROOT, capture_output=True,
                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return float(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("TOKPS")))
+    return dict(line.split(maxsplit=1) for line in out.stdout.splitlines() if line.startswith(("TOKPS", "DTYPE")))
 
 
 def trainer_rows(saelens_python: str | None, runs: int = 3) -> list[dict]:
+    """saekit (its own dtype choice), saekit forced to fp32, and SAELens, alternating; medians compared."""
     rows = []
     for arch in ("topk", "relu"):
-        ours, theirs = [], []
+        sides = ["saekit", "saekit-fp32"] + (["saelens"] if saelens_python else [])
+        runs_by_side: dict[str, list[dict[str, str]]] = {side: [] for side in sides}
         for _ in range(runs):
-            ours.append(_tokps(sys.executable, "saekit", arch))
-            if saelens_python:
-                theirs.append(_tokps(saelens_python, "saelens", arch))
-        mine = statistics.median(ours)
-        peer = statistics.median(theirs) if theirs else float("nan")
-        rows.append({"benchmark": f"train {arch} 512→4096, batch 4096", "saekit": f"{mine:,.0f} tok/s",
-                     "reference": f"SAELens {peer:,.0f} tok/s", "ratio": mine / peer, "goal": f"≥ {GOALS[arch]}x",
-                     "met": mine / peer >= GOALS[arch]})
+            for side in sides:
+                python = saelens_python if side == "saelens" else sys.executable
+                runs_by_side[side].append(_train_run(python, side, arch))
+        speed = {side: statistics.median(float(r["TOKPS"]) for r in rs) for side, rs in runs_by_side.items()}
+        peer = speed.get("saelens", float("nan"))
+        for side in ("saekit", "saekit-fp32"):
+            dtype = runs_by_side[side][0].get("DTYPE", "?")
+            label = "auto" if side == "saekit" else "forced"
+            rows.append({"benchmark": f"train {arch} 512→4096, batch 4096 ({label} {dtype})",
+                         "saekit": f"{speed[side]:,.0f} tok/s", "reference": f"SAELens {peer:,.0f} tok/s",
+                         "ratio": speed[side] / peer, "goal": f"≥ {GOALS[arch]}x" if side == "saekit" else "",
+                         "met": speed[side] / peer >= GOALS[arch] if side == "saekit" else ""})
     return rows
 
 

@@ -1,6 +1,7 @@
 """Training throughput on identical activation batches, for saekit or SAELens (run in each one's venv).
 
-usage: python -m benchmarks.train_speed saekit|saelens topk|relu   → prints "TOKPS <tokens/s>"
+usage: python -m benchmarks.train_speed saekit|saekit-fp32|saelens topk|relu   → prints "TOKPS <tokens/s>"
+(saekit: products in the dtype it picks here, printed as "DTYPE <dtype>"; saekit-fp32: forced fp32)
 Both train d_in 512 → 4096 features, batch 4096, Adam lr 3e-4, on the same seeded batches shaped like
 MLP activations (sparse non-negative mixtures of directions); timed over steps after a warm-up.
 """
@@ -36,12 +37,14 @@ def timed_stream(data: list[torch.Tensor], stamps: list[float]):
         yield data[i % len(data)]
 
 
-def train_saekit(arch: str, stream, total: int) -> None:
+def train_saekit(arch: str, stream, total: int, compute: str = "auto") -> None:
     import saekit
 
     kw = {"k": K} if arch == "topk" else {}
     sae = saekit.SAE.create(arch, d_in=D_IN, n_features=N_FEATURES, **kw)
-    saekit.train(sae, stream, saekit.TrainConfig(total_tokens=total, lr=3e-4, l1_coefficient=5.0), progress=False)
+    cfg = saekit.TrainConfig(total_tokens=total, lr=3e-4, l1_coefficient=5.0, compute_dtype=compute)
+    result = saekit.train(sae, stream, cfg, progress=False)
+    print(f"DTYPE {result.summary['compute_dtype']}")
 
 
 def train_saelens(arch: str, stream, total: int) -> None:
@@ -62,8 +65,10 @@ def main(side: str, arch: str) -> float:
     torch.manual_seed(0)
     stamps: list[float] = []
     total = BATCH * (WARMUP + STEPS)
-    run = {"saekit": train_saekit, "saelens": train_saelens}[side]
-    run(arch, timed_stream(batches(), stamps), total)
+    if side == "saelens":
+        train_saelens(arch, timed_stream(batches(), stamps), total)
+    else:
+        train_saekit(arch, timed_stream(batches(), stamps), total, "float32" if side == "saekit-fp32" else "auto")
     seconds = stamps[-1] - stamps[WARMUP]
     return (len(stamps) - 1 - WARMUP) * BATCH / seconds
 

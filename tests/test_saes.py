@@ -199,3 +199,34 @@ def test_sparse_path_matches_dense_reference(arch, weighted):
             torch.testing.assert_close(grad[name], grads[0][name], rtol=1e-4, atol=1e-5, msg=name)
     if arch == "jumprelu":
         assert grads[2]["threshold"].abs().sum() > 0
+
+
+def _cosine(a, b):
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("arch,path", [(a, "sparse") for a in ARCHS] + [("relu", "dense")])
+def test_bf16_products_follow_the_fp32_reference(arch, path):
+    """With bf16 products (fp32 weights, sums and loss), loss parts and gradients stay within bf16's rounding."""
+    x = torch.randn(256, D_IN) * 2
+    ctx = LossContext(sparsity_coefficient=0.3, l1_weighted_by_decoder_norm=arch == "relu")
+    outs, grads = [], []
+    for compute in (None, torch.bfloat16):
+        torch.manual_seed(0)
+        sae = make(arch, bandwidth=0.2) if arch == "jumprelu" else make(arch)
+        out = (sae.reference_loss(x, ctx) if compute is None
+               else sae.loss(x, ctx._replace(compute_dtype=compute), sparse=path == "sparse"))
+        out.total.backward()
+        outs.append(out)
+        grads.append({n: p.grad.clone() for n, p in sae.named_parameters()})
+    ref, low = outs
+    for part in ("mse", "sparsity"):
+        torch.testing.assert_close(getattr(low, part), getattr(ref, part), rtol=3e-2, atol=1e-3)
+    assert low.x_hat.dtype == torch.float32
+    if path == "dense":
+        assert low.f.dtype == torch.bfloat16  # the products did run in bf16
+    assert abs(float(low.l0()) - float(ref.l0())) <= 0.05 * float(ref.l0()) + 0.1
+    for name, g in grads[0].items():
+        if g.abs().sum() > 0:
+            assert _cosine(grads[1][name], g) > 0.99, name
+            assert grads[1][name].dtype == torch.float32

@@ -28,6 +28,7 @@ class LossContext(NamedTuple):
     dead: Tensor | None = None  # [d_sae] bool, features that have not fired lately (for AuxK)
     aux_coefficient: float = 0.0  # weight of the auxiliary dead-feature loss (AuxK)
     aux_k: int = 0  # number of dead features the AuxK loss may use per token
+    compute_dtype: torch.dtype | None = None  # dtype of the [batch, d_sae] products (None: the SAE's own)
 
 
 class SAELoss(NamedTuple):
@@ -45,6 +46,7 @@ class SAELoss(NamedTuple):
     f: Tensor | None = None  # [batch, d_sae] (dense path)
     codes: Codes | None = None  # selected entries (sparse path)
     values: Tensor | None = None  # [nnz] activations at `codes` (sparse path)
+    counts: Tensor | None = None  # [d_sae] tokens each feature fired on, where the path counted them
 
     def active_values(self) -> Tensor:
         """The positive feature activations of the batch, flattened."""
@@ -53,13 +55,16 @@ class SAELoss(NamedTuple):
 
     def fired(self, d_sae: int) -> Tensor:
         """[d_sae] number of tokens each feature fired on."""
+        if self.counts is not None:
+            return self.counts
         if self.f is not None:
             return (self.f > 0).sum(0)
         return torch.bincount(self.codes.cols[self.values > 0], minlength=d_sae)
 
     def l0(self) -> Tensor:
         """Mean number of active features per token."""
-        return (self.active_values().numel() / self.x_hat.shape[0]) * torch.ones(())
+        active = int(self.counts.sum()) if self.counts is not None else self.active_values().numel()
+        return (active / self.x_hat.shape[0]) * torch.ones(())
 
 
 class SAE(nn.Module):
@@ -113,28 +118,35 @@ class SAE(nn.Module):
 
     # --- the forward maps -------------------------------------------------------------------------
 
-    def pre_acts(self, x: Tensor, out: Tensor | None = None) -> Tensor:
-        """pre = (x − b_dec) W_enc + b_enc: [..., d_in] → [..., d_sae] (into `out` [batch, d_sae] if given)."""
+    def pre_acts(self, x: Tensor, out: Tensor | None = None, dtype: torch.dtype | None = None) -> Tensor:
+        """pre = (x − b_dec) W_enc + b_enc: [..., d_in] → [..., d_sae] (into `out` [batch, d_sae] if given;
+        the product in `dtype` if given, e.g. bf16 where the hardware multiplies it faster)."""
         if self.apply_b_dec_to_input:
             x = x - self.b_dec
+        W_enc, b_enc = self.W_enc, self.b_enc
+        if dtype is not None and dtype != W_enc.dtype:
+            x, W_enc, b_enc = x.to(dtype), W_enc.to(dtype), b_enc.to(dtype)
         if x.ndim == 2:
-            return torch.addmm(self.b_enc, x, self.W_enc, out=out)  # bias fused into the matmul
-        return x @ self.W_enc + self.b_enc
+            return torch.addmm(b_enc, x, W_enc, out=out)  # bias fused into the matmul
+        return x @ W_enc + b_enc
 
     @torch.no_grad()
-    def scratch_pre_acts(self, x: Tensor) -> Tensor:
-        """pre_acts of a training batch [batch, d_in] → [batch, d_sae], without grad, written into a buffer
-        kept between steps. A fresh [4096, 4096] fp32 block is 64 MiB straight from mmap on CPUs, and first
-        touching it costs a page fault per 4 KiB (18k per step: ~10% of a TopK step here). The buffer is
-        overwritten by the next call: use the result within the step."""
-        return self.pre_acts(x, out=self.scratch("pre", x.shape[0], x))
+    def scratch_pre_acts(self, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """pre_acts of a training batch [batch, d_in] → [batch, d_sae] (in `dtype`, default the SAE's),
+        without grad, written into a buffer kept between steps. A fresh [4096, 4096] fp32 block is 64 MiB
+        straight from mmap on CPUs, and first touching it costs a page fault per 4 KiB (18k per step: ~10%
+        of a TopK step here). The buffer is overwritten by the next call: use the result within the step."""
+        dtype = dtype or self.dtype
+        return self.pre_acts(x, out=self.scratch("pre", x.shape[0], dtype), dtype=dtype)
 
-    def scratch(self, name: str, batch: int, like: Tensor) -> Tensor:
-        """A [batch, d_sae] buffer named `name`, kept between training steps (see `scratch_pre_acts`)."""
+    def scratch(self, name: str, batch: int, dtype: torch.dtype | None = None) -> Tensor:
+        """A [batch, d_sae] buffer named `name` (default dtype: the SAE's), kept between training steps
+        (see `scratch_pre_acts`)."""
+        dtype = dtype or self.dtype
         buffers = self.__dict__.setdefault("_scratch", {})
         buf = buffers.get(name)
-        if buf is None or buf.shape != (batch, self.d_sae) or buf.dtype != like.dtype or buf.device != like.device:
-            buf = buffers[name] = torch.empty(batch, self.d_sae, dtype=like.dtype, device=like.device)
+        if buf is None or buf.shape != (batch, self.d_sae) or buf.dtype != dtype or buf.device != self.device:
+            buf = buffers[name] = torch.empty(batch, self.d_sae, dtype=dtype, device=self.device)
         return buf
 
     def release_scratch(self) -> None:
@@ -182,8 +194,12 @@ class SAE(nn.Module):
         return self.dense_loss(x, ctx)
 
     def dense_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
-        """The loss through dense products; architectures may override it with a fused version."""
-        return self.reference_loss(x, ctx)
+        """The loss through dense products (under autocast when ctx asks for a lower compute dtype);
+        architectures may override it with a fused version."""
+        if ctx.compute_dtype is None or ctx.compute_dtype == self.dtype:
+            return self.reference_loss(x, ctx)
+        with torch.autocast(self.device.type, dtype=ctx.compute_dtype):
+            return self.reference_loss(x, ctx)
 
     def reference_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
         """The loss written plainly with autograd: the reference every faster path is tested against."""
@@ -201,8 +217,9 @@ class SAE(nn.Module):
         raise NotImplementedError(f"{self.arch} has no sparse training path")
 
     def selected(self, x: Tensor, codes: Codes, values: Tensor) -> Tensor:
-        """Differentiable pre-activations [nnz] at `codes` (values from a no-grad dense encoder pass)."""
-        return selected_pre_acts(x, self.b_dec, self.W_enc, self.b_enc, codes, values)
+        """Differentiable pre-activations [nnz] at `codes` (values from a no-grad dense encoder pass, in any
+        compute dtype: they come back in the SAE's)."""
+        return selected_pre_acts(x, self.b_dec, self.W_enc, self.b_enc, codes, values.to(self.dtype))
 
     def sparse_mse(self, x: Tensor, codes: Codes, f: Tensor) -> tuple[Tensor, Tensor]:
         """(x̂ [batch, d_in], mse) for activations f [nnz] at `codes`."""

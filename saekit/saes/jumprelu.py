@@ -85,7 +85,7 @@ class JumpReLUSAE(SAE):
     def sparse_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
         # active entries, plus inactive ones within the estimator's window (they move θ)
         with torch.no_grad():
-            pre = self.scratch_pre_acts(x)  # [batch, d_sae], the one dense product
+            pre = self.scratch_pre_acts(x, ctx.compute_dtype)  # [batch, d_sae], the one dense product
             codes = codes_from_mask((pre > self.threshold) | ((pre - self.threshold).abs() < self.bandwidth / 2))
             values = gather(pre, codes)
         pre_sel = self.selected(x, codes, values)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from saekit.saes.base import SAE, LossContext, SAELoss
-from saekit.saes.fused_relu import dense_relu_loss
+from saekit.saes.fused_relu import Buffers, dense_relu_loss
 from saekit.saes.registry import register
 from saekit.saes.sparse import codes_from_mask, gather
 
@@ -37,14 +37,16 @@ class ReLUSAE(SAE):
     def dense_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
         if not self.apply_b_dec_to_input:
             return self.reference_loss(x, ctx)
-        mse, l1, f, x_hat = dense_relu_loss(x, self.W_enc, self.b_enc, self.W_dec, self.b_dec,
-                                            ctx.l1_weighted_by_decoder_norm, self.scratch("grad", x.shape[0], x))
-        total = mse + ctx.sparsity_coefficient * l1
-        return SAELoss(total, mse, l1, mse.new_zeros(()), x_hat.detach(), f=f)
+        n = x.shape[0]
+        buffers = Buffers(self.scratch("work", n, ctx.compute_dtype), self.scratch("sums", n))
+        out = dense_relu_loss(x, self.W_enc, self.b_enc, self.W_dec, self.b_dec, ctx.l1_weighted_by_decoder_norm,
+                              buffers)
+        total = out.mse + ctx.sparsity_coefficient * out.l1
+        return SAELoss(total, out.mse, out.l1, out.mse.new_zeros(()), out.x_hat.detach(), f=out.f, counts=out.fired)
 
     def sparse_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
         with torch.no_grad():
-            pre = self.scratch_pre_acts(x)  # [batch, d_sae], the one dense product
+            pre = self.scratch_pre_acts(x, ctx.compute_dtype)  # [batch, d_sae], the one dense product
             codes = codes_from_mask(pre > 0)
             values = gather(pre, codes)
         f = self.selected(x, codes, values)  # all > 0, so ReLU is the identity here

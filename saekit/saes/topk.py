@@ -58,7 +58,7 @@ class TopKSAE(SAE):
 
     def sparse_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
         with torch.no_grad():
-            pre = self.scratch_pre_acts(x)  # [batch, d_sae], the one dense product
+            pre = self.scratch_pre_acts(x, ctx.compute_dtype)  # [batch, d_sae], the one dense product
             codes, values = self.select(pre)
         f = torch.relu(self.selected(x, codes, values))
         x_hat, mse = self.sparse_mse(x, codes, f)

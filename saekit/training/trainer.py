@@ -26,6 +26,7 @@ from saekit.saes import SAE, LossContext, SAELoss
 from saekit.training.checkpoint import checkpoint_name, find_checkpoint, read_checkpoint, write_checkpoint
 from saekit.training.config import TrainConfig
 from saekit.training.geometric_median import geometric_median
+from saekit.training.precision import resolve_compute_dtype
 from saekit.training.resampling import resample_dead
 from saekit.training.schedules import lr_factor, warmup_factor
 from saekit.training.tracking import FiringTracker
@@ -65,6 +66,7 @@ class Trainer:
         self.pool: deque[Tensor] = deque()  # recent training inputs, for resampling
         self.history: list[dict[str, float]] = []
         self.aux_k = cfg.aux_k or max(1, sae.d_in // 2)
+        self.compute_dtype = resolve_compute_dtype(cfg.compute_dtype, sae.dtype, sae.device, sae.d_in, sae.d_sae)
         self._training_units = False  # whether the SAE currently expects inputs multiplied by the scale
         # share of (token, feature) entries active in the last step; TopK's is k / n from the start
         self._last_density = getattr(sae, "k", sae.d_sae) / sae.d_sae
@@ -161,6 +163,7 @@ class Trainer:
             dead=self.tracker.dead(self.progress.tokens) if uses_aux else None,
             aux_coefficient=cfg.aux_k_coefficient if uses_aux else 0.0,
             aux_k=self.aux_k,
+            compute_dtype=self.compute_dtype,
         )
 
     # --- set-up, input handling -------------------------------------------------------------------
@@ -274,6 +277,7 @@ class Trainer:
             "arch": self.sae.arch, "d_in": self.sae.d_in, "d_sae": self.sae.d_sae,
             "tokens": self.progress.tokens, "steps": self.progress.step, "activation_scale": self.progress.scale,
             "resampled_features": self.progress.resampled_features,
+            "compute_dtype": str(self.compute_dtype).removeprefix("torch."),
             **{k: last[k] for k in ("mse", "fvu", "l0", "dead_fraction", "dense_fraction") if k in last},
             "config": dataclasses.asdict(self.cfg),
         }
