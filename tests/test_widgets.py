@@ -124,7 +124,9 @@ def test_card_shows_the_stores_values(explorer, tiny):
     top = tiny.store.top_examples(feature, 12)
     np.testing.assert_allclose(bold_values(explorer.card.top.value), top["activation"], rtol=1e-3)
     hist = tiny.store.histogram(feature)
-    assert list(explorer.card.histogram.figure.data[0].y) == hist["count"].tolist()
+    bars = explorer.card.histogram.figure.data[0]
+    assert sum(bars.y) == hist["count"].sum() and len(bars.y) <= 50
+    assert bars.x[0] < bars.x[-1] <= hist["bin_end"].iloc[-1]
     boosted = tiny.store.logit_effects(feature).query("direction == 'boost'")["token"]
     assert H.escape(H.token_label(boosted.iloc[0])) in explorer.card.logits.value
     intervals = tiny.store.interval_examples(feature)
@@ -389,3 +391,21 @@ def test_paper_figures(tiny):
     assert example_features(table)["feature"].tolist() == [3]  # the density band wins when it has any
     assert example_features(table, high=1e-3)["feature"].tolist() == [1, 3, 2]  # else every live feature
     assert [t.name.split(" ")[0] for t in measures.data] == ["features", "neurons"]
+
+
+def test_histogram_merges_fine_bins_into_readable_bars():
+    """256 fine bins of a rare feature become ~√count bars; counts and range are kept."""
+    from saekit.widgets.card import bars_for, histogram_figure, merge_bins
+
+    starts = np.arange(256) * 0.01
+    counts = np.zeros(256, dtype=np.int64)
+    counts[[3, 40, 41, 200, 255]] = [5, 2, 3, 1, 1]
+    hist = pd.DataFrame({"bin_start": starts, "bin_end": starts + 0.01, "count": counts})
+    assert bars_for(12) == 10 and bars_for(10_000) == 50 and bars_for(900) == 30
+    merged = merge_bins(hist, 10)
+    assert len(merged) <= 10 and merged["count"].sum() == 12
+    assert merged["bin_start"].iloc[0] == 0 and merged["bin_end"].iloc[-1] == pytest.approx(2.56)
+    assert (merged["bin_end"] - merged["bin_start"]).iloc[0] == pytest.approx(0.26)
+    bar = histogram_figure(hist).data[0]
+    assert len(bar.x) == len(merged) and list(bar.y) == merged["count"].tolist()
+    assert merge_bins(hist.head(8), 10).equals(hist.head(8))

@@ -7,6 +7,7 @@ token by its activation (`window_activations`) and lists the nearest features by
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -48,14 +49,32 @@ def unit_word(basis: Basis) -> str:
 
 
 def histogram_figure(hist: pd.DataFrame, title: str = "activation histogram") -> go.Figure:
-    """Bars of `FeatureStore.histogram(i)` (counts of the feature's non-zero activations)."""
+    """Bars of `FeatureStore.histogram(i)` (counts of the feature's non-zero activations), its fine bins
+    merged into about √count bars (10 to 50), so rare features read as a shape rather than scattered slivers."""
+    hist = merge_bins(hist, bars_for(int(hist["count"].sum()) if len(hist) else 0))
     centres = (hist["bin_start"] + hist["bin_end"]) / 2 if len(hist) else []
-    width = float(hist["bin_end"].iloc[0] - hist["bin_start"].iloc[0]) if len(hist) else None
+    width = (hist["bin_end"] - hist["bin_start"]).to_numpy() if len(hist) else None
     fig = go.Figure(go.Bar(x=centres, y=hist["count"] if len(hist) else [], width=width, marker_color="#ff7800",
-                           hovertemplate="activation %{x:.3g}<br>count %{y}<extra></extra>"))
-    fig.update_layout(title=title, height=230, width=380, margin=dict(l=40, r=10, t=35, b=30), bargap=0,
+                           customdata=hist[["bin_start", "bin_end"]].to_numpy() if len(hist) else None,
+                           hovertemplate="activation %{customdata[0]:.3g} to %{customdata[1]:.3g}<br>"
+                                         "count %{y}<extra></extra>"))
+    fig.update_layout(title=title, height=230, width=380, margin=dict(l=40, r=10, t=35, b=30), bargap=0.05,
                       xaxis_title="activation", yaxis_title="count", template="plotly_white")
     return fig
+
+
+def bars_for(count: int, fewest: int = 10, most: int = 50) -> int:
+    """How many bars a histogram of `count` values gets: about √count, between `fewest` and `most`."""
+    return int(min(most, max(fewest, round(math.sqrt(count)))))
+
+
+def merge_bins(hist: pd.DataFrame, bars: int) -> pd.DataFrame:
+    """Equal-width bins (bin_start, bin_end, count) merged in runs of adjacent ones into at most `bars`."""
+    if len(hist) <= bars:
+        return hist
+    group = np.arange(len(hist)) // math.ceil(len(hist) / bars)
+    return hist.groupby(group).agg(bin_start=("bin_start", "min"), bin_end=("bin_end", "max"),
+                                   count=("count", "sum")).reset_index(drop=True)
 
 
 def logit_html(effects: pd.DataFrame, note: str | None = None) -> str:
