@@ -48,6 +48,21 @@ def test_torch_product_when_scipy_is_missing(monkeypatch):
     np.testing.assert_allclose(cross.numpy(), f_a.double().numpy().T @ f_b.double().numpy(), rtol=1e-10)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sparse_cross_adds_in_blocks_of_units_like_a_dense_product(threads):
+    """Enough units of A for several row blocks and slabs: two batches added equal numpy's f_aᵀ f_b."""
+    f_a, f_b = _random_codes(400, 3 * U.SLAB_ROWS + 5, 4), _random_codes(400, 37, 5)
+    cross = torch.zeros(f_a.shape[1], f_b.shape[1], dtype=torch.float64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for rows in (slice(0, 150), slice(150, 400)):
+            U.add_sparse_cross(cross, *fired(f_a[rows], positive=False), *fired(f_b[rows], positive=False))
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(cross.numpy(), f_a.double().numpy().T @ f_b.double().numpy(), rtol=1e-10, atol=1e-12)
+
+
 @pytest.fixture(scope="module")
 def model_b(tmp_path_factory):
     return api.load_model(build_tiny_gpt2(tmp_path_factory.mktemp("tiny_gpt2_b"), seed=1))

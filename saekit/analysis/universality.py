@@ -8,7 +8,7 @@ accumulates (float64) Σf_a, Σf_b, Σf_a², Σf_b² and the cross products Σ f
 
 The cross products exploit sparsity: with a few active features per token, f_aᵀ f_b is a product
 of two sparse matrices whose cost grows with Σ_t nnz_a(t)·nnz_b(t), not with d_a·d_b per token
-(scipy's sparse product when scipy is installed, else torch's). Dense units (raw neurons) use a
+(scipy's sparse product, one block of rows per thread, when scipy is installed, else torch's). Dense units (raw neurons) use a
 dense matmul. The same sums give activation cosines (`CoactivationSums.cosine`, used by
 feature splitting): zeros add nothing to a dot product, so the cosine over all tokens equals the
 cosine over the tokens where either unit fires.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -39,6 +40,8 @@ from saekit.saes.sparse import Codes
 Method = Literal["auto", "sparse", "dense"]
 DENSE_ABOVE = 1e-3  # "auto" multiplies densely when density_a · density_b exceeds this (measured per batch)
 ROW_CHUNK = 1024  # rows of the [d_a, d_b] result computed at a time (bounds float64 temporaries)
+PENDING_TOKENS = 16_384  # sparse cross products are taken over groups of this many tokens (fewer passes over cross)
+SLAB_ROWS = 256  # rows of a sparse cross product made dense at a time before adding (8 MiB at 4096 columns)
 
 
 # --- the accumulation -----------------------------------------------------------------------------
@@ -54,7 +57,15 @@ class CoactivationSums:
         self.n = 0
         self.sum_a, self.sum_b = torch.zeros(d_a, dtype=torch.float64), torch.zeros(d_b, dtype=torch.float64)
         self.sq_a, self.sq_b = torch.zeros(d_a, dtype=torch.float64), torch.zeros(d_b, dtype=torch.float64)
-        self.cross = torch.zeros(d_a, d_b, dtype=torch.float64)  # Σ_t f_a[t]ᵀ f_b[t]
+        self._cross = torch.zeros(d_a, d_b, dtype=torch.float64)  # Σ_t f_a[t]ᵀ f_b[t], less what is pending
+        self._pending: list[tuple[Codes, Tensor, Codes, Tensor]] = []  # sparse batches not yet in _cross
+        self._pending_tokens = 0
+
+    @property
+    def cross(self) -> Tensor:
+        """Σ_t f_a[t]ᵀ f_b[t] [d_a, d_b] (float64) over every token added so far."""
+        self._flush()
+        return self._cross
 
     def update(self, f_a: Tensor, f_b: Tensor) -> None:
         """f_a: [tokens, d_a] and f_b: [tokens, d_b] activations of the same tokens."""
@@ -71,7 +82,7 @@ class CoactivationSums:
         for f, total, squares in ((f_a, self.sum_a, self.sq_a), (f_b, self.sum_b, self.sq_b)):
             total += f.sum(0).double()
             squares += f.pow(2).sum(0).double()
-        self.cross += (f_a.T @ f_b).double()
+        self._cross += (f_a.T @ f_b).double()
 
     def _add_sparse(self, codes_a: Codes, values_a: Tensor, codes_b: Codes, values_b: Tensor) -> None:
         for codes, values, total, squares in ((codes_a, values_a, self.sum_a, self.sq_a),
@@ -79,7 +90,24 @@ class CoactivationSums:
             values = values.double()
             total.index_add_(0, codes.cols, values)
             squares.index_add_(0, codes.cols, values * values)
-        add_sparse_cross(self.cross, codes_a, values_a, codes_b, values_b)
+        self._pending.append((codes_a, values_a, codes_b, values_b))
+        self._pending_tokens += codes_a.n_rows
+        if self._pending_tokens >= PENDING_TOKENS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Add the pending sparse batches' cross products, as one product over all their tokens."""
+        if not self._pending:
+            return
+        sides = []
+        for side in (0, 2):
+            offsets = np.cumsum([0] + [p[side].n_rows for p in self._pending])
+            rows = torch.cat([p[side].rows + int(o) for p, o in zip(self._pending, offsets)])
+            cols = torch.cat([p[side].cols for p in self._pending])
+            values = torch.cat([p[side + 1] for p in self._pending])
+            sides += [Codes(rows, cols, int(offsets[-1])), values]
+        add_sparse_cross(self._cross, *sides)
+        self._pending, self._pending_tokens = [], 0
 
     def correlation(self) -> Tensor:
         """Pearson correlation [d_a, d_b] (float32); NaN where a unit is constant over the tokens."""
@@ -125,7 +153,10 @@ def add_sparse_cross(cross: Tensor, codes_a: Codes, values_a: Tensor, codes_b: C
     shape_a, shape_b = (codes_a.n_rows, cross.shape[0]), (codes_b.n_rows, cross.shape[1])
     args = (codes_a.rows, codes_a.cols, values_a.double(), shape_a, codes_b.rows, codes_b.cols, values_b.double(),
             shape_b)
-    rows, cols, values = _scipy_cross(*args) if _has_scipy() else _torch_cross(*args)
+    if _has_scipy() and cross.dtype == torch.float64 and cross.is_contiguous():
+        _scipy_cross_into(cross.numpy(), *args)
+        return
+    rows, cols, values = _torch_cross(*args)
     cross.view(-1).index_add_(0, rows * cross.shape[1] + cols, values)
 
 
@@ -137,15 +168,28 @@ def _has_scipy() -> bool:
     return True
 
 
-def _scipy_cross(rows_a, cols_a, vals_a, shape_a, rows_b, cols_b, vals_b, shape_b) -> tuple[Tensor, Tensor, Tensor]:
-    """Entries (row, col, value) of aᵀ b, each pair once, by scipy's sparse-sparse product."""
+def _scipy_cross_into(cross: np.ndarray, rows_a, cols_a, vals_a, shape_a, rows_b, cols_b, vals_b, shape_b) -> None:
+    """cross += aᵀ b by scipy's sparse-sparse product (which releases the GIL), one block of A's units per
+    thread, a slab of rows at a time made dense and added (cheaper than scattering the entries)."""
     import scipy.sparse as sp
 
     a_t = sp.csr_matrix((vals_a.numpy(), (cols_a.numpy(), rows_a.numpy())), shape=(shape_a[1], shape_a[0]))
     b = sp.csr_matrix((vals_b.numpy(), (rows_b.numpy(), cols_b.numpy())), shape=shape_b)
-    product = (a_t @ b).tocoo()
-    return (torch.from_numpy(product.row.astype(np.int64)), torch.from_numpy(product.col.astype(np.int64)),
-            torch.from_numpy(product.data))
+    n_blocks = max(1, min(torch.get_num_threads(), a_t.shape[0] // SLAB_ROWS))
+    edges = np.linspace(0, a_t.shape[0], n_blocks + 1).astype(int)
+
+    def add_block(block: int) -> None:
+        slab = np.empty((SLAB_ROWS, cross.shape[1]))  # reused: a fresh block costs page faults
+        for start in range(edges[block], edges[block + 1], SLAB_ROWS):
+            stop = min(start + SLAB_ROWS, edges[block + 1])
+            (a_t[start:stop] @ b).toarray(out=slab[: stop - start])
+            cross[start:stop] += slab[: stop - start]
+
+    if n_blocks == 1:
+        add_block(0)
+        return
+    with ThreadPoolExecutor(n_blocks) as pool:
+        list(pool.map(add_block, range(n_blocks)))
 
 
 def _torch_cross(rows_a, cols_a, vals_a, shape_a, rows_b, cols_b, vals_b, shape_b) -> tuple[Tensor, Tensor, Tensor]:
