@@ -9,8 +9,8 @@ accumulates (float64) Σf_a, Σf_b, Σf_a², Σf_b² and the cross products Σ f
 The cross products exploit sparsity: with a few active features per token, f_aᵀ f_b is a product
 of two sparse matrices whose cost grows with Σ_t nnz_a(t)·nnz_b(t), not with d_a·d_b per token
 (scipy's sparse product, one block of rows per thread, when scipy is installed, else torch's), taken
-over groups of PENDING_TOKENS tokens. Dense units (raw neurons) use a dense matmul. The same sums give activation cosines (`CoactivationSums.cosine`, used by
-feature splitting): zeros add nothing to a dot product, so the cosine over all tokens equals the
+over groups of PENDING_TOKENS tokens. Dense units (raw neurons) use a dense matmul. The same sums
+give activation cosines (`CoactivationSums.cosine`, used by feature splitting): zeros add nothing to a dot product, so the cosine over all tokens equals the
 cosine over the tokens where either unit fires.
 """
 
