@@ -10,8 +10,8 @@ The cross products exploit sparsity: with a few active features per token, f_a�
 of two sparse matrices whose cost grows with Σ_t nnz_a(t)·nnz_b(t), not with d_a·d_b per token
 (scipy's sparse product, one block of rows per thread, when scipy is installed, else torch's), taken
 over groups of PENDING_TOKENS tokens. Dense units (raw neurons) use a dense matmul. The same sums
-give activation cosines (`CoactivationSums.cosine`, used by feature splitting): zeros add nothing to a dot product, so the cosine over all tokens equals the
-cosine over the tokens where either unit fires.
+give activation cosines (`CoactivationSums.cosine`, used by feature splitting): zeros add nothing to
+a dot product, so the cosine over all tokens equals the cosine over the tokens where either unit fires.
 """
 
 from __future__ import annotations
