@@ -199,7 +199,9 @@ class SAE(nn.Module):
         if ctx.compute_dtype is None or ctx.compute_dtype == self.dtype:
             return self.reference_loss(x, ctx)
         with torch.autocast(self.device.type, dtype=ctx.compute_dtype):
-            return self.reference_loss(x, ctx)
+            out = self.reference_loss(x, ctx)
+        parts = ("total", "mse", "sparsity", "auxiliary", "x_hat")
+        return out._replace(**{name: getattr(out, name).to(self.dtype) for name in parts})
 
     def reference_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
         """The loss written plainly with autograd: the reference every faster path is tested against."""
