@@ -39,7 +39,7 @@ class _DenseReLULoss(torch.autograd.Function):
         diff = x_hat - x
         n_tokens = x.shape[0]
         mse = diff.pow(2).sum() / n_tokens
-        col_sums = buffers.sums.copy_(f).sum(0)  # [n], summed in the parameters' dtype
+        col_sums = (f if f.dtype == x.dtype else buffers.sums.copy_(f)).sum(0)  # [n], in the parameters' dtype
         fired = torch.gt(f, 0, out=buffers.sums).sum(0).long()  # [n] tokens each feature fired on (exact)
         norms = W_dec.norm(dim=1) if weighted else None
         l1 = (col_sums @ norms if weighted else col_sums.sum()) / n_tokens
