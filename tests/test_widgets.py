@@ -406,6 +406,8 @@ def test_histogram_merges_fine_bins_into_readable_bars():
     assert len(merged) <= 10 and merged["count"].sum() == 12
     assert merged["bin_start"].iloc[0] == 0 and merged["bin_end"].iloc[-1] == pytest.approx(2.56)
     assert (merged["bin_end"] - merged["bin_start"]).iloc[0] == pytest.approx(0.26)
-    bar = histogram_figure(hist).data[0]
+    fig = histogram_figure(hist)
+    bar = fig.data[0]
     assert len(bar.x) == len(merged) and list(bar.y) == merged["count"].tolist()
+    assert fig.layout.yaxis.type == "log"
     assert merge_bins(hist.head(8), 10).equals(hist.head(8))

@@ -49,8 +49,9 @@ def unit_word(basis: Basis) -> str:
 
 
 def histogram_figure(hist: pd.DataFrame, title: str = "activation histogram") -> go.Figure:
-    """Bars of `FeatureStore.histogram(i)` (counts of the feature's non-zero activations), its fine bins
-    merged into about √count bars (10 to 50), so rare features read as a shape rather than scattered slivers."""
+    """Bars of `FeatureStore.histogram(i)` (counts of the feature's non-zero activations) on a log count axis,
+    its fine bins merged into about √count bars (10 to 50): the strong tail stays visible beside the many weak
+    activations, and rare features read as a shape rather than scattered slivers."""
     hist = merge_bins(hist, bars_for(int(hist["count"].sum()) if len(hist) else 0))
     centres = (hist["bin_start"] + hist["bin_end"]) / 2 if len(hist) else []
     width = (hist["bin_end"] - hist["bin_start"]).to_numpy() if len(hist) else None
@@ -59,7 +60,8 @@ def histogram_figure(hist: pd.DataFrame, title: str = "activation histogram") ->
                            hovertemplate="activation %{customdata[0]:.3g} to %{customdata[1]:.3g}<br>"
                                          "count %{y}<extra></extra>"))
     fig.update_layout(title=title, height=230, width=380, margin=dict(l=40, r=10, t=35, b=30), bargap=0.05,
-                      xaxis_title="activation", yaxis_title="count", template="plotly_white")
+                      xaxis_title="activation", yaxis_title="count (log)", template="plotly_white")
+    fig.update_yaxes(type="log", dtick=1)  # counts fall by orders of magnitude from weak to strong activations
     return fig
 
 
