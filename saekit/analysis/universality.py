@@ -99,14 +99,9 @@ class CoactivationSums:
         """Add the pending sparse batches' cross products, as one product over all their tokens."""
         if not self._pending:
             return
-        sides = []
-        for side in (0, 2):
-            offsets = np.cumsum([0] + [p[side].n_rows for p in self._pending])
-            rows = torch.cat([p[side].rows + int(o) for p, o in zip(self._pending, offsets)])
-            cols = torch.cat([p[side].cols for p in self._pending])
-            values = torch.cat([p[side + 1] for p in self._pending])
-            sides += [Codes(rows, cols, int(offsets[-1])), values]
-        add_sparse_cross(self._cross, *sides)
+        a = _stacked([(codes_a, values_a) for codes_a, values_a, _, _ in self._pending])
+        b = _stacked([(codes_b, values_b) for _, _, codes_b, values_b in self._pending])
+        add_sparse_cross(self._cross, *a, *b)
         self._pending, self._pending_tokens = [], 0
 
     def correlation(self) -> Tensor:
@@ -133,6 +128,14 @@ class CoactivationSums:
             rows = slice(start, start + ROW_CHUNK)
             out[rows] = block(rows).float()
         return out
+
+
+def _stacked(batches: list[tuple[Codes, Tensor]]) -> tuple[Codes, Tensor]:
+    """Sparse batches (codes, values) as one: each batch's rows shifted past the tokens of those before it."""
+    offsets = np.cumsum([0] + [codes.n_rows for codes, _ in batches])
+    rows = torch.cat([codes.rows + int(offset) for (codes, _), offset in zip(batches, offsets)])
+    cols = torch.cat([codes.cols for codes, _ in batches])
+    return Codes(rows, cols, int(offsets[-1])), torch.cat([values for _, values in batches])
 
 
 def _density(f: Tensor, probe_rows: int = 256) -> float:
