@@ -166,7 +166,7 @@ def shuffled_windows(tokens: np.ndarray, context_len: int, seed: int) -> TokenWi
     return windows_from_tokens(ids[order], context_len)
 
 
-def heldout_windows(heldout: Path, model: Any, seed: int) -> TokenWindows:
+def mixed_heldout_windows(heldout: Path, model: Any, seed: int) -> TokenWindows:
     """The held-out split as the model's windows in a seeded order: the split is stored subset by subset, so its
     first N tokens would all be one kind of text; evaluation and feature data read a mix."""
     return shuffled_windows(np.load(heldout, mmap_mode="r"), model._module.config.n_positions, seed)
@@ -227,7 +227,7 @@ def evaluate_demo(profile: DemoProfile, out: Path, models: dict[str, Path], held
 
     rows, densities = [], {}
     loaded = {name: load_model(path) for name, path in models.items()}
-    windows = first_windows(heldout_windows(heldout, loaded["A"], profile.seed), profile.eval_tokens)
+    windows = first_windows(mixed_heldout_windows(heldout, loaded["A"], profile.seed), profile.eval_tokens)
     for spec in profile.saes:
         sae = load_sae(out / "saes" / spec.name)
         result = evaluate(sae, loaded[spec.model], windows, hook=HOOK, max_tokens=None, progress=progress)
@@ -252,7 +252,7 @@ def feature_data(profile: DemoProfile, out: Path, models: dict[str, Path], heldo
     from saekit.formats import load_sae
 
     loaded = {name: load_model(path) for name, path in models.items()}
-    windows = heldout_windows(heldout, loaded["A"], profile.seed)  # cut to each step's budget below
+    windows = mixed_heldout_windows(heldout, loaded["A"], profile.seed)  # cut to each step's budget below
     saes = {s.name: load_sae(out / "saes" / s.name) for s in profile.saes}
     a1, b1 = profile.a1.name, f"B-relu-{profile.a1.n_features}"
     stores = {a1: (saes[a1], "A", profile.store_tokens), "A-neurons": (None, "A", profile.store_tokens),
