@@ -99,9 +99,17 @@ class SAE(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, seed: int | None = None) -> None:
-        """Random unit-norm decoder rows, encoder = decoder transpose (OpenAI/Anthropic 2024 init)."""
+        """Random unit-norm decoder rows, encoder = decoder transpose (OpenAI/Anthropic 2024 init).
+
+        seed=None draws a fresh seed for a private generator: the global RNG is never read or reseeded.
+        On the meta device (shapes only, nothing allocated) there is nothing to initialise."""
+        if self.W_dec.is_meta:
+            return
         g = torch.Generator(device="cpu")
-        g.manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        if seed is None:
+            g.seed()
+        else:
+            g.manual_seed(seed)
         w = torch.randn(self.d_sae, self.d_in, generator=g, dtype=torch.float32)
         w /= w.norm(dim=1, keepdim=True)
         self.W_dec.copy_(w)
