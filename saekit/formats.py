@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
+from saekit.errors import InputError
 from saekit.saes import SAE, sae_class
 
 CFG_FILE = "cfg.json"
@@ -27,9 +28,13 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}
 # cfg.json layout version we follow; SAELens treats folders without one as pre-6.0 and converts them
 SAELENS_FORMAT_VERSION = "6.0.0"
+# Largest d_in and d_sae accepted: tensor sizes a real model or dictionary can have, far below overflow.
+MAX_WIDTH = 2**31 - 1
+# safetensors dtype codes that weights may be stored in (converted to the cfg.json dtype on load)
+FLOAT_CODES = ("F16", "BF16", "F32", "F64")
 
 
-class SAEFormatError(ValueError):
+class SAEFormatError(InputError):
     """A folder that is not a readable SAE: the message names the file and the problem."""
 
 
@@ -105,8 +110,13 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise SAEFormatError(f"{cfg_path} must hold a JSON object, not {type(cfg).__name__}")
     for key in ("d_in", "d_sae"):
-        if not isinstance(cfg.get(key), int):
+        value = cfg.get(key)
+        if not isinstance(value, int) or isinstance(value, bool):
             raise SAEFormatError(f"{cfg_path}: integer key {key!r} is missing or not an integer")
+        if not 1 <= value <= MAX_WIDTH:
+            raise SAEFormatError(f"{cfg_path}: {key}={value} is not a width an SAE can have; use 1..{MAX_WIDTH}")
+    if not isinstance(cfg.get("saekit") or {}, dict):
+        raise SAEFormatError(f"{cfg_path}: key 'saekit' must hold a JSON object")
     return cfg
 
 
@@ -129,50 +139,92 @@ def _arch_and_hyperparams(cfg: dict[str, Any], cfg_path: Path) -> tuple[str, dic
     return FROM_SAELENS[arch], hyper
 
 
-def _read_weights(folder: Path, sae: SAE) -> dict[str, torch.Tensor]:
+def _check_header(weights_path: Path, file, expected: dict[str, torch.Tensor]) -> None:
+    """Every tensor the SAE needs is in the file's header with the shape cfg.json implies and a float dtype.
+
+    Reads the header only, so a cfg.json or file claiming huge tensors fails before anything is allocated."""
+    found = set(file.keys())
+    for name, param in expected.items():
+        if name not in found:
+            raise SAEFormatError(f"{weights_path} has no tensor {name!r} (found {sorted(found)})")
+        header = file.get_slice(name)
+        shape, code = tuple(header.get_shape()), header.get_dtype()
+        if shape != tuple(param.shape):
+            d_in, d_sae = expected["W_enc"].shape
+            raise SAEFormatError(
+                f"{weights_path}: {name!r} has shape {shape}, but cfg.json "
+                f"(d_in={d_in}, d_sae={d_sae}) needs {tuple(param.shape)}"
+            )
+        if code not in FLOAT_CODES:
+            raise SAEFormatError(f"{weights_path}: {name!r} is stored as {code}; SAE weights must be one of "
+                                 f"{', '.join(FLOAT_CODES)}")
+
+
+def _read_weights(folder: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors named in `expected` (shape-only tensors), checked against the header before any is read."""
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
         raise SAEFormatError(f"{weights_path} is missing")
     try:
-        tensors = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError) as e:
+        with safe_open(str(weights_path), framework="pt") as file:
+            _check_header(weights_path, file, expected)
+            return {name: file.get_tensor(name) for name in expected}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        if isinstance(e, SAEFormatError):
+            raise
         raise SAEFormatError(f"{weights_path} is not a readable safetensors file: {e}") from None
-    for name, param in sae.saelens_tensors().items():
-        if name not in tensors:
-            raise SAEFormatError(f"{weights_path} has no tensor {name!r} (found {sorted(tensors)})")
-        if tuple(tensors[name].shape) != tuple(param.shape):
-            raise SAEFormatError(
-                f"{weights_path}: {name!r} has shape {tuple(tensors[name].shape)}, but cfg.json "
-                f"(d_in={sae.d_in}, d_sae={sae.d_sae}) needs {tuple(param.shape)}"
-            )
-    return {k: v.to(sae.dtype) for k, v in tensors.items()}
+
+
+def _check_finite(weights_path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse weights holding NaN or inf, naming each tensor and its count of bad entries."""
+    bad = {name: int((~torch.isfinite(t)).sum()) for name, t in tensors.items()}
+    bad = {name: count for name, count in bad.items() if count}
+    if bad:
+        counts = ", ".join(f"{name}: {count} of {tensors[name].numel()}" for name, count in bad.items())
+        raise SAEFormatError(
+            f"{weights_path} holds NaN/inf weights ({counts}): retrain the SAE or repair its weights; "
+            "load_sae(path, allow_nonfinite=True) loads it anyway"
+        )
 
 
 def _dtype(name: str | None, cfg_path: Path) -> torch.dtype:
     name = (name or "float32").removeprefix("torch.")
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise SAEFormatError(f"{cfg_path}: unknown dtype {name!r}")
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise SAEFormatError(f"{cfg_path}: unknown floating dtype {name!r}; use e.g. 'float32' or 'bfloat16'")
     return dtype
 
 
+def _build(arch: str, cfg: dict[str, Any], hyper: dict[str, Any], cfg_path: Path, dtype: torch.dtype,
+           device: str | torch.device) -> SAE:
+    """The SAE cfg.json describes, on `device` ("meta" builds shapes only and allocates nothing)."""
+    try:
+        return sae_class(arch)(
+            cfg["d_in"], cfg["d_sae"], apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+            dtype=dtype, device=device, **hyper,
+        )
+    except (TypeError, ValueError) as e:
+        raise SAEFormatError(f"{cfg_path}: cannot build a {arch!r} SAE from it: {e}") from None
+
+
 def load_sae(path: str | os.PathLike, *, device: str | torch.device = "cpu",
-             dtype: torch.dtype | None = None) -> SAE:
-    """Load an SAE folder written by saekit or SAELens (≥ 6)."""
+             dtype: torch.dtype | None = None, allow_nonfinite: bool = False) -> SAE:
+    """Load an SAE folder written by saekit or SAELens (≥ 6).
+
+    cfg.json and the weights' header are checked against each other before anything is allocated;
+    weights holding NaN/inf are refused unless `allow_nonfinite`."""
     folder = Path(path)
     cfg = read_config(folder)
     cfg_path = folder / CFG_FILE
     arch, hyper = _arch_and_hyperparams(cfg, cfg_path)
+    dtype = dtype or _dtype(cfg.get("dtype"), cfg_path)
+    expected = _build(arch, cfg, hyper, cfg_path, dtype, "meta").saelens_tensors()
+    tensors = _read_weights(folder, expected)
+    if not allow_nonfinite:
+        _check_finite(folder / WEIGHTS_FILE, tensors)
+    sae = _build(arch, cfg, hyper, cfg_path, dtype, "cpu")
     try:
-        sae = sae_class(arch)(
-            cfg["d_in"], cfg["d_sae"], apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-            dtype=dtype or _dtype(cfg.get("dtype"), cfg_path), **hyper,
-        )
-    except (TypeError, ValueError) as e:
-        raise SAEFormatError(f"{cfg_path}: cannot build a {arch!r} SAE from it: {e}") from None
-    tensors = _read_weights(folder, sae)
-    try:
-        sae.load_saelens_tensors(tensors)
+        sae.load_saelens_tensors({k: v.to(sae.dtype) for k, v in tensors.items()})
     except ValueError as e:
         raise SAEFormatError(f"{folder}: {e}") from None
     if cfg.get("rescale_acts_by_decoder_norm"):

@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 import torch
@@ -132,3 +133,70 @@ def test_save_keeps_other_files_and_overwrites_atomically(tmp_path):
     make("topk").save(tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.json", "notes.txt", "sae_weights.safetensors"]
+
+
+# --- hardened loading -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("d_sae", [10**12, 2**30])
+def test_cfg_claiming_huge_dictionary_fails_before_allocating(tmp_path, arch, d_sae):
+    """10^12 is out of range; 2^30 is in range, so only the weights' header (48 features) can refuse it."""
+    make(arch).save(tmp_path)
+    _edit_cfg(tmp_path, d_sae=d_sae)
+    start = time.perf_counter()
+    with pytest.raises(SAEFormatError, match=str(d_sae)) as info:
+        saekit.load_sae(tmp_path)
+    assert time.perf_counter() - start < 0.5
+    if d_sae == 2**30:
+        assert "(16, 48)" in str(info.value) or "(48, 16)" in str(info.value)
+
+
+@pytest.mark.parametrize("key,value", [("d_in", 0), ("d_sae", -4), ("d_in", True), ("d_sae", 2**40)])
+def test_widths_must_be_positive_and_sane(tmp_path, key, value):
+    make("relu").save(tmp_path)
+    _edit_cfg(tmp_path, **{key: value})
+    with pytest.raises(SAEFormatError, match=key):
+        saekit.load_sae(tmp_path)
+
+
+def test_weights_stored_as_integers_are_refused(tmp_path):
+    sae = make("relu")
+    sae.save(tmp_path)
+    tensors = {k: v.detach().clone() for k, v in sae.saelens_tensors().items()}
+    tensors["b_enc"] = tensors["b_enc"].to(torch.int64)
+    save_file(tensors, tmp_path / WEIGHTS_FILE)
+    with pytest.raises(SAEFormatError, match="'b_enc' is stored as I64"):
+        saekit.load_sae(tmp_path)
+    _edit_cfg(tmp_path, dtype="int64")
+    with pytest.raises(SAEFormatError, match="floating dtype 'int64'"):
+        saekit.load_sae(tmp_path)
+
+
+def test_extra_tensors_in_the_file_are_ignored(tmp_path):
+    sae = make("relu")
+    sae.save(tmp_path)
+    save_file({**{k: v.detach() for k, v in sae.saelens_tensors().items()}, "scaling_factor": torch.ones(48)},
+              tmp_path / WEIGHTS_FILE)
+    x = torch.randn(5, sae.d_in)
+    with torch.no_grad():
+        torch.testing.assert_close(saekit.load_sae(tmp_path)(x), sae(x))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_nonfinite_weights_are_refused_unless_allowed(tmp_path, arch):
+    sae = make(arch)
+    tensors = {k: v.detach().clone() for k, v in sae.saelens_tensors().items()}
+    tensors["W_dec"][3, :2] = float("nan")
+    tensors["b_enc"][7] = float("inf")
+    sae.save(tmp_path)
+    save_file(tensors, tmp_path / WEIGHTS_FILE)
+    with pytest.raises(SAEFormatError, match=r"NaN/inf .*W_dec: 2 of 768, b_enc: 1 of 48") as info:
+        saekit.load_sae(tmp_path)
+    assert "allow_nonfinite=True" in str(info.value) and "\n" not in str(info.value)
+    back = saekit.load_sae(tmp_path, allow_nonfinite=True)
+    assert int(back.W_dec.isnan().sum()) == 2 and bool(back.b_enc[7].isinf())
+
+
+def test_format_errors_are_input_errors():
+    assert issubclass(SAEFormatError, saekit.InputError)
