@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from transformers import BertModel, GPT2LMHeadModel
 
 from saekit.activations import nnsight_api as api
+from saekit.errors import InputError
 
 from helpers import HOOK
 
@@ -133,3 +135,76 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(api.ModelNotFoundError, match="config.json"):
         api.load_model(tmp_path / "empty")
+
+
+# --- hardened inputs ------------------------------------------------------------------------------
+
+
+def _remote_code_model(folder: Path, marker: Path) -> Path:
+    """A GPT-2 folder whose config asks for its own code (auto_map, unknown model_type); the code writes `marker`."""
+    from helpers import build_tiny_gpt2
+
+    build_tiny_gpt2(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(model_type="saekit_custom", architectures=["CustomModel"],
+               auto_map={"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomModel",
+                         "AutoModelForCausalLM": "custom.CustomModel"})
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "custom.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('executed')\n"
+        "from transformers import GPT2Config, GPT2LMHeadModel\n"
+        "class CustomConfig(GPT2Config):\n    model_type = 'saekit_custom'\n"
+        "class CustomModel(GPT2LMHeadModel):\n    config_class = CustomConfig\n"
+    )
+    return folder
+
+
+def test_remote_code_is_refused_unless_trusted(tmp_path):
+    marker = tmp_path / "marker.txt"
+    folder = _remote_code_model(tmp_path / "custom_model", marker)
+    with pytest.raises(api.RemoteCodeError, match="--trust-remote-code") as info:
+        api.load_model(folder)
+    assert isinstance(info.value, InputError) and "trust_remote_code=True" in str(info.value)
+    assert not marker.exists()
+    model = api.load_model(folder, trust_remote_code=True)  # the flag reaches transformers: the code runs
+    assert marker.read_text() == "executed"
+    assert type(api.underlying_module(model)).__name__ == "CustomModel"
+
+
+def _all_entry_points(model, ids):
+    mask = torch.ones_like(ids)
+    yield lambda: api.get_activations(model, ids, mask, HOOK)
+    yield lambda: api.activations_and_logits(model, ids, mask, HOOK)
+    yield lambda: api.spliced_logits(model, ids, mask, HOOK, lambda a: a)
+    yield lambda: api.clean_logits(model, ids, mask)
+    yield lambda: api.generate(model, ids, mask, max_new_tokens=1)
+
+
+@pytest.mark.parametrize("bad", [-1, "vocab"])
+def test_out_of_vocabulary_ids_are_refused_everywhere(tiny_lm, bad):
+    vocab = GPT2LMHeadModel.config_class.from_pretrained(tiny_lm.repo_id).vocab_size
+    assert api.vocab_size(tiny_lm) == vocab
+    bad_id = vocab if bad == "vocab" else bad
+    ids = torch.tensor([[1, 2, bad_id, 3]])
+    for call in _all_entry_points(tiny_lm, ids):
+        with pytest.raises(InputError, match=f"token id {bad_id} is outside .* {vocab} ids") as info:
+            call()
+        assert "tokenizer" in str(info.value)
+    ok = torch.tensor([[0, 1, vocab - 1]])
+    assert api.clean_logits(tiny_lm, ok, None).shape == (1, 3, vocab)
+
+
+def test_vocab_size_of_a_plain_module_without_embeddings_is_unknown():
+    model = api.load_model(torch.nn.Linear(4, 4))
+    assert api.vocab_size(model) is None
+    api.check_token_ids(model, torch.tensor([[10**6]]))  # nothing to check against
+    with pytest.raises(InputError, match="token id -2"):
+        api.check_token_ids(model, torch.tensor([[-2]]))
+
+
+def test_unknown_hook_and_bad_side_are_input_errors(tiny_lm):
+    assert issubclass(api.UnknownHookError, InputError)
+    with pytest.raises(InputError, match="side"):
+        api.get_activations(tiny_lm, *_batch(), HOOK, side="middle")
+    with pytest.raises(InputError, match="hub name"):
+        api.load_model(12345)

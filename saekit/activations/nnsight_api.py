@@ -21,6 +21,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from saekit.errors import InputError
+
 Side = Literal["output", "input"]
 SIDES: tuple[str, ...] = ("output", "input")
 ModelLike = Any  # a loaded nnsight model, a hub name, a model folder, or a torch.nn.Module
@@ -29,7 +31,7 @@ ModelLike = Any  # a loaded nnsight model, a hub name, a model folder, or a torc
 _CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
-class UnknownHookError(ValueError):
+class UnknownHookError(InputError):
     """A hook path that names no module of the model; the message lists the closest real paths."""
 
 
@@ -37,14 +39,20 @@ class ModelNotFoundError(FileNotFoundError):
     """A model argument that is neither an existing model folder nor a loadable hub name."""
 
 
+class RemoteCodeError(InputError):
+    """A checkpoint that needs its own Python code to load, refused unless trust_remote_code=True."""
+
+
 # --- loading --------------------------------------------------------------------------------------
 
 
-def load_model(model: ModelLike, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+def load_model(model: ModelLike, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+               trust_remote_code: bool = False):
     """An nnsight model in eval mode: a hub name or folder → TransformersModel, a module → NNsight.
 
     Causal LMs load with their LM head (so losses can be computed); checkpoints saved without one
     (BERT-style encoders) load as the bare `AutoModel`. An already-loaded nnsight model passes through.
+    A checkpoint's own Python code (`auto_map` in its config) runs only with trust_remote_code=True.
     """
     import nnsight
 
@@ -56,9 +64,9 @@ def load_model(model: ModelLike, *, device: str | torch.device = "cpu", dtype: t
         elif isinstance(model, torch.nn.Module):
             wrapped = nnsight.NNsight(model.to(dtype) if dtype is not None else model)
         elif isinstance(model, (str, os.PathLike)):
-            wrapped = _load_pretrained(str(model), dtype)
+            wrapped = _load_pretrained(str(model), dtype, trust_remote_code)
         else:
-            raise TypeError(
+            raise InputError(
                 f"cannot load a model from {type(model).__name__}; pass a Hugging Face hub name, "
                 "a model folder, or a torch.nn.Module"
             )
@@ -67,17 +75,35 @@ def load_model(model: ModelLike, *, device: str | torch.device = "cpu", dtype: t
     return wrapped
 
 
-def _load_pretrained(name: str, dtype: torch.dtype | None):
+def _load_pretrained(name: str, dtype: torch.dtype | None, trust_remote_code: bool):
     from nnsight.modeling.transformers import TransformersModel
 
-    config = _read_config(name)
+    config = _read_config(name, trust_remote_code)
     task = "text-generation" if _is_causal_lm(config) else "feature-extraction"
-    kwargs = {"dtype": dtype} if dtype is not None else {}
+    kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
     folder = Path(name).expanduser()
-    return TransformersModel(str(folder) if folder.exists() else name, task=task, dispatch=True, **kwargs)
+    try:
+        return TransformersModel(str(folder) if folder.exists() else name, task=task, dispatch=True,
+                                 trust_remote_code=trust_remote_code, **kwargs)
+    except ValueError as error:
+        if _needs_remote_code(error, trust_remote_code):
+            raise _remote_code_error(name) from error
+        raise
 
 
-def _read_config(name: str):
+def _needs_remote_code(error: Exception, trust_remote_code: bool) -> bool:
+    """Whether transformers refused to load because the checkpoint's own code was not trusted."""
+    return not trust_remote_code and "trust_remote_code" in str(error)
+
+
+def _remote_code_error(name: str) -> RemoteCodeError:
+    return RemoteCodeError(
+        f"model {name!r} needs to run its own Python code to load (auto_map in its config): pass "
+        "--trust-remote-code (Python: trust_remote_code=True) only if you trust that code"
+    )
+
+
+def _read_config(name: str, trust_remote_code: bool = False):
     """The checkpoint's config, or a clear error saying what to pass instead."""
     from transformers import AutoConfig
 
@@ -94,8 +120,10 @@ def _read_config(name: str):
             f"model folder {name!r} does not exist; pass an existing model folder or a Hugging Face hub name"
         )
     try:
-        return AutoConfig.from_pretrained(str(path) if path.exists() else name)
+        return AutoConfig.from_pretrained(str(path) if path.exists() else name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
+        if _needs_remote_code(error, trust_remote_code):
+            raise _remote_code_error(name) from error
         raise ModelNotFoundError(
             f"cannot load model {name!r} (neither a model folder nor a reachable hub name): "
             f"{str(error).splitlines()[0]}"
@@ -181,7 +209,7 @@ def _envoy(model, hook: str):
 
 def _check_side(side: str) -> None:
     if side not in SIDES:
-        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+        raise InputError(f"side must be one of {SIDES}, got {side!r}")
 
 
 def _first_tensor(value: Any) -> Tensor:
@@ -190,7 +218,7 @@ def _first_tensor(value: Any) -> Tensor:
         return value
     if isinstance(value, (tuple, list)) and value and isinstance(value[0], Tensor):
         return value[0]
-    raise TypeError(f"the hook's value is a {type(value).__name__}, not a tensor; hook a submodule")
+    raise InputError(f"the hook's value is a {type(value).__name__}, not a tensor; hook a submodule")
 
 
 def _with_first(value: Any, tensor: Tensor) -> Any:
@@ -203,8 +231,35 @@ def _with_first(value: Any, tensor: Tensor) -> Any:
 # --- running --------------------------------------------------------------------------------------
 
 
+def vocab_size(model) -> int | None:
+    """Rows of the model's input embedding (else its config's vocab_size); None when neither is known."""
+    module = underlying_module(model)
+    get_embeddings = getattr(module, "get_input_embeddings", None)
+    embeddings = get_embeddings() if callable(get_embeddings) else None
+    if isinstance(embeddings, torch.nn.Embedding):
+        return embeddings.num_embeddings
+    size = getattr(getattr(module, "config", None), "vocab_size", None)
+    return size if isinstance(size, int) else None
+
+
+def check_token_ids(model, input_ids: Tensor) -> None:
+    """Raise InputError when an id is negative or past the model's vocabulary (one min/max)."""
+    if input_ids.numel() == 0 or input_ids.is_floating_point():
+        return
+    size = vocab_size(model)
+    low, high = (int(v) for v in torch.aminmax(input_ids))
+    if low < 0 or (size is not None and high >= size):
+        bad = low if low < 0 else high
+        vocab = f"the model's vocabulary of {size} ids (0..{size - 1})" if size else "the model's vocabulary"
+        raise InputError(
+            f"token id {bad} is outside {vocab}: tokenize with the model's own tokenizer "
+            "(are the tokenizer or the token file made for another model?)"
+        )
+
+
 def _forward_kwargs(model, input_ids: Tensor, attention_mask: Tensor | None) -> dict[str, Tensor]:
     """Keyword inputs for one forward, on the model's device; a plain module gets a mask only if it takes one."""
+    check_token_ids(model, input_ids)
     device = model_device(model)
     kwargs = {"input_ids": input_ids.to(device)}
     if attention_mask is not None and _accepts_mask(model):
@@ -317,9 +372,9 @@ def generate(
     Extra keyword arguments go to Hugging Face's `generate` (e.g. do_sample=True, temperature=0.8).
     """
     if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        raise InputError(f"max_new_tokens must be positive, got {max_new_tokens}")
     if (replace is None) != (hook is None):
-        raise ValueError("pass both hook and replace (to edit activations while generating), or neither")
+        raise InputError("pass both hook and replace (to edit activations while generating), or neither")
     kwargs = _generate_kwargs(model, input_ids, attention_mask, max_new_tokens, generate_kwargs)
     if replace is None:
         with model.generate(**kwargs) as tracer:
