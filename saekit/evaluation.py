@@ -36,6 +36,7 @@ from saekit.activations.source import (
     keep_positions,
 )
 from saekit.activations.text import TokenWindows, special_token_ids, split_windows, token_source
+from saekit.errors import InputError
 
 DEFAULT_EVAL_TOKENS = 16_384
 
@@ -92,7 +93,7 @@ def eval_settings(
     meta = getattr(sae, "metadata", None) or {}
     hook = hook or meta.get(META_HOOK)
     if not hook:
-        raise ValueError("no hook given and the SAE's metadata names none; pass hook='module.path'")
+        raise InputError("no hook given and the SAE's metadata names none; pass hook='module.path'")
     side = side or meta.get(META_HOOK_SIDE) or "output"
     context_len = context_len or meta.get(META_CONTEXT_LEN) or DEFAULT_CONTEXT_LEN
     if exclude_special_tokens is None:
@@ -203,6 +204,8 @@ def evaluate(
     `context_len`, `exclude_special_tokens` default to the SAE's metadata. `max_tokens` bounds the
     tokens read (None: all of the text).
     """
+    if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
+        raise InputError(f"batch_size and max_tokens must be positive (got {batch_size}, {max_tokens})")
     settings = eval_settings(sae, hook, side, context_len, exclude_special_tokens)
     model = api.load_model(model)
     api.check_hook(model, settings.hook)
@@ -229,7 +232,7 @@ def _eval_windows(sae: Any, text: Any, tokenizer: Any, context_len: int, max_tok
     if text is None:
         text = (getattr(sae, "metadata", None) or {}).get(META_TEXT)
         if text is None:
-            raise ValueError("no text given and the SAE's metadata names none; pass a text folder or token ids")
+            raise InputError("no text given and the SAE's metadata names none; pass a text folder or token ids")
     return token_source(text, tokenizer, context_len, batch_size=64).take(max_tokens)
 
 
@@ -249,6 +252,7 @@ def _first_pass(
     else:
         acts, logits = api.activations_and_logits(model, *batch, hook, side)
         losses["clean"].update(logits, batch)
+    check_width(sae, model, hook, acts.shape[-1])
     x = acts[keep.to(acts.device)].to(device=sae.device, dtype=sae.dtype)  # [tokens, d_in]
     f = sae.encode(x)
     x_hat = sae.decode(f)
@@ -257,6 +261,16 @@ def _first_pass(
         losses["spliced"].update(api.spliced_logits(model, *batch, hook, _put(keep, x_hat), side), batch)
         zeros = torch.zeros_like(x_hat)
         losses["zero_ablated"].update(api.spliced_logits(model, *batch, hook, _put(keep, zeros), side), batch)
+
+
+def check_width(sae: Any, model: Any, hook: str, width: int) -> None:
+    """Raise InputError when the hook's activations are not the width the SAE reads."""
+    if width != sae.d_in:
+        name = api.model_name(model) or type(api.underlying_module(model)).__name__
+        raise InputError(
+            f"the SAE reads d_in={sae.d_in} but hook {hook} of model {name} gives width {width}: "
+            "pass the --model/--hook the SAE was trained on"
+        )
 
 
 def _result(metrics: dict[str, Any], losses: dict[str, LossSum] | None) -> EvalResult:

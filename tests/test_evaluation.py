@@ -137,3 +137,27 @@ def test_hook_is_required(tiny_lm):
     sae = saekit.SAE.create("relu", d_in=128, n_features=32, seed=0)
     with pytest.raises(ValueError, match="hook"):
         evaluate(sae, tiny_lm, _windows(), progress=False)
+
+
+def test_sae_width_must_match_the_hook(tiny_lm, tiny_lm_dir):
+    """The hook gives 128-wide activations; an SAE reading 96 is refused before any of its maths runs."""
+    sae = saekit.SAE.create("relu", d_in=96, n_features=32, seed=0)
+    with pytest.raises(saekit.InputError) as info:
+        evaluate(sae, tiny_lm, _windows(), hook=HOOK, progress=False)
+    message = str(info.value)
+    assert f"d_in=96 but hook {HOOK} of model {tiny_lm_dir.resolve()} gives width 128" in message
+    assert "--model/--hook" in message
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"max_tokens": 0}, {"max_tokens": -5}])
+def test_sizes_must_be_positive(tiny_lm, kwargs):
+    with pytest.raises(saekit.InputError, match="must be positive"):
+        evaluate(_known_sae(), tiny_lm, _windows(), progress=False, **kwargs)
+
+
+def test_missing_hook_and_text_are_input_errors(tiny_lm):
+    sae = saekit.SAE.create("relu", d_in=128, n_features=32, seed=0)
+    with pytest.raises(saekit.InputError, match="hook"):
+        evaluate(sae, tiny_lm, _windows(), progress=False)
+    with pytest.raises(saekit.InputError, match="no text given"):
+        evaluate(sae, tiny_lm, None, hook=HOOK, progress=False)
