@@ -9,7 +9,8 @@ from saekit.saes import SAE, architectures
 from saekit.training import TrainConfig, TrainResult, train
 
 __all__ = [
-    "ActivationConfig", "ActivationSource", "EvalResult", "FeatureStore", "InputError", "SAE", "SAEFormatError", "StoreConfig",
+    "ActivationConfig", "ActivationSource", "EvalResult", "FeatureStore", "InputError", "SAE", "SAEFormatError",
+    "StoreConfig",
     "TrainConfig", "TrainResult", "UnknownHookError", "architectures", "build_feature_store", "evaluate",
     "load_feature_store", "load_model", "load_sae", "train",
 ]

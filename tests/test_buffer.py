@@ -59,3 +59,25 @@ def test_short_stream_fits_in_the_buffer():
     _, batches = _run(n_rows=50, batch_size=16)
     assert [b.shape[0] for b in batches] == [16, 16, 16, 2]
     assert sorted(torch.cat(batches)[:, 0].long().tolist()) == list(range(50))
+
+
+@pytest.mark.parametrize("first", [0, 5, 6, 7, 11, 30])
+def test_restart_at_any_batch_gives_the_same_batches(first):
+    """Started at batch `first` with the stream from its block's first row, the buffer hands out exactly the
+    batches an uninterrupted pass gives from there (6 batches of 32 per 200-row block)."""
+    buffer, whole = _run(seed=5)
+    assert buffer.block_batches == 6
+    start = buffer.block_start(first)
+    assert start == first // 6 * 192
+    rows = torch.arange(start, 1000, dtype=torch.float32)[:, None].expand(-1, 4).clone()
+    again = list(buffer.batches(rows.split(37), first_batch=first))
+    assert len(again) == len(whole) - first
+    for a, b in zip(again, whole[first:]):
+        assert torch.equal(a, b)
+
+
+def test_each_block_is_one_permutation_of_its_rows():
+    buffer, batches = _run(seed=1)
+    block = torch.cat(batches[:6])[:, 0].long()
+    assert sorted(block.tolist()) == list(range(192))  # the first block: the stream's first 192 rows
+    assert torch.equal(block, buffer.permutation(0, 192))

@@ -17,7 +17,7 @@ CTX = 16
 
 
 def _config(**kw) -> ActivationConfig:
-    base = dict(hook=HOOK, context_len=CTX, batch_size=64, model_batch_size=4, buffer_bytes=512 * 128 * 4)
+    base = dict(hook=HOOK, context_len=CTX, batch_size=64, model_batch_size=4, buffer_bytes=2**20)
     return ActivationConfig(**{**base, **kw})
 
 
@@ -119,3 +119,38 @@ def test_trains_an_sae(tiny_lm, text_dir):
     sae = saekit.SAE.create("topk", d_in=source.d_in, n_features=64, k=4)
     run = saekit.train(sae, source, saekit.TrainConfig(total_tokens=512, lr=1e-3), progress=False)
     assert run.history.shape[0] >= 1
+
+
+@pytest.mark.parametrize("first", [1, 9, 17, 40])
+def test_batches_from_matches_a_full_pass_and_skips_the_model(tiny_lm, text_dir, monkeypatch, first):
+    """A source restarted at batch `first` gives the batches a full pass gives from there (across cycles of the
+    text), running the model only on the windows of the block holding that batch and after."""
+    config = _config(total_tokens=64 * 45 + 5, buffer_bytes=2**20 // 2 + 3 * 4 * CTX * 128 * 4)
+    whole = list(ActivationSource(tiny_lm, text_dir, config, progress=False))
+    source = ActivationSource(tiny_lm, text_dir, config, progress=False)
+    forwards = []
+    real = api.get_activations
+
+    def counting(model, input_ids, *args, **kw):
+        forwards.append(int(input_ids.shape[0] * input_ids.shape[1]))
+        return real(model, input_ids, *args, **kw)
+
+    source.d_in  # noqa: B018  (the width probe is one forward of its own)
+    monkeypatch.setattr("saekit.activations.source.get_activations", counting)
+    again = list(source.batches_from(first))
+    assert len(again) == len(whole) - first
+    for a, b in zip(again, whole[first:]):
+        assert torch.equal(a, b)
+    buffer = source.buffer()
+    rows_needed = sum(b.shape[0] for b in whole) - buffer.block_start(first)
+    model_batch_rows = 4 * CTX
+    assert sum(forwards) <= rows_needed * 1.25 + 2 * model_batch_rows  # eos positions are run but not kept
+
+
+def test_buffer_budget_covers_the_forward_outputs(tiny_lm, text_dir):
+    source = ActivationSource(tiny_lm, text_dir, _config(), progress=False)
+    assert source.working_bytes() == 3 * 4 * CTX * 128 * 4
+    assert source.buffer().capacity_tokens == (2**20 - source.working_bytes()) // (128 * 4)
+    small = ActivationSource(tiny_lm, text_dir, _config(buffer_bytes=2 * 64 * 128 * 4), progress=False)
+    with pytest.raises(saekit.InputError, match="besides one model batch's outputs"):
+        next(iter(small))

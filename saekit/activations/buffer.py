@@ -1,11 +1,12 @@
-"""A shuffled activation buffer with a fixed memory budget.
+"""A shuffled activation buffer with a fixed memory budget, restartable at any batch.
 
 Activations from one context window are strongly correlated, so training on them in model order
-hurts. The buffer holds `capacity_tokens = budget_bytes // (d_in * itemsize)` activation vectors:
-it fills up, hands out a random half of itself as batches (a seeded generator, so runs repeat),
-refills those slots from the stream and draws again — the standard mixing of SAE trainers, done by
-indexing so no second copy of the buffer is ever made. At the end of the stream whatever is left is
-handed out too, in random order.
+hurts. The buffer works in blocks of `block_tokens` activation vectors (as many whole batches as the
+budget holds): it fills a block from the stream, hands it out as batches in a random order, and fills
+the next. Each block's order is a permutation drawn from a generator seeded by (seed, block index), so
+the batches from any point on depend only on that block's activations: a resumed run recomputes one
+block, never the whole stream before it. Batches are gathered by indexing: no second copy of a block.
+At the end of a finite stream the partial last block is handed out too, in random order.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
+
+from saekit.errors import InputError
+
+_BLOCK_SEED_STRIDE = 0x9E3779B1  # block generators (32-bit seeds) start at seed·stride + block mod 2³²: apart by seed
 
 
 class ActivationBuffer:
@@ -33,40 +38,45 @@ class ActivationBuffer:
         itemsize = torch.empty((), dtype=dtype).element_size()
         self.capacity_tokens = budget_bytes // (d_in * itemsize)
         if self.capacity_tokens < 2 * batch_size:
-            raise ValueError(
+            raise InputError(
                 f"a buffer of {budget_bytes} bytes holds {self.capacity_tokens} activations of width {d_in}, "
                 f"fewer than 2 batches of {batch_size}; raise the buffer budget to at least "
                 f"{2 * batch_size * d_in * itemsize} bytes or lower the batch size"
             )
         self.d_in, self.batch_size, self.drop_last = d_in, batch_size, drop_last
-        self.dtype, self.device = dtype, torch.device(device)
-        self.generator = torch.Generator(device="cpu").manual_seed(seed)
-        # Half a buffer, in whole batches: what one refill cycle hands out.
-        self.emit_tokens = (self.capacity_tokens // 2 // batch_size) * batch_size
+        self.dtype, self.device, self.seed = dtype, torch.device(device), seed
+        self.block_batches = self.capacity_tokens // batch_size  # batches one block hands out
+        self.block_tokens = self.block_batches * batch_size
 
-    def batches(self, chunks: Iterable[Tensor]) -> Iterator[Tensor]:
-        """Shuffled batches [batch_size, d_in] from `chunks` ([n, d_in] each); every row is emitted once."""
-        store = torch.empty(self.capacity_tokens, self.d_in, dtype=self.dtype, device=self.device)
-        free = torch.arange(self.capacity_tokens)  # slots to fill next, in order
-        n_free_used = 0
+    def permutation(self, block: int, n: int) -> Tensor:
+        """The order [n] in which block `block` (holding n rows) is handed out."""
+        generator = torch.Generator(device="cpu").manual_seed((self.seed * _BLOCK_SEED_STRIDE + block) % 2**32)
+        return torch.randperm(n, generator=generator)
+
+    def batches(self, chunks: Iterable[Tensor], first_batch: int = 0) -> Iterator[Tensor]:
+        """Shuffled batches [batch_size, d_in], every row once, starting at batch `first_batch`.
+
+        `chunks` ([n, d_in] each) must start at the first row of that batch's block, row
+        `block_start(first_batch)` of the stream."""
+        block, skip = divmod(first_batch, self.block_batches)
+        store = torch.empty(self.block_tokens, self.d_in, dtype=self.dtype, device=self.device)
+        filled = 0
         for chunk in chunks:
             chunk = chunk.reshape(-1, self.d_in)
             start = 0
             while start < chunk.shape[0]:
-                take = min(chunk.shape[0] - start, free.numel() - n_free_used)
-                slots = free[n_free_used : n_free_used + take].to(self.device)
-                store[slots] = chunk[start : start + take].to(device=self.device, dtype=self.dtype)
-                n_free_used, start = n_free_used + take, start + take
-                if n_free_used == free.numel():
-                    # Full: hand out a random half, whose slots are then refilled.
-                    free = torch.randperm(self.capacity_tokens, generator=self.generator)[: self.emit_tokens]
-                    n_free_used = 0
-                    yield from self._gather(store, free)
-        filled = torch.ones(self.capacity_tokens, dtype=torch.bool)
-        filled[free[n_free_used:]] = False
-        rest = filled.nonzero().squeeze(1)
-        rest = rest[torch.randperm(rest.numel(), generator=self.generator)]
-        yield from self._gather(store, rest, last=True)
+                take = min(chunk.shape[0] - start, self.block_tokens - filled)
+                store[filled : filled + take] = chunk[start : start + take].to(device=self.device, dtype=self.dtype)
+                filled, start = filled + take, start + take
+                if filled == self.block_tokens:
+                    yield from self._gather(store, self.permutation(block, filled)[skip * self.batch_size :])
+                    block, skip, filled = block + 1, 0, 0
+        if filled:
+            yield from self._gather(store, self.permutation(block, filled)[skip * self.batch_size :], last=True)
+
+    def block_start(self, first_batch: int) -> int:
+        """Stream row at which the block holding batch `first_batch` starts."""
+        return first_batch // self.block_batches * self.block_tokens
 
     def _gather(self, store: Tensor, slots: Tensor, last: bool = False) -> Iterator[Tensor]:
         """Rows of `store` at `slots`, in batches (new tensors); a short tail batch only at the end."""

@@ -30,6 +30,7 @@ from saekit.activations.nnsight_api import (
     model_name,
 )
 from saekit.activations.text import TokenWindows, special_token_ids, token_source
+from saekit.errors import InputError
 
 # Keys of `sae.metadata` that say where an SAE's activations came from (saved in cfg.json).
 META_MODEL = "model"  # hub name or absolute model folder
@@ -49,7 +50,7 @@ def torch_dtype(name: str | torch.dtype) -> torch.dtype:
         return name
     dtype = getattr(torch, str(name).removeprefix("torch."), None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"unknown floating dtype {name!r}; use e.g. 'float32', 'bfloat16' or 'float16'")
+        raise InputError(f"unknown floating dtype {name!r}; use e.g. 'float32', 'bfloat16' or 'float16'")
     return dtype
 
 
@@ -80,14 +81,14 @@ class ActivationConfig:
 
     def __post_init__(self) -> None:
         if not self.hook:
-            raise ValueError("hook is empty; pass a module path such as 'transformer.h.0.mlp.act'")
+            raise InputError("hook is empty; pass a module path such as 'transformer.h.0.mlp.act'")
         if self.hook_side not in SIDES:
-            raise ValueError(f"hook_side must be one of {SIDES}, got {self.hook_side!r}")
+            raise InputError(f"hook_side must be one of {SIDES}, got {self.hook_side!r}")
         for name in ("context_len", "batch_size", "model_batch_size", "buffer_bytes"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+                raise InputError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.total_tokens is not None and self.total_tokens < 1:
-            raise ValueError(f"total_tokens must be positive or None (unbounded), got {self.total_tokens}")
+            raise InputError(f"total_tokens must be positive or None (unbounded), got {self.total_tokens}")
         torch_dtype(self.dtype)
 
     @property
@@ -130,39 +131,70 @@ class ActivationSource:
         """[batch, seq] bool: real tokens that are not special tokens."""
         return keep_positions(windows, self.special_ids)
 
-    def activations(self) -> Iterator[Tensor]:
-        """Unshuffled kept activations, one chunk [n, d_in] per model batch, cycling if `repeat`."""
+    def activations(self, skip: int = 0) -> Iterator[Tensor]:
+        """Unshuffled kept activations, one chunk [n, d_in] per model batch, cycling if `repeat`, from kept
+        position `skip` on: windows wholly before it are counted from their tokens alone, never run."""
         while True:
             produced = 0
             for windows in self.tokens:
+                keep = self.keep_mask(windows)
+                n_kept = int(keep.sum())
+                produced += n_kept
+                if skip >= n_kept:
+                    skip -= n_kept
+                    continue
                 acts = self._acts(windows)  # [batch, seq, d_in]
-                kept = acts[self.keep_mask(windows).to(acts.device)]
-                produced += kept.shape[0]
+                kept = acts[keep.to(acts.device)][skip:]
+                skip = 0
                 yield kept.to(device=self.config.device, dtype=self.config.torch_dtype)
             if not self.config.repeat:
                 return
             if produced == 0:
-                raise ValueError("the text yields no activations (all tokens special or padded); pass more text")
+                raise InputError("the text yields no activations (all tokens special or padded); pass more text")
+
+    def working_bytes(self) -> int:
+        """Memory the stream needs besides the buffer's store: one model batch's hook output, counted three
+        times (the forward's own intermediate of that size, the output, the kept rows copied out of it)."""
+        cfg = self.config
+        itemsize = max(torch.empty((), dtype=cfg.torch_dtype).element_size(), 4)  # models mostly run in fp32
+        return 3 * cfg.model_batch_size * cfg.context_len * self.d_in * itemsize
+
+    def buffer(self) -> ActivationBuffer:
+        """The shuffle buffer, sized so that it and the forward's outputs fit `buffer_bytes` together."""
+        cfg = self.config
+        working = self.working_bytes()
+        minimum = working + 2 * cfg.batch_size * self.d_in * torch.empty((), dtype=cfg.torch_dtype).element_size()
+        if cfg.buffer_bytes < minimum:
+            raise InputError(
+                f"buffer_bytes={cfg.buffer_bytes} cannot hold 2 batches of {cfg.batch_size} activations of width "
+                f"{self.d_in} besides one model batch's outputs ({working} bytes): raise the budget to at least "
+                f"{minimum} bytes (--buffer-mb {-(-minimum // 2**20)}), or lower the batch size or model_batch_size"
+            )
+        return ActivationBuffer(self.d_in, budget_bytes=cfg.buffer_bytes - working, batch_size=cfg.batch_size,
+                                dtype=cfg.torch_dtype, device=cfg.device, seed=cfg.seed)
 
     def __iter__(self) -> Iterator[Tensor]:
+        return self.batches_from(0)
+
+    def batches_from(self, first_batch: int) -> Iterator[Tensor]:
+        """The batches from number `first_batch` on, as iterating from the start would give them; only the
+        buffer block holding that batch is recomputed (a resumed training run starts here)."""
         cfg = self.config
-        buffer = ActivationBuffer(
-            self.d_in,
-            budget_bytes=cfg.buffer_bytes,
-            batch_size=cfg.batch_size,
-            dtype=cfg.torch_dtype,
-            device=cfg.device,
-            seed=cfg.seed,
-        )
-        emitted = 0
-        with tqdm(total=cfg.total_tokens, unit="tok", desc="activations", disable=not self.progress) as bar:
-            for batch in buffer.batches(self.activations()):
-                if cfg.total_tokens is not None:
-                    batch = batch[: cfg.total_tokens - emitted]
+        buffer = self.buffer()
+        emitted = first_batch * cfg.batch_size
+        total = cfg.total_tokens
+        with tqdm(total=total, initial=min(emitted, total or emitted), unit="tok", desc="activations",
+                  disable=not self.progress) as bar:
+            if total is not None and emitted >= total:
+                return
+            chunks = self.activations(skip=buffer.block_start(first_batch))
+            for batch in buffer.batches(chunks, first_batch):
+                if total is not None:
+                    batch = batch[: total - emitted]
                 emitted += batch.shape[0]
                 bar.update(batch.shape[0])
                 yield batch
-                if cfg.total_tokens is not None and emitted >= cfg.total_tokens:
+                if total is not None and emitted >= total:
                     return
 
     def metadata(self) -> dict[str, Any]:

@@ -281,6 +281,19 @@ class SAE(nn.Module):
         """Architecture-specific constructor arguments (saved in cfg.json and used to rebuild)."""
         return {}
 
+    def load_hyperparams(self, values: dict[str, Any]) -> None:
+        """Set hyperparameters as `hyperparams()` gave them (a checkpoint's, e.g. a bandwidth in training units)."""
+        unknown = sorted(set(values) - set(self.hyperparams()))
+        if unknown:
+            raise ValueError(f"{self.arch} SAEs have no hyperparameters {unknown}; they have "
+                             f"{sorted(self.hyperparams())}")
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def initial_density(self) -> float:
+        """Expected share of (token, feature) entries active before training: all of them, for a plain ReLU."""
+        return 1.0
+
     @property
     def dtype(self) -> torch.dtype:
         return self.W_enc.dtype

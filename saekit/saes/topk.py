@@ -82,3 +82,6 @@ class TopKSAE(SAE):
 
     def hyperparams(self) -> dict:
         return {"k": self.k}
+
+    def initial_density(self) -> float:
+        return self.k / self.d_sae

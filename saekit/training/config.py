@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from saekit.errors import InputError
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -62,13 +64,15 @@ class TrainConfig:
     """Folder for checkpoints (each a loadable SAE folder plus trainer state); None = no checkpoints."""
     checkpoint_every_tokens: int | None = None
     """Tokens between checkpoints; None = only at the end (when checkpoint_dir is set)."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep (older ones are deleted once a newer one is complete); 0 = all."""
     seed: int = 0
     """Seed for resampling's draws (the SAE's own init is seeded at creation)."""
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
             if not ok:
-                raise ValueError(f"TrainConfig: {msg}")
+                raise InputError(f"TrainConfig: {msg}")
 
         need(self.total_tokens > 0, f"total_tokens must be positive (got {self.total_tokens})")
         need(self.lr > 0, f"lr must be positive (got {self.lr})")
@@ -88,6 +92,7 @@ class TrainConfig:
         need(self.log_every_steps > 0, "log_every_steps must be positive")
         need(self.checkpoint_every_tokens is None or self.checkpoint_every_tokens > 0,
              "checkpoint_every_tokens must be positive, or None")
+        need(self.keep_checkpoints >= 0, f"keep_checkpoints must be ≥ 0 (0 keeps all; got {self.keep_checkpoints})")
         need(self.checkpoint_every_tokens is None or self.checkpoint_dir is not None,
              "checkpoint_every_tokens needs checkpoint_dir: say where checkpoints go")
         points = self.resample_at

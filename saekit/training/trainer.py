@@ -15,17 +15,26 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from saekit.errors import InputError
 from saekit.saes import SAE, LossContext, SAELoss
-from saekit.training.checkpoint import checkpoint_name, find_checkpoint, read_checkpoint, write_checkpoint
+from saekit.training.checkpoint import (
+    ResumeMismatchError,
+    checkpoint_name,
+    config_differences,
+    find_checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
 from saekit.training.config import TrainConfig
 from saekit.training.geometric_median import geometric_median
+from saekit.training.interrupts import interrupts_between_steps
 from saekit.training.precision import resolve_compute_dtype
 from saekit.training.resampling import resample_dead
 from saekit.training.schedules import lr_factor, warmup_factor
@@ -52,6 +61,21 @@ class _Progress:
     resamples_done: int = 0
     resampled_features: int = 0
     next_checkpoint: int | None = None
+    last_density: float = 0.0  # share of (token, feature) entries active in the last step: picks the sparse path
+
+
+@runtime_checkable
+class SeekableBatches(Protocol):
+    """Batches that can restart at any batch number without producing the ones before it (an
+    ActivationSource is one): a resumed run then skips the seen batches instead of recomputing them."""
+
+    def __iter__(self) -> Iterator[Tensor]: ...
+
+    def batches_from(self, first_batch: int) -> Iterator[Tensor]: ...
+
+
+class NonFiniteError(InputError):
+    """NaN or infinite activations or loss: training stops before the step, so no weight is ever non-finite."""
 
 
 class Trainer:
@@ -68,32 +92,38 @@ class Trainer:
         self.aux_k = cfg.aux_k or max(1, sae.d_in // 2)
         self.compute_dtype = resolve_compute_dtype(cfg.compute_dtype, sae.dtype, sae.device, sae.d_in, sae.d_sae)
         self._training_units = False  # whether the SAE currently expects inputs multiplied by the scale
-        # share of (token, feature) entries active in the last step; TopK's is k / n from the start
-        self._last_density = getattr(sae, "k", sae.d_sae) / sae.d_sae
+        self._checkpointed_tokens: int | None = None  # tokens at the last checkpoint written
+        self.progress.last_density = sae.initial_density()
 
     # --- the loop ---------------------------------------------------------------------------------
 
     def fit(self, batches: Iterable[Tensor], progress: bool = True) -> TrainResult:
-        """Train until cfg.total_tokens, then fold the input scale back into the SAE."""
+        """Train until cfg.total_tokens, then fold the input scale back into the SAE.
+
+        Ctrl-C is taken between steps: with checkpoints on, the step just finished is saved first."""
         cfg, p = self.cfg, self.progress
-        stream = self._skip_seen(iter(batches))
+        stream = self._resume_stream(batches)
         bar = tqdm(total=cfg.total_tokens, initial=min(p.tokens, cfg.total_tokens), unit="tok",
                    unit_scale=True, desc=f"train {self.sae.arch} {self.sae.d_sae}", disable=not progress)
         self._to_training_units()
         try:
-            while p.tokens < cfg.total_tokens:
-                x = next(stream, None)
-                if x is None:
-                    bar.write(f"saekit.train: the batches ran out after {p.tokens:,} of {cfg.total_tokens:,} "
-                              "tokens; training stopped early")
-                    break
-                self._train_on(self._prepare(x), bar)
-            if cfg.checkpoint_dir:
-                self.save_checkpoint()
-        except KeyboardInterrupt:
-            if cfg.checkpoint_dir:
-                self.save_checkpoint()
-            raise
+            with interrupts_between_steps() as interrupted:
+                while p.tokens < cfg.total_tokens and not interrupted():
+                    try:
+                        x = next(stream, None)
+                    except KeyboardInterrupt:  # raised by the batches, between two steps: safe to save
+                        if cfg.checkpoint_dir and self._checkpointed_tokens != p.tokens:
+                            self.save_checkpoint()
+                        raise
+                    if x is None:
+                        bar.write(f"saekit.train: the batches ran out after {p.tokens:,} of {cfg.total_tokens:,} "
+                                  "tokens; training stopped early")
+                        break
+                    self._train_on(self._prepare(x), bar)
+                if cfg.checkpoint_dir and self._checkpointed_tokens != p.tokens:
+                    self.save_checkpoint()
+                if interrupted():
+                    raise KeyboardInterrupt
         finally:
             self._to_input_units()
             self.sae.release_scratch()
@@ -126,6 +156,12 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(progress, cfg.lr_warmup_fraction, cfg.lr_decay_fraction)
         out = sae.loss(x, self._loss_context(progress), sparse=self._use_sparse())
+        if not torch.isfinite(out.total):
+            raise NonFiniteError(
+                f"saekit.train: the loss became {out.total.item()} at step {p.step} ({p.tokens:,} tokens) on finite "
+                f"inputs (mse {out.mse.item():.4g}, sparsity {out.sparsity.item():.4g}): training diverged; lower "
+                f"the learning rate (lr={cfg.lr}) or the sparsity coefficient; no weights were updated"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         if cfg.decoder_norm == "unit":
@@ -137,7 +173,7 @@ class Trainer:
         p.step += 1
         p.tokens += n
         fired = out.fired(sae.d_sae)
-        self._last_density = float(fired.sum()) / (n * sae.d_sae)
+        p.last_density = float(fired.sum()) / (n * sae.d_sae)
         self.tracker.update(fired, n, p.tokens)
         if cfg.resample_at:
             self._remember(x)
@@ -150,7 +186,7 @@ class Trainer:
             return mode == "always"
         if self.sae.device.type != "cpu":
             return False
-        return self._last_density < self.cfg.sparse_max_density
+        return self.progress.last_density < self.cfg.sparse_max_density
 
     def _loss_context(self, progress: float) -> LossContext:
         cfg, arch = self.cfg, self.sae.arch
@@ -179,7 +215,16 @@ class Trainer:
                 f"the batches are {x.dtype} but the SAE is {sae.dtype}: create the SAE with dtype={x.dtype} "
                 f"or cast the activations with .to({sae.dtype})"
             )
-        return x.to(sae.device, non_blocking=True)
+        x = x.to(sae.device, non_blocking=True)
+        finite = torch.isfinite(x)
+        if not finite.all():
+            bad = int((~finite).sum())
+            raise NonFiniteError(
+                f"saekit.train: batch {self.progress.step} ({self.progress.tokens:,} tokens in) holds {bad} NaN or "
+                f"infinite activations of {x.numel()}: check the model and hook (e.g. fp16 overflow: use "
+                "float32 or bfloat16); training stopped before this step, no weights were updated"
+            )
+        return x
 
     @torch.no_grad()
     def _start(self, x: Tensor) -> None:
@@ -217,18 +262,27 @@ class Trainer:
             self.sae.scale_activations(1.0 / self.progress.scale)
             self._training_units = False
 
-    def _skip_seen(self, it: Iterator[Tensor]) -> Iterator[Tensor]:
-        """On resume, pass over the batches earlier steps consumed (keeping the recent ones for resampling)."""
-        for _ in range(self.progress.step):
+    def _resume_stream(self, batches: Iterable[Tensor]) -> Iterator[Tensor]:
+        """The batches from the current step on. On resume, the batches earlier steps consumed are skipped
+        (a `SeekableBatches` source starts right at the last ones the resampling pool needs; any other
+        iterable is read from its start) and the pool is refilled exactly as the run had it."""
+        p = self.progress
+        if p.step == 0:
+            return iter(batches)
+        replay = min(p.step, math.ceil(self.cfg.resample_pool_tokens * p.step / p.tokens) + 1) \
+            if self.cfg.resample_at else 0
+        first = p.step - replay if isinstance(batches, SeekableBatches) else 0
+        it = iter(batches.batches_from(first)) if isinstance(batches, SeekableBatches) else iter(batches)
+        for i in range(first, p.step):
             x = next(it, None)
             if x is None:
-                raise ValueError(
-                    f"resuming at step {self.progress.step}, but the batches ran out before it: pass the same "
-                    "batches from the start (the trainer skips what it has already seen)"
+                raise InputError(
+                    f"resuming at step {p.step}, but the batches ran out at step {i}: pass the same batches as the "
+                    "interrupted run, from the start (the trainer skips what it has already seen)"
                 )
-            if self.cfg.resample_at:
-                self._remember(x.to(self.sae.device) * self.progress.scale)
-        yield from it
+            if i >= p.step - replay:
+                self._remember(self._prepare(x) * p.scale)
+        return it
 
     # --- dead features ----------------------------------------------------------------------------
 
@@ -287,8 +341,11 @@ class Trainer:
     # --- checkpoints ------------------------------------------------------------------------------
 
     def save_checkpoint(self) -> Path:
-        """Write a checkpoint for the current step into cfg.checkpoint_dir."""
+        """Write a checkpoint for the current step into cfg.checkpoint_dir (never one with non-finite weights)."""
         p = self.progress
+        bad = [name for name, param in self.sae.named_parameters() if not torch.isfinite(param).all()]
+        if bad:
+            raise NonFiniteError(f"saekit.train: non-finite weights {bad} at step {p.step}: no checkpoint written")
         tensors = {f"sae.{k}": v for k, v in self.sae.state_dict().items()}
         for i, param in enumerate(self.sae.parameters()):
             for k, v in self.optimizer.state.get(param, {}).items():
@@ -296,7 +353,9 @@ class Trainer:
         tensors.update({f"tracker.{k}": v for k, v in self.tracker.state().items()})
         tensors["rng"] = self.generator.get_state()
         state = {"progress": dataclasses.asdict(p), "history": self.history,
-                 "config": dataclasses.asdict(self.cfg), "arch": self.sae.arch, "d_sae": self.sae.d_sae}
+                 "config": dataclasses.asdict(self.cfg), "arch": self.sae.arch, "d_sae": self.sae.d_sae,
+                 "hyperparams": self.sae.hyperparams(),  # in training units, like the tensors
+                 "compute_dtype": str(self.compute_dtype).removeprefix("torch.")}
 
         def save_sae_folder(folder: Path) -> None:  # a copy in input units, for load_sae
             self.sae.release_scratch()  # not worth copying
@@ -305,17 +364,27 @@ class Trainer:
                 export.scale_activations(1.0 / p.scale)
             export.save(folder)
 
-        return write_checkpoint(Path(self.cfg.checkpoint_dir) / checkpoint_name(p.tokens), save_sae_folder,
-                                tensors, state)
+        folder = write_checkpoint(Path(self.cfg.checkpoint_dir) / checkpoint_name(p.tokens), save_sae_folder,
+                                  tensors, state, keep=self.cfg.keep_checkpoints)
+        self._checkpointed_tokens = p.tokens
+        return folder
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore everything a checkpoint holds; the next `fit` continues where that run stopped."""
+        """Restore everything a checkpoint holds; the next `fit` continues where that run stopped, with the
+        same numbers as a run never interrupted. A checkpoint of other settings is refused."""
         folder = find_checkpoint(path)
         tensors, state = read_checkpoint(folder)
         if state.get("arch") != self.sae.arch or state.get("d_sae") != self.sae.d_sae:
-            raise ValueError(f"checkpoint {folder} is for a {state.get('arch')} SAE with {state.get('d_sae')} "
-                             f"features, not this {self.sae.arch} SAE with {self.sae.d_sae}")
+            raise ResumeMismatchError(
+                f"checkpoint {folder} is for a {state.get('arch')} SAE with {state.get('d_sae')} features, not this "
+                f"{self.sae.arch} SAE with {self.sae.d_sae}: resume with the SAE it was written for")
+        differences = config_differences(state.get("config", {}), dataclasses.asdict(self.cfg))
+        if differences:
+            raise ResumeMismatchError(
+                f"checkpoint {folder} was written with other settings ({'; '.join(differences)}): resume with the "
+                "same TrainConfig, or start a new run in another checkpoint_dir")
         self.sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
+        self.sae.load_hyperparams(state.get("hyperparams", {}))
         for i, param in enumerate(self.sae.parameters()):
             prefix = f"optim.{i}."
             st = {k[len(prefix):]: v.to(param.device) for k, v in tensors.items() if k.startswith(prefix)}
@@ -325,7 +394,9 @@ class Trainer:
         self.generator.set_state(tensors["rng"])
         self.progress = _Progress(**state["progress"])
         self.history = state["history"]
+        self.compute_dtype = getattr(torch, state.get("compute_dtype", ""), self.compute_dtype)  # the run's choice
         self._training_units = self.progress.started  # the saved weights are in training units
+        self._checkpointed_tokens = self.progress.tokens
 
 
 def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig | None = None, *,
