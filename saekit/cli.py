@@ -1,18 +1,29 @@
 """The `saekit` command: train an SAE on a model's activations, evaluate one, or build the demo.
 
 Commands parse, call the library and print; the work lives in `saekit.training`, `saekit.evaluation`
-and `saekit.activations`. Bad input ends with one line on stderr and exit status 1 (`--traceback`
-shows the full error instead).
+and `saekit.activations`. Bad input (an `InputError`, or a path that is missing, in the way or not
+allowed) ends with one line on stderr and exit status 1 (`--traceback` shows the full error instead);
+anything else is a bug and keeps its traceback.
+
+`saekit train` keeps a record of its run in OUT/run.json ("running", then "done" once the SAE is saved)
+and checkpoints in OUT/checkpoints, so rerunning the same command resumes a killed run and leaves a
+finished one alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import inspect
 import json
+import math
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from saekit.errors import InputError
 
 EPILOG = """\
 examples:
@@ -23,12 +34,17 @@ examples:
       --features 1024 --tokens 500000 --text corpus/ --out runs/relu-1k
   saekit eval runs/gpt2-l0-topk --json
   saekit eval runs/gpt2-l0-topk --text heldout/ --tokens 50000
+
+A killed `saekit train` resumes from its last checkpoint when the same command is run again; a
+finished one is left as it is.
 """
 
 RECIPES = ("default", "towards_monosemanticity", "april_2024")
+RUN_FILE = "run.json"
+CHECKPOINTS = "checkpoints"
 
 
-class CliError(Exception):
+class CliError(InputError):
     """Bad command-line input: printed as one line, exit status 1."""
 
 
@@ -64,8 +80,20 @@ def _add_text_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--split", default="train", help="dataset split (default: train)")
 
 
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default: cpu)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let a model folder or hub repo run its own Python code (only for code you trust)")
+
+
 def _add_train(commands) -> None:
-    train = commands.add_parser("train", help="train an SAE on a model's activations at one hook")
+    train = commands.add_parser(
+        "train", help="train an SAE on a model's activations at one hook",
+        description="Train an SAE. OUT gets the SAE folder, history.csv and run.json (the run's settings; "
+                    "'done' once finished). Checkpoints go to OUT/checkpoints and are deleted once the final SAE "
+                    "is saved. Rerunning the same command resumes from the last checkpoint, or, for a finished "
+                    "run, changes nothing; a command with other settings and the same --out is refused.",
+    )
     train.add_argument("--model", required=True, metavar="NAME_OR_DIR", help="Hugging Face hub name or model folder")
     train.add_argument("--hook", required=True, metavar="MODULE.PATH", help="module path, e.g. transformer.h.0.mlp.act")
     train.add_argument("--arch", required=True, metavar="ARCH", help="relu, topk, batchtopk or jumprelu")
@@ -73,7 +101,7 @@ def _add_train(commands) -> None:
     train.add_argument("--tokens", type=int, required=True, metavar="N", help="activation vectors to train on")
     _add_text_args(train, required=True)
     train.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to save the SAE in")
-    train.add_argument("--k", type=int, default=None, help="topk/batchtopk: active features per token")
+    train.add_argument("--k", type=int, default=None, help="topk/batchtopk: active features per token (default: 32)")
     train.add_argument("--l1", type=float, default=None, help="relu: L1 coefficient")
     train.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default: 3e-4)")
     train.add_argument("--recipe", choices=RECIPES, default="default", help="training recipe preset")
@@ -83,8 +111,13 @@ def _add_train(commands) -> None:
     train.add_argument("--include-special-tokens", action="store_true", help="keep BOS/EOS/PAD positions")
     train.add_argument("--buffer-mb", type=int, default=256, help="shuffle buffer budget in MiB (default: 256)")
     train.add_argument("--dtype", default="float32", help="activation and SAE dtype (default: float32)")
-    train.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    _add_model_args(train)
     train.add_argument("--seed", type=int, default=0, help="seed for the SAE init and the shuffle")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                       help="tokens between checkpoints in OUT/checkpoints (default: a tenth of --tokens, at least "
+                            "one batch, in whole batches; 0: no checkpoints, so a killed run starts over)")
+    train.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                       help="resume from this checkpoint (or the latest in this folder) instead of OUT/checkpoints")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -96,9 +129,256 @@ def _add_eval(commands) -> None:
     ev.add_argument("--model", default=None, metavar="NAME_OR_DIR", help="model (default: the SAE's metadata)")
     ev.add_argument("--hook", default=None, metavar="MODULE.PATH", help="hook (default: the SAE's metadata)")
     ev.add_argument("--batch-size", type=int, default=8, help="context windows per forward (default: 8)")
-    ev.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    _add_model_args(ev)
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+# --- argument checks (cheap: before any model loads) -----------------------------------------------
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_positive(args: argparse.Namespace, names: Sequence[str]) -> None:
+    """Integer options that must be at least 1 (None means "not given" and passes)."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise CliError(f"{_option(name)} must be a positive integer (got {value}): pass 1 or more")
+
+
+def check_device(name: str) -> None:
+    """Raise CliError unless `name` is a torch device this machine has (checked before loading anything)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CliError(f"--device {name!r} is not a torch device: pass cpu, cuda, cuda:N or mps") from None
+    if device.type == "cpu":
+        return
+    if device.type == "cuda":
+        _check_cuda(name, device.index)
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise CliError(f"--device {name}: MPS is not available on this machine or torch build: pass --device cpu")
+    else:
+        backend = getattr(torch, device.type, None)
+        if not (callable(getattr(backend, "is_available", None)) and backend.is_available()):
+            raise CliError(f"--device {name}: no {device.type} device is available: pass cpu, cuda or mps")
+
+
+def _check_cuda(name: str, index: int | None) -> None:
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise CliError(f"--device {name}: {why}: pass --device cpu (or install a CUDA build of torch)")
+    if index is not None and index >= count:
+        raise CliError(f"--device {name}: only {count} CUDA GPU(s) are visible: pass cuda:0 to cuda:{count - 1}")
+
+
+def check_dtype_name(name: str) -> None:
+    """--dtype must name a floating torch dtype."""
+    import torch
+
+    dtype = getattr(torch, name.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise CliError(f"--dtype {name!r} is not a floating dtype: pass float32, bfloat16 or float16")
+
+
+def check_text(args: argparse.Namespace) -> None:
+    """The text named by --text or --dataset exists and can be read, before the model loads."""
+    if getattr(args, "dataset", None):
+        _check_datasets_installed("--dataset")
+    if getattr(args, "text", None) is None:
+        return
+    path = Path(args.text).expanduser()
+    if str(path).endswith(".npy"):
+        check_token_file(path)
+    elif not path.exists():
+        raise CliError(f"text folder {str(path)!r} does not exist: pass a folder of .txt files or a .npy token array")
+    elif not path.is_dir():
+        raise CliError(f"--text {path} is a file: pass a folder of .txt files or a .npy token array")
+    elif next((p for p in path.rglob("*.txt") if p.is_file()), None) is None:
+        raise CliError(f"text folder {str(path)!r} holds no .txt files: pass a folder of .txt files")
+
+
+def _check_datasets_installed(what: str) -> None:
+    if importlib.util.find_spec("datasets") is None:
+        raise CliError(f"{what} needs the optional package `datasets`: run pip install datasets (or pass --text DIR)")
+
+
+def check_token_file(path: Path) -> None:
+    """A .npy token array: an integer array of 1 or 2 dimensions, read from its header only (never unpickled)."""
+    import numpy as np
+
+    if not path.is_file():
+        raise CliError(f"token file {str(path)!r} does not exist: pass a .npy array of token ids or a text folder")
+    try:
+        with open(path, "rb") as file:
+            version = np.lib.format.read_magic(file)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(file)
+    except (ValueError, OSError, SyntaxError) as error:
+        raise CliError(f"{path} is not a readable .npy file ({error}): save token ids with numpy.save") from None
+    if dtype.kind not in "iu" or len(shape) not in (1, 2):
+        raise CliError(f"{path} holds a {len(shape)}-d {dtype} array: pass token ids as a 1-d or 2-d integer array")
+
+
+def check_out(out: Path) -> None:
+    """--out is a folder to create or an existing folder, never an existing file."""
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is an existing file: pass a folder path (new, or an earlier run's)")
+
+
+def _takes_k(arch: str) -> bool:
+    from saekit.saes import sae_class
+
+    return "k" in inspect.signature(sae_class(arch).__init__).parameters
+
+
+def _default_k(arch: str) -> int:
+    from saekit.saes import sae_class
+
+    return int(inspect.signature(sae_class(arch).__init__).parameters["k"].default)
+
+
+def check_arch(args: argparse.Namespace) -> None:
+    """A known architecture, and --k only where it applies and no larger than --features."""
+    from saekit.saes.registry import architectures
+
+    if args.arch not in architectures():
+        raise CliError(f"unknown SAE architecture {args.arch!r}: pass --arch one of {', '.join(architectures())}")
+    if not _takes_k(args.arch):
+        if args.k is not None:
+            takes = [a for a in architectures() if _takes_k(a)]
+            raise CliError(f"--k applies to {' and '.join(takes)} only: drop --k for --arch {args.arch}")
+        return
+    k = args.k if args.k is not None else _default_k(args.arch)
+    if k > args.features:
+        raise CliError(f"--k {k} is larger than --features {args.features}: pass --k at most {args.features}")
+
+
+def check_rates(args: argparse.Namespace) -> None:
+    """--lr positive and --l1 non-negative, both finite."""
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise CliError(f"--lr must be a positive number (got {args.lr}): pass e.g. --lr 3e-4")
+    if args.l1 is not None and not (math.isfinite(args.l1) and args.l1 >= 0):
+        raise CliError(f"--l1 must be a number ≥ 0 (got {args.l1}): pass e.g. --l1 5")
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise CliError(f"--checkpoint-every must be ≥ 0 tokens (got {args.checkpoint_every}): 0 turns checkpoints off")
+
+
+def check_train_args(args: argparse.Namespace) -> None:
+    """Every check `saekit train` can make before loading a model."""
+    check_positive(args, ("features", "tokens", "batch_size", "context_len", "buffer_mb", "k"))
+    check_arch(args)
+    check_rates(args)
+    check_dtype_name(args.dtype)
+    check_out(args.out)
+    check_device(args.device)
+    check_text(args)
+
+
+def check_eval_args(args: argparse.Namespace) -> None:
+    """Every check `saekit eval` can make before loading the SAE and the model."""
+    check_positive(args, ("tokens", "batch_size"))
+    check_device(args.device)
+    check_text(args)
+
+
+# --- the run record: OUT/run.json -----------------------------------------------------------------
+
+
+def _resolved(path: str | Path | None) -> str | None:
+    """An existing local path as an absolute path (so reruns from elsewhere compare equal); else as given."""
+    if path is None:
+        return None
+    local = Path(path).expanduser()
+    return str(local.resolve()) if local.exists() else str(path)
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings that decide the trained SAE: recorded in OUT/run.json and compared when a command is rerun.
+
+    Where it runs (--device), checkpoint spacing, --resume and display options are left out."""
+    return {
+        "model": _resolved(args.model), "hook": args.hook, "hook_side": args.hook_side, "arch": args.arch,
+        "features": args.features, "k": args.k, "l1": args.l1, "lr": args.lr, "recipe": args.recipe,
+        "tokens": args.tokens, "text": _resolved(args.text), "dataset": args.dataset,
+        "text_column": args.text_column, "split": args.split, "batch_size": args.batch_size,
+        "context_len": args.context_len, "include_special_tokens": args.include_special_tokens,
+        "buffer_mb": args.buffer_mb, "dtype": args.dtype, "seed": args.seed,
+    }
+
+
+def read_run_record(out: Path) -> dict[str, Any] | None:
+    """OUT/run.json, or None when OUT holds none."""
+    path = out / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CliError(f"{path} is not valid JSON ({error}): delete {out} or pass another --out") from None
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+        raise CliError(f"{path} is not a saekit run record: delete {out} or pass another --out")
+    return record
+
+
+def write_run_record(out: Path, status: str, settings: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Write OUT/run.json atomically (a kill never leaves it half written)."""
+    from saekit.formats import _atomic_write, _saekit_version
+
+    record = {"status": status, "settings": settings, **extra, "saekit_version": _saekit_version()}
+    text = json.dumps(record, indent=2, default=str)
+    _atomic_write(out / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
+
+
+def differing_settings(recorded: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """'name: recorded → new' for each setting that differs (compared as JSON stores them)."""
+    new = json.loads(json.dumps(settings, default=str))
+    names = sorted(set(recorded) | set(new))
+    return [f"{n}: {recorded.get(n)!r} → {new.get(n)!r}" for n in names if recorded.get(n) != new.get(n)]
+
+
+def has_checkpoint(folder: Path) -> bool:
+    """Whether `folder` holds a complete checkpoint (half-written ones do not count)."""
+    from saekit.training.checkpoint import find_checkpoint
+
+    try:
+        find_checkpoint(folder)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _is_sae_folder(folder: Path) -> bool:
+    from saekit.formats import CFG_FILE, WEIGHTS_FILE
+
+    return (folder / CFG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
+
+
+def check_existing_run(out: Path, settings: dict[str, Any]) -> bool:
+    """True when OUT already holds this command's finished SAE. Refuses an OUT whose earlier run had other
+    settings and left something (a finished SAE or a checkpoint) that this command would overwrite."""
+    record = read_run_record(out)
+    if record is None:
+        if _is_sae_folder(out):
+            raise CliError(f"--out {out} already holds an SAE without a run record ({RUN_FILE}): "
+                           "pass another --out or delete it")
+        return False
+    done = record.get("status") == "done" and _is_sae_folder(out)
+    differ = differing_settings(record["settings"], settings)
+    if differ and (done or has_checkpoint(out / CHECKPOINTS)):
+        raise CliError(f"--out {out} holds a {'finished' if done else 'started'} run with other settings "
+                       f"({'; '.join(differ)}): use another --out or delete it")
+    return done and not differ
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -123,58 +403,107 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_config(args: argparse.Namespace):
+def checkpoint_every(args: argparse.Namespace) -> int | None:
+    """Tokens between checkpoints: --checkpoint-every, else a tenth of --tokens (at least a batch) rounded up
+    to whole batches; None when turned off with 0."""
+    if args.checkpoint_every == 0:
+        return None
+    every = args.checkpoint_every or max(args.tokens // 10, args.batch_size)
+    return -(-every // args.batch_size) * args.batch_size
+
+
+def _train_config(args: argparse.Namespace, checkpoint_dir: Path | None, every: int | None):
     from saekit.training import TrainConfig
 
-    kwargs: dict[str, Any] = {"total_tokens": args.tokens, "lr": args.lr, "seed": args.seed}
+    kwargs: dict[str, Any] = {"total_tokens": args.tokens, "lr": args.lr, "seed": args.seed,
+                              "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
+                              "checkpoint_every_tokens": every}
     if args.l1 is not None:
         kwargs["l1_coefficient"] = args.l1
-    if args.recipe == "default":
-        return TrainConfig(**kwargs)
-    return getattr(TrainConfig, args.recipe)(**kwargs)
+    try:
+        if args.recipe == "default":
+            return TrainConfig(**kwargs)
+        return getattr(TrainConfig, args.recipe)(**kwargs)
+    except ValueError as error:
+        if isinstance(error, InputError):
+            raise
+        raise CliError(str(error)) from error
+
+
+def _resume_point(args: argparse.Namespace, checkpoints: Path) -> Path | None:
+    """--resume's checkpoint, else OUT/checkpoints when it holds a complete one, else None (a fresh start)."""
+    from saekit.training.checkpoint import find_checkpoint
+
+    if args.resume is not None:
+        return find_checkpoint(args.resume)
+    return checkpoints if has_checkpoint(checkpoints) else None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from saekit.activations.nnsight_api import load_model
-    from saekit.activations.source import ActivationConfig, ActivationSource, check_dtype, torch_dtype
-    from saekit.saes import SAE, sae_class
+    from saekit.activations.source import ActivationConfig, ActivationSource, torch_dtype
+    from saekit.saes import SAE
     from saekit.training import train
 
-    sae_class(args.arch)  # cheap checks first: an unknown architecture or text fails before the model loads
-    train_cfg = _train_config(args)
+    check_train_args(args)
+    out = Path(args.out)
+    settings = run_settings(args)
+    if check_existing_run(out, settings):
+        print(f"already trained: {out} holds the finished {args.arch} SAE of this command "
+              "(delete it or pass another --out to train again)")
+        return 0
+    every = checkpoint_every(args)
+    checkpoints = out / CHECKPOINTS
+    train_cfg = _train_config(args, checkpoints if every else None, every)
+    resume = _resume_point(args, checkpoints)
     text = _text(args)
     config = ActivationConfig(
         hook=args.hook, hook_side=args.hook_side, context_len=args.context_len, batch_size=args.batch_size,
         buffer_bytes=args.buffer_mb * 2**20, dtype=args.dtype, device=args.device,
         exclude_special_tokens=not args.include_special_tokens, total_tokens=args.tokens, seed=args.seed,
     )
-    source = ActivationSource(load_model(args.model, device=args.device), text, config, progress=False)
+    model = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    source = ActivationSource(model, text, config, progress=False)
     sae_kwargs = {"k": args.k} if args.k is not None else {}
     sae = SAE.create(
         args.arch, d_in=source.d_in, n_features=args.features, seed=args.seed,
         dtype=torch_dtype(args.dtype), device=args.device, **sae_kwargs,
     )
-    check_dtype(sae, source)
     sae.metadata.update(source.metadata())
-    run = train(sae, source, train_cfg, progress=not args.quiet)
-    run.sae.save(args.out)
-    run.history.to_csv(Path(args.out) / "history.csv", index=False)
-    print(f"saved {args.arch} SAE ({run.sae.d_sae} features on {args.hook}) to {args.out}")
+    out.mkdir(parents=True, exist_ok=True)
+    extra = {"device": args.device, "checkpoint_every_tokens": every}
+    write_run_record(out, "running", settings, extra)
+    run = train(sae, source, train_cfg, resume=resume, progress=not args.quiet)
+    save_run(out, run, settings, extra)
+    print(f"saved {args.arch} SAE ({run.sae.d_sae} features on {args.hook}) to {out}")
     return 0
 
 
+def save_run(out: Path, run: Any, settings: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Save the SAE and its history, then mark the run done, then drop the checkpoints: a kill at any point
+    leaves either a run marked done with everything in place or one that the same command resumes."""
+    from saekit.formats import _atomic_write
+
+    run.sae.save(out)
+    _atomic_write(out / "history.csv", lambda tmp: run.history.to_csv(tmp, index=False))
+    write_run_record(out, "done", settings, {**extra, "summary": getattr(run, "summary", {})})
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    from saekit.activations.nnsight_api import load_model
     from saekit.evaluation import evaluate
     from saekit.formats import load_sae
 
+    check_eval_args(args)
     sae = load_sae(args.sae_dir, device=args.device)
     model = args.model or sae.metadata.get("model")
     if not model:
         raise CliError(f"{args.sae_dir}: the SAE's metadata names no model; pass --model NAME_OR_DIR")
     text = _text(args) or _metadata_text(sae.metadata.get("text"), args.sae_dir)
     result = evaluate(
-        sae, _load(model, args.device), text, hook=args.hook, max_tokens=args.tokens, batch_size=args.batch_size,
-        progress=not args.quiet,
+        sae, load_model(model, device=args.device, trust_remote_code=args.trust_remote_code), text,
+        hook=args.hook, max_tokens=args.tokens, batch_size=args.batch_size, progress=not args.quiet,
     )
     row = {"sae": str(args.sae_dir), "model": model, "hook": args.hook or sae.metadata.get("hook"), "arch": sae.arch,
            "n_features": sae.d_sae, **result.to_dict()}
@@ -187,26 +516,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(model: str, device: str):
-    from saekit.activations.nnsight_api import load_model
-
-    return load_model(model, device=device)
-
-
-def _metadata_text(text: str | None, sae_dir: Path) -> Any:
-    """The training text recorded in the SAE's metadata: a folder, else a dataset name."""
+def _metadata_text(text: Any, sae_dir: Path) -> Any:
+    """The training text recorded in the SAE's metadata: a token file, a folder, else a dataset name."""
     from saekit.activations.text import HFDataset, TextFolder
 
-    if not text:
+    if not text or not isinstance(text, str):
         raise CliError(f"{sae_dir}: the SAE's metadata names no text; pass --text DIR")
+    path = Path(text).expanduser()
     if text.endswith(".npy"):
+        check_token_file(path)
         return text  # a saved token array (the demo records its token files)
-    return TextFolder(Path(text)) if Path(text).is_dir() else HFDataset(text)
+    if path.is_dir():
+        return TextFolder(path)
+    if path.is_absolute() or path.exists():
+        raise CliError(f"{sae_dir}: the SAE was trained on text at {text}, which is no longer there; pass --text DIR")
+    _check_datasets_installed(f"the SAE's text (dataset {text!r})")
+    return HFDataset(text)
 
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "eval": cmd_eval}
-# What counts as bad input rather than a bug: missing files, unknown names, bad values, wrong dtypes.
-INPUT_ERRORS = (CliError, ValueError, OSError, TypeError, ImportError, KeyError)
+# Bad input rather than a bug: saekit's InputError (CliError, SAEFormatError, ...) and paths that are
+# missing, in the way or not allowed.
+INPUT_ERRORS = (InputError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+                PermissionError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,10 +549,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except INPUT_ERRORS as error:
         if args.traceback:
             raise
-        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        message = str(error).strip()
         print(f"saekit {args.command}: error: {message.splitlines()[0] if message else type(error).__name__}",
               file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        if args.traceback:
+            raise
+        again = "; run the same command again to resume from its last checkpoint" if args.command == "train" else ""
+        print(f"saekit {args.command}: interrupted{again}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
