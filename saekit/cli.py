@@ -347,17 +347,6 @@ def differing_settings(recorded: dict[str, Any], settings: dict[str, Any]) -> li
     return [f"{n}: {recorded.get(n)!r} → {new.get(n)!r}" for n in names if recorded.get(n) != new.get(n)]
 
 
-def has_checkpoint(folder: Path) -> bool:
-    """Whether `folder` holds a complete checkpoint (half-written ones do not count)."""
-    from saekit.training.checkpoint import find_checkpoint
-
-    try:
-        find_checkpoint(folder)
-    except FileNotFoundError:
-        return False
-    return True
-
-
 def _is_sae_folder(folder: Path) -> bool:
     from saekit.formats import CFG_FILE, WEIGHTS_FILE
 
@@ -373,6 +362,8 @@ def check_existing_run(out: Path, settings: dict[str, Any]) -> bool:
             raise CliError(f"--out {out} already holds an SAE without a run record ({RUN_FILE}): "
                            "pass another --out or delete it")
         return False
+    from saekit.training.checkpoint import has_checkpoint
+
     done = record.get("status") == "done" and _is_sae_folder(out)
     differ = differing_settings(record["settings"], settings)
     if differ and (done or has_checkpoint(out / CHECKPOINTS)):
@@ -432,7 +423,7 @@ def _train_config(args: argparse.Namespace, checkpoint_dir: Path | None, every: 
 
 def _resume_point(args: argparse.Namespace, checkpoints: Path) -> Path | None:
     """--resume's checkpoint, else OUT/checkpoints when it holds a complete one, else None (a fresh start)."""
-    from saekit.training.checkpoint import find_checkpoint
+    from saekit.training.checkpoint import find_checkpoint, has_checkpoint
 
     if args.resume is not None:
         return find_checkpoint(args.resume)
