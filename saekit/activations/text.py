@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from saekit.errors import InputError
+
 DOCS_PER_TOKENIZER_CALL = 64  # documents tokenized together (batched calls are much faster)
 
 
@@ -254,6 +256,32 @@ def is_tokens(text: Any) -> bool:
 
 
 @dataclass(frozen=True)
+class TokenArray:
+    """Pre-tokenized ids kept where they are (e.g. a memory-mapped `.npy`): windows are cut from it one batch at a
+    time, so memory does not grow with the array. 1-D [n_tokens] is cut into windows of `context_len` (the last
+    padded); 2-D [n_seq, ctx] is used row for row."""
+
+    ids: np.ndarray
+    path: str | None = None  # where it was loaded from, recorded as the training text
+
+    def __post_init__(self) -> None:
+        if self.ids.ndim not in (1, 2):
+            raise InputError(f"token arrays must be 1-D [n_tokens] or 2-D [n_seq, ctx], got shape {self.ids.shape}")
+        if not np.issubdtype(self.ids.dtype, np.integer):
+            raise InputError(f"token arrays hold integer ids, not {self.ids.dtype}: pass the tokenized ids")
+
+    def batches(self, context_len: int, batch_size: int, pad: int) -> Iterator[TokenWindows]:
+        """Windows [≤ batch_size, ctx], in order."""
+        if self.ids.ndim == 2:
+            for start in range(0, self.ids.shape[0], batch_size):
+                yield windows_from_tokens(self.ids[start : start + batch_size], context_len, pad)
+            return
+        step = batch_size * context_len
+        for start in range(0, self.ids.shape[0], step):
+            yield windows_from_tokens(self.ids[start : start + step], context_len, pad)
+
+
+@dataclass(frozen=True)
 class TokenSource:
     """Re-iterable batches of token windows from documents or from pre-tokenized ids.
 
@@ -268,10 +296,14 @@ class TokenSource:
     def __iter__(self) -> Iterator[TokenWindows]:
         if isinstance(self.text, TokenWindows):
             return split_windows(self.text, self.batch_size)
+        if isinstance(self.text, TokenArray):
+            return self.text.batches(self.context_len, self.batch_size, pad_id(self.tokenizer))
         return iter_windows(self.text, self.tokenizer, self.context_len, self.batch_size)
 
     def describe(self) -> str | None:
-        return None if isinstance(self.text, TokenWindows) else self.text.describe()
+        if isinstance(self.text, (TokenWindows, TokenArray)):
+            return getattr(self.text, "path", None)
+        return self.text.describe()
 
     def take(self, max_tokens: int | None) -> TokenWindows:
         """The first windows holding at least `max_tokens` real tokens (all of them when None), as one batch."""
@@ -297,7 +329,10 @@ def token_source(text: Any, tokenizer, context_len: int, batch_size: int) -> Tok
     if context_len < 1 or batch_size < 1:
         raise ValueError(f"context_len and batch_size must be positive (got {context_len}, {batch_size})")
     if isinstance(text, (str, os.PathLike)) and str(text).endswith(".npy"):
-        text = np.load(text, mmap_mode="r")  # a saved token array [n_tokens] or [n_seq, ctx]
+        path = str(Path(text).resolve())
+        return TokenSource(TokenArray(np.load(text, mmap_mode="r"), path), tokenizer, context_len, batch_size)
+    if isinstance(text, np.ndarray):
+        return TokenSource(TokenArray(text), tokenizer, context_len, batch_size)
     if is_tokens(text):
         windows = text if isinstance(text, TokenWindows) else windows_from_tokens(text, context_len, pad_id(tokenizer))
         return TokenSource(windows, tokenizer, context_len, batch_size)
