@@ -123,7 +123,10 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
 def _arch_and_hyperparams(cfg: dict[str, Any], cfg_path: Path) -> tuple[str, dict[str, Any]]:
     own = cfg.get("saekit") or {}
     if "arch" in own:
-        return own["arch"], dict(own.get("hyperparams") or {})
+        hyper = own.get("hyperparams") or {}
+        if not isinstance(own["arch"], str) or not isinstance(hyper, dict):
+            raise SAEFormatError(f"{cfg_path}: saekit.arch must be a name and saekit.hyperparams a JSON object")
+        return own["arch"], dict(hyper)
     arch = cfg.get("architecture", "standard")
     if arch not in FROM_SAELENS:
         raise SAEFormatError(

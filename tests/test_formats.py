@@ -108,6 +108,10 @@ def test_no_pickle_is_ever_read(tmp_path):
     (lambda d: _edit_cfg(d, saekit=None, architecture="gated"), "'gated' is not supported"),
     (lambda d: _edit_cfg(d, saekit=None, normalize_activations="expected_average_only_in"), "normalize_act"),
     (lambda d: save_file({"W_enc": torch.zeros(16, 48)}, d / WEIGHTS_FILE), "has no tensor 'W_dec'"),
+    (lambda d: _edit_cfg(d, saekit=[1, 2]), "'saekit' must hold a JSON object"),
+    (lambda d: _edit_cfg(d, saekit={"arch": "relu", "hyperparams": [["k", 3]]}), "hyperparams a JSON object"),
+    (lambda d: _edit_cfg(d, saekit={"arch": ["relu"]}), "saekit.arch must be a name"),
+    (lambda d: _edit_cfg(d, saekit={"arch": "relu", "hyperparams": {"k": 3}}), "cannot build a 'relu' SAE"),
 ])
 def test_damaged_folders_give_clear_errors(tmp_path, damage, message):
     make("relu").save(tmp_path)
