@@ -248,6 +248,13 @@ def _default_k(arch: str) -> int:
     return int(inspect.signature(sae_class(arch).__init__).parameters["k"].default)
 
 
+def _effective_k(args: argparse.Namespace) -> int | None:
+    """--k, or the architecture's default when it takes one and none was given; None when it takes none."""
+    if args.k is not None or not _takes_k(args.arch):
+        return args.k
+    return _default_k(args.arch)
+
+
 def check_arch(args: argparse.Namespace) -> None:
     """A known architecture, and --k only where it applies and no larger than --features."""
     from saekit.saes.registry import architectures
@@ -259,7 +266,7 @@ def check_arch(args: argparse.Namespace) -> None:
             takes = [a for a in architectures() if _takes_k(a)]
             raise CliError(f"--k applies to {' and '.join(takes)} only: drop --k for --arch {args.arch}")
         return
-    k = args.k if args.k is not None else _default_k(args.arch)
+    k = _effective_k(args)
     if k > args.features:
         raise CliError(f"--k {k} is larger than --features {args.features}: pass --k at most {args.features}")
 
@@ -309,7 +316,7 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     Where it runs (--device), checkpoint spacing, --resume and display options are left out."""
     return {
         "model": _resolved(args.model), "hook": args.hook, "hook_side": args.hook_side, "arch": args.arch,
-        "features": args.features, "k": args.k, "l1": args.l1, "lr": args.lr, "recipe": args.recipe,
+        "features": args.features, "k": _effective_k(args), "l1": args.l1, "lr": args.lr, "recipe": args.recipe,
         "tokens": args.tokens, "text": _resolved(args.text), "dataset": args.dataset,
         "text_column": args.text_column, "split": args.split, "batch_size": args.batch_size,
         "context_len": args.context_len, "include_special_tokens": args.include_special_tokens,

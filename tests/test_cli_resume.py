@@ -138,6 +138,13 @@ def test_rerun_elsewhere_or_with_other_checkpointing_is_the_same_run(finished, t
     assert "already trained" in capsys.readouterr().out
 
 
+def test_default_k_given_explicitly_is_the_same_run(tiny_lm_dir, text_dir, tmp_path):
+    argv = _argv(tiny_lm_dir, text_dir, tmp_path / "out")
+    implicit = cli.run_settings(cli.build_parser().parse_args([a for a in argv if a not in ("--k", "4")]))
+    explicit = cli.run_settings(cli.build_parser().parse_args([*argv[:-2], "--k", "32"]))
+    assert implicit == explicit and implicit["k"] == 32
+
+
 def test_sae_folder_without_a_record_is_not_overwritten(tiny_lm_dir, text_dir, tmp_path, capsys):
     saekit.SAE.create("relu", 128, 16).save(tmp_path / "sae")
     capsys.readouterr()
