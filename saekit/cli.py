@@ -340,11 +340,11 @@ def read_run_record(out: Path) -> dict[str, Any] | None:
 
 def write_run_record(out: Path, status: str, settings: dict[str, Any], extra: dict[str, Any]) -> None:
     """Write OUT/run.json atomically (a kill never leaves it half written)."""
-    from saekit.formats import _atomic_write, _saekit_version
+    from saekit.formats import atomic_write, saekit_version
 
-    record = {"status": status, "settings": settings, **extra, "saekit_version": _saekit_version()}
+    record = {"status": status, "settings": settings, **extra, "saekit_version": saekit_version()}
     text = json.dumps(record, indent=2, default=str)
-    _atomic_write(out / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(out / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
 
 
 def differing_settings(recorded: dict[str, Any], settings: dict[str, Any]) -> list[str]:
@@ -480,10 +480,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def save_run(out: Path, run: Any, settings: dict[str, Any], extra: dict[str, Any]) -> None:
     """Save the SAE and its history, then mark the run done, then drop the checkpoints: a kill at any point
     leaves either a run marked done with everything in place or one that the same command resumes."""
-    from saekit.formats import _atomic_write
+    from saekit.formats import atomic_write
 
     run.sae.save(out)
-    _atomic_write(out / "history.csv", lambda tmp: run.history.to_csv(tmp, index=False))
+    atomic_write(out / "history.csv", lambda tmp: run.history.to_csv(tmp, index=False))
     write_run_record(out, "done", settings, {**extra, "summary": getattr(run, "summary", {})})
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
 

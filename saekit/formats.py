@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,15 @@ class SAEFormatError(InputError):
     """A folder that is not a readable SAE: the message names the file and the problem."""
 
 
-def _saekit_version() -> str:
+def saekit_version() -> str:
+    """The installed saekit's version, recorded in the folders it writes."""
     try:
         return version("saekit")
     except PackageNotFoundError:
         return "unknown"
 
 
-def _atomic_write(path: Path, write: callable) -> None:
+def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     """Write through a temporary file in the same folder, so a crash never leaves a half-written file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -70,7 +72,7 @@ def sae_config(sae: SAE) -> dict[str, Any]:
         "reshape_activations": "none",
         "metadata": {
             "sae_lens_version": SAELENS_FORMAT_VERSION,
-            "saekit_version": _saekit_version(),
+            "saekit_version": saekit_version(),
             "model_name": meta.get("model"),
             "hook_name": meta.get("hook"),
         },
@@ -87,9 +89,9 @@ def save_sae(sae: SAE, path: str | os.PathLike) -> None:
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in sae.saelens_tensors().items()}
-    _atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
     text = json.dumps(sae_config(sae), indent=2, default=str)
-    _atomic_write(folder / CFG_FILE, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(folder / CFG_FILE, lambda tmp: Path(tmp).write_text(text))
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
