@@ -14,20 +14,47 @@ def test_explicit_choices_win_and_small_or_non_fp32_saes_keep_their_dtype():
     assert precision.resolve_compute_dtype("auto", torch.float32, cpu, 16, 64) == torch.float32
 
 
-@pytest.mark.parametrize("fp32_s,bf16_s,expected", [(1.0, 0.5, torch.bfloat16), (1.0, 0.9, torch.float32),
-                                                    (1.0, 3.0, torch.float32)])
-def test_auto_takes_bf16_only_where_it_is_clearly_faster(monkeypatch, fp32_s, bf16_s, expected):
-    seconds = {torch.float32: fp32_s, torch.bfloat16: bf16_s}
-    monkeypatch.setattr(precision, "product_seconds", lambda dtype, *args, **kw: seconds[dtype])
-    precision.fastest_product_dtype.cache_clear()
-    try:
-        assert precision.resolve_compute_dtype("auto", torch.float32, torch.device("cpu"), 1024, 1024) == expected
-    finally:
-        precision.fastest_product_dtype.cache_clear()
+@pytest.fixture
+def hardware(monkeypatch):
+    """Pretend the CPU has (or lacks) native bf16 products, and a CUDA device of a given capability."""
+    def set_hardware(flags=frozenset(), capability=(7, 5)):
+        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+        precision._native_bf16.cache_clear()
+    yield set_hardware
+    precision._native_bf16.cache_clear()
 
 
-def test_product_timing_is_positive():
-    assert precision.product_seconds(torch.float32, "cpu", 8, 16, batch=4, reps=1) > 0
+@pytest.mark.parametrize("flags,expected", [({"avx512f", "avx512_bf16"}, torch.bfloat16),
+                                            ({"amx_bf16"}, torch.bfloat16), ({"avx2", "avx512f"}, torch.float32)])
+def test_auto_on_cpu_takes_bf16_only_with_native_bf16_products(hardware, flags, expected):
+    hardware(flags)
+    assert precision.resolve_compute_dtype("auto", torch.float32, torch.device("cpu"), 1024, 1024) == expected
+
+
+@pytest.mark.parametrize("capability,expected", [((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16),
+                                                 ((7, 5), torch.float32)])
+def test_auto_on_cuda_takes_bf16_from_compute_capability_8(hardware, capability, expected):
+    hardware(capability=capability)
+    assert precision.resolve_compute_dtype("auto", torch.float32, torch.device("cuda:0"), 1024, 1024) == expected
+
+
+def test_auto_does_not_time_anything_so_load_cannot_flip_it(hardware, monkeypatch):
+    hardware({"avx512_bf16"})
+    monkeypatch.setattr(torch, "mm", lambda *a, **k: pytest.fail("auto must not time products"))
+    choices = {precision.resolve_compute_dtype("auto", torch.float32, torch.device("cpu"), 512, 4096)
+               for _ in range(5)}
+    assert choices == {torch.bfloat16}
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512_bf16 amx_bf16\n\nprocessor\t: 1\n")
+    monkeypatch.setattr(precision.sys, "platform", "linux")
+    assert {"avx512_bf16", "amx_bf16", "fpu"} <= precision.cpu_flags(str(info))
+    assert precision.cpu_flags(str(tmp_path / "missing")) == frozenset()
+    monkeypatch.setattr(precision.sys, "platform", "darwin")
+    assert precision.cpu_flags(str(info)) == frozenset()
 
 
 @pytest.mark.parametrize("arch", ["relu", "topk"])
