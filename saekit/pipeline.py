@@ -4,12 +4,15 @@ A step's folder records the hash of the inputs that built it (`step.json`). Runn
 same inputs returns the recorded outputs at once; changed inputs rebuild it (and, since a step's inputs
 include the keys of the steps it reads, everything downstream). A step interrupted mid-build keeps its
 folder and a `step.partial.json`, so a build that can resume (e.g. from training checkpoints) does.
+`step.json` is written last and atomically (temp file + rename): a folder without it is never taken as
+built, whatever else a killed build left in it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -19,6 +22,40 @@ from typing import Any
 
 DONE = "step.json"
 PARTIAL = "step.partial.json"
+
+
+def saekit_version() -> str:
+    """The installed saekit's version ("0+unknown" when it runs from a source tree without metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("saekit")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def code_version(step_version: int) -> str:
+    """What a step's cache key records of the code that computes it: saekit's version and the step's own
+    version number (which its developer bumps when the step computes something different)."""
+    return f"{saekit_version()}/{step_version}"
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file renamed into place: readers see the old file or the
+    whole new one, never a half-written one (also when the process is killed mid-write)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(path: str | Path, value: Any, indent: int | None = 1) -> Path:
+    """`value` as JSON at `path`, written atomically (see `write_text_atomic`)."""
+    return write_text_atomic(path, json.dumps(value, indent=indent, default=str) + "\n")
 
 
 def input_key(inputs: dict[str, Any]) -> str:
@@ -60,12 +97,12 @@ def run_step(folder: str | Path, name: str, inputs: dict[str, Any],
         shutil.rmtree(folder)  # built from other inputs: stale
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DONE).unlink(missing_ok=True)
-    (folder / PARTIAL).write_text(json.dumps({"name": name, "key": key, "inputs": inputs}, default=str))
+    write_json_atomic(folder / PARTIAL, {"name": name, "key": key, "inputs": inputs})
     log(f"[saekit] {name}: {'resuming' if resuming else 'building'} ({folder})")
     start = time.perf_counter()
     outputs = build(folder)
     seconds = time.perf_counter() - start
     record = {"name": name, "key": key, "inputs": inputs, "outputs": outputs, "seconds": seconds}
-    (folder / DONE).write_text(json.dumps(record, indent=1, default=str))
+    write_json_atomic(folder / DONE, record)
     (folder / PARTIAL).unlink(missing_ok=True)
     return StepResult(folder, key, outputs, False, seconds)
