@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import pickle
 from pathlib import Path, PurePosixPath
@@ -10,7 +12,13 @@ import pandas as pd
 import pytest
 
 from saekit.embedded.corpus import CorpusConfig, build_corpus, iter_documents, load_corpus, subset_mix
-from saekit.embedded.installed import classify, installed_candidates, read_pickle_strings
+from saekit.embedded.installed import (
+    CORE_DISTRIBUTIONS,
+    classify,
+    find_distributions,
+    installed_candidates,
+    read_pickle_strings,
+)
 from saekit.embedded.mixing import allot_bytes, feasible_total, is_heldout
 from saekit.embedded.text import sha256_text
 
@@ -85,7 +93,7 @@ def roots(tmp_path: Path) -> tuple[Path, ...]:
 
 
 def config(roots: tuple[Path, ...], **overrides: object) -> CorpusConfig:
-    values: dict[str, object] = {"roots": roots, "target_bytes": 1_000_000, "max_share": CAPS}
+    values: dict[str, object] = {"roots": roots, "target_bytes": 1_000_000, "max_share": CAPS, "distributions": ()}
     return CorpusConfig(**(values | overrides))  # type: ignore[arg-type]
 
 
@@ -266,3 +274,75 @@ def test_real_installation_smoke(tmp_path: Path) -> None:
     assert 200_000 < corpus.total_bytes <= 300_000
     caps = CorpusConfig().caps
     assert all(share <= caps[s] + 1e-9 for s, share in mix["share"].items())
+
+
+def pip_install(site: Path, name: str, version: str, files: dict[str, str]) -> None:
+    """Lay out a distribution in `site` as pip does: its files, and a .dist-info with METADATA, a license and
+    a RECORD listing every file with its hash and size."""
+    info = f"{name}-{version}.dist-info"
+    files = {
+        **files,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n"
+        + f"{name} is a package that does many useful things for the people who use it. " * 8,
+        f"{info}/licenses/LICENSE": f"MIT License. Copyright {name} authors. Permission is granted... " * 6,
+        f"{info}/INSTALLER": "pip\n",
+    }
+    lines = []
+    for rel, text in files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(text, encoding="utf-8")
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        lines.append(f"{rel},sha256={digest},{len(text.encode())}")
+    lines.append(f"{info}/RECORD,,")
+    (site / info / "RECORD").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_installing_an_unrelated_package_changes_nothing(tmp_path: Path) -> None:
+    stdlib = make_installation(tmp_path / "install")[0]
+    site = tmp_path / "venv" / "site-packages"
+    pip_install(site, "declared", "1.0", {f"declared/m{i}.py": python_module(i) for i in range(5)}
+                | {"declared/README.md": "The declared package is documented in plain English prose. " * 6})
+    cfg = config((stdlib,), distributions=("declared", "not-installed"), distribution_paths=(site,),
+                 max_share=tuple((s, 1.0) for s, _ in CAPS))
+    before = [(c.subset, c.name, c.size) for c in installed_candidates((stdlib,), find_distributions(
+        cfg.distributions, cfg.distribution_paths))]
+    corpus = build_corpus(cfg, tmp_path / "c1", progress=False)
+    names = set(corpus.manifest["document"])
+    assert {"site-packages/declared/m0.py", "site-packages/declared-1.0.dist-info/METADATA",
+            "site-packages/declared-1.0.dist-info/licenses/LICENSE"} <= names  # the declared files are read
+    pip_install(site, "unrelated", "2.0", {f"unrelated/u{i}.py": python_module(100 + i) for i in range(5)}
+                | {"unrelated/README.md": "Unrelated is another package with its own documentation. " * 6})
+    after = [(c.subset, c.name, c.size) for c in installed_candidates((stdlib,), find_distributions(
+        cfg.distributions, cfg.distribution_paths))]
+    assert after == before
+    again = build_corpus(cfg, tmp_path / "c2", progress=False)
+    assert again.manifest_hash == corpus.manifest_hash
+    recorded = json.loads((tmp_path / "c1" / "corpus.json").read_text(encoding="utf-8"))
+    assert recorded["config"]["distributions"] == ["declared", "not-installed"]
+    walked = installed_candidates((stdlib, site))  # what scanning the whole site-packages would have read
+    assert any("unrelated" in c.name for c in walked)
+
+
+def test_core_distributions_are_saekits_dependencies() -> None:
+    assert {"torch", "nnsight", "transformers", "tokenizers", "numpy", "pandas"} <= set(CORE_DISTRIBUTIONS)
+    found = {d.metadata["Name"].lower() for d in find_distributions(CORE_DISTRIBUTIONS)}
+    assert {"torch", "numpy", "transformers"} <= found
+    assert "pytest" not in found and "saekit" not in found
+
+
+def test_a_killed_build_never_leaves_a_corpus_that_opens(roots: tuple[Path, ...], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import saekit.embedded.corpus as corpus_module
+
+    def killed(out, *args):
+        (out / "train").mkdir(parents=True)
+        (out / "train" / "python_code.jsonl").write_text("{half", encoding="utf-8")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(corpus_module, "write_corpus", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus(config(roots), tmp_path / "c", progress=False)
+    assert not (tmp_path / "c").exists()
+    monkeypatch.undo()
+    built = build_corpus(config(roots), tmp_path / "c", progress=False)
+    assert len(list(iter_documents(built.path))) == (built.manifest["split"] == "train").sum()

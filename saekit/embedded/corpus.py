@@ -3,13 +3,16 @@
 `build_corpus(CorpusConfig(), out)` samples documents from a source (this Python installation, a
 folder of text files, or a Hugging Face dataset), holds out a split by document, and writes
 `train/<subset>.jsonl`, `heldout/<subset>.jsonl`, `manifest.csv` and `corpus.json` (with the
-manifest hash: the same config on the same installation gives the same hash).
+manifest hash: the same config on the same declared sources gives the same hash). The folder is written
+beside its place and renamed into it when complete, so a killed build never leaves a corpus that opens.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,7 +21,13 @@ from typing import Literal
 import pandas as pd
 
 from saekit.embedded.external import HF_READ_FACTOR, folder_candidates, hf_candidates
-from saekit.embedded.installed import LOCAL_PILE_SUBSETS, installation_roots, installed_candidates
+from saekit.embedded.installed import (
+    CORE_DISTRIBUTIONS,
+    LOCAL_PILE_SUBSETS,
+    find_distributions,
+    installation_roots,
+    installed_candidates,
+)
 from saekit.embedded.mixing import is_heldout
 from saekit.embedded.selection import Accepted, Candidate, select_documents
 from saekit.embedded.text import Document, NoiseLimits
@@ -36,6 +45,8 @@ DEFAULT_MAX_SHARE: tuple[tuple[str, float], ...] = (
     ("markup", 0.2),
 )
 PROFILE_TARGET_BYTES = {"quick": 4_000_000, "full": 60_000_000}
+CORPUS_VERSION = 2
+"""Bump when the same config and sources give other documents: built corpora are then rebuilt."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,12 @@ class CorpusConfig:
     default_max_share: float = 1.0
     """Cap for subsets not named in `max_share` (folder sub-folders, dataset subsets)."""
     roots: tuple[Path, ...] | None = None
-    """Folders scanned by source="installed"; None: this interpreter's stdlib, site-packages, certificates."""
+    """Folders walked whole by source="installed"; None: this interpreter's standard library and the system
+    certificate folder."""
+    distributions: tuple[str, ...] = CORE_DISTRIBUTIONS
+    """Distributions whose files (as their RECORDs list them) join the roots for source="installed"."""
+    distribution_paths: tuple[Path, ...] | None = None
+    """Where those distributions are looked up; None: sys.path (this interpreter's site-packages)."""
     folder: Path | None = None
     """The folder of text files read by source="folder" (sub-folders become subsets)."""
     hf_dataset: str | None = None
@@ -83,6 +99,9 @@ class CorpusConfig:
             object.__setattr__(self, "max_share", tuple((str(s), float(c)) for s, c in self.max_share))
         if self.roots is not None:
             object.__setattr__(self, "roots", tuple(Path(r) for r in self.roots))
+        if self.distribution_paths is not None:
+            object.__setattr__(self, "distribution_paths", tuple(Path(r) for r in self.distribution_paths))
+        object.__setattr__(self, "distributions", tuple(str(d) for d in self.distributions))
         if self.folder is not None:
             object.__setattr__(self, "folder", Path(self.folder))
         self._check()
@@ -178,7 +197,9 @@ def candidates_for(config: CorpusConfig) -> list[Candidate]:
             HF_READ_FACTOR * config.target_bytes,
         )
     roots = installation_roots() if config.roots is None else config.roots
-    return [c for c in installed_candidates(roots) if config.caps.get(c.subset, config.default_max_share) > 0]
+    dists = find_distributions(config.distributions, config.distribution_paths)
+    return [c for c in installed_candidates(roots, dists)
+            if config.caps.get(c.subset, config.default_max_share) > 0]
 
 
 def manifest_of(chosen: Mapping[str, list[Accepted]], heldout_fraction: float) -> pd.DataFrame:
@@ -229,6 +250,7 @@ def write_corpus(out: Path, config: CorpusConfig, chosen: Mapping[str, list[Acce
         "manifest_hash": digest,
         "total_bytes": int(manifest["bytes"].sum()),
         "config": config_json(config),
+        "code_version": CORPUS_VERSION,
     }
     (out / "corpus.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return Corpus(out, config, manifest, digest)
@@ -241,7 +263,7 @@ def build_corpus(
     out = Path(out)
     if not rebuild and (out / "corpus.json").is_file():
         existing = json.loads((out / "corpus.json").read_text(encoding="utf-8"))
-        if existing.get("config") == config_json(config):
+        if existing.get("config") == config_json(config) and existing.get("code_version") == CORPUS_VERSION:
             return load_corpus(out)
     candidates = candidates_for(config)
     caps = {c.subset: config.caps.get(c.subset, config.default_max_share) for c in candidates}
@@ -252,8 +274,14 @@ def build_corpus(
     chosen = select_documents(
         candidates, caps, config.target_bytes, config.seed, config.limits, progress=progress
     )
-    out.mkdir(parents=True, exist_ok=True)
-    return write_corpus(out, config, chosen)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_corpus(tmp, config, chosen)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return load_corpus(out)
 
 
 def config_from_json(values: Mapping[str, object]) -> CorpusConfig:
@@ -261,8 +289,11 @@ def config_from_json(values: Mapping[str, object]) -> CorpusConfig:
     fields = dict(values)
     if fields.get("max_share") is not None:
         fields["max_share"] = tuple(tuple(pair) for pair in fields["max_share"])  # type: ignore[union-attr]
-    if fields.get("roots") is not None:
-        fields["roots"] = tuple(Path(r) for r in fields["roots"])  # type: ignore[union-attr]
+    for name in ("roots", "distribution_paths"):
+        if fields.get(name) is not None:
+            fields[name] = tuple(Path(r) for r in fields[name])  # type: ignore[union-attr]
+    if fields.get("distributions") is not None:
+        fields["distributions"] = tuple(fields["distributions"])  # type: ignore[arg-type]
     return CorpusConfig(**fields)  # type: ignore[arg-type]
 
 

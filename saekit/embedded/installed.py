@@ -1,20 +1,24 @@
 """The "local pile": real text installed with Python, found by path and sorted into Pile-like subsets.
 
-Sources are the standard library, the running interpreter's site-packages and the system's
-certificate folder. Each file is classified by its path, listed in sorted-path order as a lazy
-`Candidate`, and read (with the decoding its kind needs) only when the corpus sampler wants it.
+Sources are declared, so that installing an unrelated package changes nothing: the standard library and
+the system's certificate folder (walked whole), plus the files of a fixed tuple of distributions,
+`CORE_DISTRIBUTIONS` (saekit's core dependencies and what they pull in, always installed with saekit),
+listed from each one's RECORD through `importlib.metadata`. Each file is classified by its path, listed
+in sorted-name order as a lazy `Candidate`, and read (with the decoding its kind needs) only when the
+corpus sampler wants it.
 """
 
 from __future__ import annotations
 
 import ast
 import email.parser
+import importlib.metadata
 import os
 import pickletools
 import re
 import ssl
 import sysconfig
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -37,14 +41,26 @@ MARKUP_SUFFIXES = frozenset(
 )
 _LEGAL_NAME = re.compile(r"^(licen[cs]e|copying|notice|copyright)([._-].*)?$", re.IGNORECASE)
 _SKIPPED_DIRS = frozenset({"__pycache__", "site-packages", "dist-packages", ".git"})
+CORE_DISTRIBUTIONS: tuple[str, ...] = (
+    # pyproject's dependencies
+    "torch", "nnsight", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyarrow", "tqdm",
+    "scipy",
+    # what they install with them (their dependency closure on a CPU build of torch)
+    "annotated-doc", "annotated-types", "anyio", "certifi", "click", "cloudpickle", "filelock", "fsspec",
+    "greenlet", "h11", "hf-xet", "httpcore", "httpx", "huggingface-hub", "idna", "jinja2", "markdown-it-py",
+    "markupsafe", "mdurl", "mpmath", "networkx", "packaging", "pydantic", "pydantic-core", "pygments",
+    "python-dateutil", "pyyaml", "regex", "rich", "shellingham", "sympy", "typer", "typing-extensions",
+    "typing-inspection", "tzdata", "websocket-client",
+)
+"""Distributions whose files join the local pile, a fixed list: installing another package never changes the
+corpus (a name not installed here is skipped; the manifest hash tells corpora apart)."""
 # Prose needs at least this fraction of ASCII letters and spaces (English; tables of numbers are not prose).
 _ENGLISH_LETTERS = 0.6
 
 
 def installation_roots() -> tuple[Path, ...]:
-    """This interpreter's standard library, its site-packages, and the system certificate folder."""
-    paths = sysconfig.get_paths()
-    found = [Path(paths["stdlib"]), Path(paths["purelib"]), Path(paths["platlib"])]
+    """The folders walked whole: this interpreter's standard library and the system certificate folder."""
+    found = [Path(sysconfig.get_paths()["stdlib"])]
     capath = ssl.get_default_verify_paths().capath
     if capath:
         found.append(Path(capath))
@@ -53,6 +69,34 @@ def installation_roots() -> tuple[Path, ...]:
         if path.is_dir() and path.resolve() not in {p.resolve() for p in unique}:
             unique.append(path)
     return tuple(unique)
+
+
+def find_distributions(names: Iterable[str], paths: Sequence[Path] | None = None
+                       ) -> list[importlib.metadata.Distribution]:
+    """The installed distributions of these names, first found on `paths` (None: sys.path) as imports would
+    find them, sorted by name; names not installed are left out."""
+    where = {} if paths is None else {"path": [str(p) for p in paths]}
+    found = {}
+    for name in sorted(set(names)):
+        dist = next(iter(importlib.metadata.Distribution.discover(name=name, **where)), None)
+        if dist is not None:
+            found[name] = dist
+    return [found[n] for n in sorted(found)]
+
+
+def distribution_files(dists: Sequence[importlib.metadata.Distribution]) -> Iterator[tuple[PurePosixPath, Path]]:
+    """(document name, path) for every file the distributions' RECORDs list inside their install folder
+    (named `<that folder's name>/<path in it>`, e.g. `site-packages/numpy/...`), sorted, each once."""
+    files: dict[PurePosixPath, Path] = {}
+    for dist in dists:
+        base = Path(dist.locate_file(""))
+        for file in dist.files or ():
+            parts = PurePosixPath(str(file)).parts
+            if ".." in parts or any(p in _SKIPPED_DIRS for p in parts[:-1]):
+                continue  # scripts outside the folder, bytecode caches
+            files.setdefault(PurePosixPath(base.name or "root", *parts), base.joinpath(*parts))
+    for name in sorted(files):
+        yield name, files[name]
 
 
 def root_labels(roots: Sequence[Path]) -> tuple[str, ...]:
@@ -190,14 +234,15 @@ def rel_is_topics(name: PurePosixPath) -> bool:
     return name.parts[-2:] == ("pydoc_data", "topics.py")
 
 
-def installed_candidates(roots: Sequence[Path]) -> list[Candidate]:
-    """Every corpus file under `roots` as a lazy candidate (subset by path, size from the filesystem)."""
-    found = []
-    for name, path in iter_candidate_files(roots):
+def installed_candidates(roots: Sequence[Path],
+                         dists: Sequence[importlib.metadata.Distribution] = ()) -> list[Candidate]:
+    """Every corpus file under `roots` and in the distributions' RECORDs as a lazy candidate (subset by
+    path, size from the filesystem), in sorted-name order."""
+    found = {}
+    files = [*iter_candidate_files(roots), *distribution_files(dists)]
+    for name, path in files:
         subset = classify(name)
-        if subset is None or not path.is_file():
+        if subset is None or name in found or not path.is_file():
             continue
-        found.append(
-            Candidate(subset, str(name), path.stat().st_size, partial(read_documents, subset, name, path))
-        )
-    return found
+        found[name] = Candidate(subset, str(name), path.stat().st_size, partial(read_documents, subset, name, path))
+    return [found[n] for n in sorted(found)]
