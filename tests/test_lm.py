@@ -27,7 +27,7 @@ from saekit.embedded.lm import (
     train_lm,
 )
 from saekit.embedded.pipeline import EmbeddedConfig, build_embedded
-from saekit.embedded.threads import CpuSample, ThreadBalancer, available_cores, free_cores, torch_threads
+from saekit.embedded.threads import LM_THREADS, torch_threads
 from saekit.embedded.tokenizer import TokenizerConfig, train_bpe, wrap_tokenizer
 
 TEXT = (
@@ -157,12 +157,16 @@ def test_build_embedded_reuses_what_is_built(tmp_path: Path) -> None:
     row = built.summary().iloc[0]
     assert row["model"] == "A" and row["seed"] == MODEL_SEEDS["A"]
     assert built.tokens.n_tokens["train"] > 10_000
+    other_tokens = replace(config, tokenizer=TokenizerConfig(vocab_size=310))
+    build_embedded(tmp_path, other_tokens, models=("A",), progress=False)
+    assert weights.stat().st_mtime_ns != stamp  # other tokens: retrained, never a model of the old ones
 
 
 def test_models_trained_side_by_side_match_one_after_the_other(tmp_path: Path) -> None:
     config = EmbeddedConfig(
         CorpusConfig(target_bytes=150_000), TokenizerConfig(vocab_size=300), replace(TINY, context=32)
     )
+    config = replace(config, lm=replace(config.lm, threads=None))  # the default: LM_THREADS either way
     serial = build_embedded(tmp_path / "serial", config, progress=False, parallel=False).summary()
     side = build_embedded(tmp_path / "side", config, progress=False, parallel=True)
     weights = tmp_path / "side" / "model_B" / "model.safetensors"
@@ -170,17 +174,46 @@ def test_models_trained_side_by_side_match_one_after_the_other(tmp_path: Path) -
     again = build_embedded(tmp_path / "side", config, progress=False, parallel=True)  # reused, not retrained
     assert weights.stat().st_mtime_ns == stamp
     assert list(again.summary()["model"]) == ["A", "B"]
-    # same seeds, same data: the thread count changes float sums only
-    np.testing.assert_allclose(side.summary()["heldout_loss"], serial["heldout_loss"], atol=0.02)
+    # same seeds, same data, same fixed thread count: the very same models
+    assert list(side.summary()["heldout_loss"]) == list(serial["heldout_loss"])
+    for name in ("A", "B"):
+        assert (tmp_path / "side" / f"model_{name}" / "model.safetensors").read_bytes() == \
+            (tmp_path / "serial" / f"model_{name}" / "model.safetensors").read_bytes()
     assert side.summary()["heldout_loss"].iloc[0] != side.summary()["heldout_loss"].iloc[1]  # two seeds
 
 
-def test_free_cores_leave_room_for_other_processes() -> None:
-    start = CpuSample(wall=0.0, machine_busy=0.0, own=0.0)
-    # 10 s: the machine was busy 15 CPU-s, 5 of them ours -> 1 core busy elsewhere
-    assert free_cores(start, CpuSample(10.0, 15.0, 5.0), cores=2) == 1
-    assert free_cores(start, CpuSample(10.0, 20.0, 19.0), cores=2) == 2  # all ours
-    assert free_cores(start, CpuSample(10.0, 40.0, 0.0), cores=2) == 1  # never fewer than one
-    with torch_threads(torch.get_num_threads()):  # the balancer changes torch's global thread count
-        balancer = ThreadBalancer(available_cores(), every_seconds=0.0)
-        assert 1 <= balancer.update() <= available_cores()
+def test_training_leaves_the_global_rng_and_thread_count_alone(tokenizer: PreTrainedTokenizerFast,
+                                                              tmp_path: Path) -> None:
+    ids = np.array(tokenizer(TEXT * 30)["input_ids"], dtype=np.uint16)
+    small = replace(TINY, tokens=16 * 8 * 3, eval_tokens=64, threads=None)
+    torch.manual_seed(1234)
+    with torch_threads(2):
+        before = torch.get_rng_state()
+        first = train_lm(ids[:400], ids[400:], tokenizer, tmp_path / "a", small, progress=False)
+        assert torch.equal(torch.get_rng_state(), before) and torch.get_num_threads() == 2
+    assert (first.history["threads"] == LM_THREADS).all()  # None: the fixed count, whatever the cores
+    torch.manual_seed(999)  # another global state: the model must not change
+    again = train_lm(ids[:400], ids[400:], tokenizer, tmp_path / "b", small, progress=False)
+    assert again.heldout_loss == first.heldout_loss
+    weights = [(path / "model.safetensors").read_bytes() for path in (tmp_path / "a", tmp_path / "b")]
+    assert weights[0] == weights[1]
+
+
+def test_a_killed_save_never_leaves_a_folder_that_looks_trained(trained: LMResult, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import saekit.embedded.lm as lm_module
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lm_module, "write_json_atomic", killed)  # dies after the weights, before training.json
+    model = load_lm(trained.path)
+    tokenizer = AutoTokenizer.from_pretrained(str(trained.path))
+    with pytest.raises(KeyboardInterrupt):
+        lm_module.save_lm(model, tokenizer, trained._replace(path=tmp_path / "model_A"))
+    assert not (tmp_path / "model_A").exists()
+    monkeypatch.undo()
+    lm_module.save_lm(model, tokenizer, trained._replace(path=tmp_path / "model_A"))
+    summary = json.loads((tmp_path / "model_A" / "training.json").read_text())
+    assert summary["torch_threads"] == 1 and summary["code_version"].endswith(f"/{lm_module.LM_VERSION}")
+    assert not (tmp_path / "model_A.partial").exists()

@@ -6,8 +6,9 @@ and `nnsight.LanguageModel`; the MLP activations (after GELU) are at `transforme
 
 from __future__ import annotations
 
-import json
 import math
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,14 +23,19 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreT
 
 from saekit.embedded.bigram import bigram_loss
 from saekit.embedded.fused_loss import lm_loss
-from saekit.embedded.threads import ThreadBalancer, available_cores, torch_threads
+from saekit.embedded.threads import LM_THREADS, torch_threads
 from saekit.embedded.tokenizer import EOT, PAD, save_tokenizer
+from saekit.pipeline import code_version, write_json_atomic
 
 MLP_HOOK = "transformer.h.0.mlp.act"
 """Module path of the MLP neurons' activations (the SAEs' input)."""
 MODEL_SEEDS = {"A": 0, "B": 1}
 """The paper's two models, identical but for the random seed."""
 HISTORY_COLUMNS = ["step", "tokens", "lr", "loss", "tokens_per_second", "seconds", "threads"]
+LM_VERSION = 2
+"""Bump when training computes another model from the same config: built models are then retrained."""
+TIMING_KEYS = ("seconds", "tokens_per_second")
+"""training.json entries that measure the machine, not the model (left out of what identifies a model)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,8 @@ class LMConfig:
     seed: int = 0
     """Seed of the initialisation and of the window order."""
     threads: int | None = None
-    """torch threads while training; None: the cores other processes leave free, re-checked every 5 s."""
+    """torch threads while training (they set the float sums' order, so the weights' last bits); None:
+    LM_THREADS, the same side by side or one at a time."""
     eval_tokens: int = 1_000_000
     """Held-out predictions scored for the final loss (all of the split when it is smaller)."""
     log_every: int = 10
@@ -95,7 +102,12 @@ class LMConfig:
         if self.weight_decay < 0 or self.grad_clip <= 0:
             raise ValueError("need weight_decay >= 0 and grad_clip > 0")
         if self.threads is not None and self.threads <= 0:
-            raise ValueError(f"threads={self.threads}: use a positive count, or None for the free cores")
+            raise ValueError(f"threads={self.threads}: use a positive count, or None for LM_THREADS")
+
+    @property
+    def torch_threads(self) -> int:
+        """The thread count training runs with."""
+        return self.threads or LM_THREADS
 
     @property
     def steps(self) -> int:
@@ -212,7 +224,6 @@ def train_steps(
     model: GPT2LMHeadModel,
     train: np.ndarray,
     config: LMConfig,
-    balancer: ThreadBalancer | None = None,
     *,
     progress: bool = True,
     position: int = 0,
@@ -231,7 +242,7 @@ def train_steps(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         running += float(loss.detach())
-        threads = balancer.update() if balancer else torch.get_num_threads()
+        threads = torch.get_num_threads()
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             seen, elapsed = (step + 1) * config.batch_size * config.context, time.perf_counter() - start
             n = (step % config.log_every) + 1
@@ -253,17 +264,18 @@ def train_lm(
     *,
     progress: bool = True,
     position: int = 0,
+    data: dict[str, object] | None = None,
 ) -> LMResult:
     """Train a one-layer GPT-2 on `train [n]` tokens, score it and the bigram baseline on `heldout [m]`,
-    and save it with its tokenizer to `out` (`position`: the progress bar's line, for side-by-side runs)."""
+    and save it with its tokenizer to `out` (`position`: the progress bar's line, for side-by-side runs;
+    `data`: what identifies the tokens, e.g. the corpus manifest hash, recorded in training.json)."""
     if len(train) <= config.context + 1:
         raise ValueError(f"train has {len(train)} tokens: need more than context + 1 = {config.context + 1}")
-    with torch_threads(config.threads or available_cores()):
-        balancer = None if config.threads else ThreadBalancer(available_cores())
-        torch.manual_seed(config.seed)
+    with torch_threads(config.torch_threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)  # the forked RNG: the caller's global RNG is left as it was
         model = GPT2LMHeadModel(gpt2_config(config, tokenizer))
         model.train()
-        history = train_steps(model, train, config, balancer, progress=progress, position=position)
+        history = train_steps(model, train, config, progress=progress, position=position)
         windows = heldout_windows(heldout, config.context, config.eval_tokens)
         loss = heldout_loss(model, windows, progress=progress)
     baseline = bigram_loss(train, windows, len(tokenizer))
@@ -278,16 +290,35 @@ def train_lm(
         tokens_per_second=float(history["tokens"].iloc[-1]) / seconds,
         seconds=seconds,
     )
-    save_lm(model, tokenizer, result)
+    save_lm(model, tokenizer, result, data)
     return result
 
 
-def save_lm(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, result: LMResult) -> Path:
-    """Save weights, tokenizer, `training.json` (config, losses, speed) and `history.csv` to `result.path`."""
-    model.save_pretrained(result.path)
-    save_tokenizer(tokenizer, result.path, model_max_length=result.config.context)
-    summary = {
+def save_lm(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, result: LMResult,
+            data: dict[str, object] | None = None) -> Path:
+    """Save weights, tokenizer, `history.csv` and `training.json` (config, versions, threads, losses, speed)
+    to `result.path`, atomically: all into a sibling `.partial` folder renamed into place when complete, so a
+    killed run never leaves a folder that looks trained."""
+    out = Path(result.path)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    save_tokenizer(tokenizer, tmp, model_max_length=result.config.context)
+    result.history.to_csv(tmp / "history.csv", index=False)
+    write_json_atomic(tmp / "training.json", training_summary(result, data), indent=2)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def training_summary(result: LMResult, data: dict[str, object] | None = None) -> dict[str, object]:
+    """What `training.json` records: config, code version, thread count, the data's identity, losses, speed."""
+    return {
         "config": asdict(result.config),
+        "data": data or {},
+        "code_version": code_version(LM_VERSION),
+        "torch_threads": result.config.torch_threads,
         "heldout_loss": result.heldout_loss,
         "bigram_loss": result.bigram_loss,
         "heldout_tokens": result.heldout_tokens,
@@ -295,9 +326,11 @@ def save_lm(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, result: 
         "seconds": result.seconds,
         "mlp_hook": MLP_HOOK,
     }
-    (result.path / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    result.history.to_csv(result.path / "history.csv", index=False)
-    return result.path
+
+
+def model_identity(summary: dict[str, object]) -> dict[str, object]:
+    """A training.json without its timings: what identifies the model (equal for a rebuild of the same)."""
+    return {k: v for k, v in summary.items() if k not in TIMING_KEYS}
 
 
 def load_lm(folder: str | Path) -> GPT2LMHeadModel:

@@ -16,7 +16,10 @@ from transformers import PreTrainedTokenizerFast
 from saekit.embedded.corpus import SPLITS, Corpus, Split
 from saekit.embedded.text import Document
 from saekit.embedded.tokenizer import EOT
+from saekit.pipeline import write_json_atomic
 
+TOKENS_VERSION = 1
+"""Bump when the same corpus and tokenizer config give other tokens (tokenizer training or encoding)."""
 # Documents per call into the tokenizer's (parallel, Rust) batch encoder.
 _BATCH_DOCS = 256
 
@@ -74,9 +77,15 @@ def encode_documents(
 
 
 def tokenize_corpus(
-    corpus: Corpus, tokenizer: PreTrainedTokenizerFast, folder: str | Path, *, progress: bool = True
+    corpus: Corpus,
+    tokenizer: PreTrainedTokenizerFast,
+    folder: str | Path,
+    *,
+    progress: bool = True,
+    extra: dict[str, object] | None = None,
 ) -> TokenizedCorpus:
-    """Tokenize both splits into `folder/{train,heldout}.npy` plus `tokens.json` (counts, ids, hash)."""
+    """Tokenize both splits into `folder/{train,heldout}.npy` plus `tokens.json` (counts, ids, hash, and
+    `extra` entries), written last and atomically: a folder without tokens.json is not a finished one."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     n_tokens: dict[str, int] = {}
@@ -92,8 +101,9 @@ def tokenize_corpus(
         "n_tokens": n_tokens,
         "subset_tokens": subset_tokens,
         "corpus_manifest_hash": corpus.manifest_hash,
+        **(extra or {}),
     }
-    (folder / "tokens.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(folder / "tokens.json", meta, indent=2)
     return load_tokenized(folder)
 
 
