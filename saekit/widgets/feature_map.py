@@ -59,7 +59,7 @@ def map_figure(table: pd.DataFrame, colour_by: str = "size", title: str = "featu
             marker["color"] = colours[size]
         else:
             marker["color"] = _cluster_colours(cluster)
-        fig.add_trace(go.Scatter(x=part["x"], y=part["y"], mode="markers", name=f"{name} ({size:,})",
+        fig.add_trace(go.Scatter(x=part["x"], y=part["y"], mode="markers", name=f"{H.plotly_text(name)} ({size:,})",
                                  meta=name, customdata=part["feature"].to_numpy()[:, None], hovertext=hover,
                                  hoverinfo="text", marker=marker))
     fig.update_layout(title=title, height=560, width=760, template="plotly_white", legend_title_text="dictionary",

@@ -98,7 +98,11 @@ def heading(text: str, level: int = 4) -> str:
 
 
 def plotly_text(text: object) -> str:
-    """Text for a plotly label or hover: plotly reads a subset of HTML (<b>, <a href>, ...) and decodes
-    only a few entities (&lt; &gt; &amp;, numeric ones; not &quot;), so `<`, `>`, `&` are escaped and
-    quotes kept; newlines become <br>."""
-    return html.escape(str(text), quote=False).replace("\n", "<br>")
+    """Text for any plotly string (trace name, label, hover, title, annotation, tick).
+
+    plotly reads a subset of HTML (<b>, <a href>, <span style>, ...) and decodes only a few entities
+    (&lt; &gt; &amp;, numeric ones; not &quot;), so `<`, `>`, `&` are escaped and quotes kept. It also
+    fills `%{...}` templates in hovers, names, titles and annotations (`%{meta}` there is a trace's raw
+    meta), so `%` is written as the entity &#37;. Newlines become <br>.
+    """
+    return html.escape(str(text), quote=False).replace("%", "&#37;").replace("\n", "<br>")

@@ -56,7 +56,8 @@ def density_figure(density: np.ndarray, *, name: str = "A/1", n_tokens: int | No
     if n_tokens:
         fig.add_vline(x=-np.log10(n_tokens), line=dict(dash="dash", color="#bbb"),
                       annotation_text=f"1 / {n_tokens:,} tokens", annotation_position="bottom right")
-    text = f"{name}: {counts['dead']} never fired, {counts['ultralow']} below {ultralow:g}, of {counts['features']:,}"
+    text = (f"{H.plotly_text(name)}: {counts['dead']} never fired, {counts['ultralow']} below {ultralow:g}, "
+            f"of {counts['features']:,}")
     if reference:
         text += f"<br>{H.plotly_text(reference)}"
     fig.update_layout(title=dict(text=f"feature density<br><sup>{text}</sup>"), height=400, width=720,
@@ -72,7 +73,7 @@ def sweep_figure(table: pd.DataFrame, reference: Mapping[str, float] | None = No
     table (columns model, arch, n_features, loss_recovered, fvu, l0); `reference` values are dotted lines."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss recovered", "fraction of variance unexplained"))
     for (model, arch), part in table.sort_values("n_features").groupby(["model", "arch"], sort=True):
-        label = f"model {model}, {arch}"
+        label = H.plotly_text(f"model {model}, {arch}")
         custom = part[["l0"]].to_numpy() if "l0" in part else None
         for col, metric in ((1, "loss_recovered"), (2, "fvu")):
             fig.add_trace(go.Scatter(x=part["n_features"], y=part[metric], mode="lines+markers", name=label,
@@ -81,7 +82,8 @@ def sweep_figure(table: pd.DataFrame, reference: Mapping[str, float] | None = No
                                      + ("<br>L0 %{customdata[0]:.1f}" if custom is not None else "")
                                      + "<extra></extra>"), row=1, col=col)
     for label, value in (reference or {}).items():
-        fig.add_hline(y=value, line=dict(dash="dot", color="#888"), annotation_text=f"paper {label}: {value:.1%}",
+        fig.add_hline(y=value, line=dict(dash="dot", color="#888"),
+                      annotation_text=f"paper {H.plotly_text(label)}: {value:.1%}",
                       annotation_position="bottom right", row=1, col=1)
     fig.update_xaxes(type="log", title_text="features")
     fig.update_layout(height=400, width=900, template="plotly_white", margin=dict(l=50, r=10, t=50, b=45))
@@ -96,9 +98,10 @@ def measures_figure(measures: Mapping[str, pd.DataFrame], measure: str = "top_to
     for name, table in measures.items():
         values = table[measure].dropna()
         fig.add_trace(go.Histogram(x=values, nbinsx=bins, histnorm="probability", opacity=0.6,
-                                   name=f"{name} (median {values.median():.2f})",
+                                   name=f"{H.plotly_text(name)} (median {values.median():.2f})",
                                    marker_color=BASIS_COLOURS.get(name)))
-    fig.update_layout(barmode="overlay", title=f"{measure.replace('_', ' ')}: features vs neurons", height=380,
-                      width=720, template="plotly_white", xaxis_title=measure, yaxis_title="fraction of units",
+    shown = H.plotly_text(measure)
+    fig.update_layout(barmode="overlay", title=f"{shown.replace('_', ' ')}: features vs neurons", height=380,
+                      width=720, template="plotly_white", xaxis_title=shown, yaxis_title="fraction of units",
                       margin=dict(l=50, r=10, t=50, b=45))
     return fig

@@ -37,17 +37,19 @@ def universality_figure(result: Universality, bins: int = 40, reference: Mapping
     summary = universality_summary(result).set_index("basis")
     fig = go.Figure()
     for basis, part in hist.groupby("basis", sort=False):
-        fig.add_trace(go.Bar(x=(part["bin_start"] + part["bin_end"]) / 2, y=part["fraction"], name=basis,
+        label = H.plotly_text(basis)
+        fig.add_trace(go.Bar(x=(part["bin_start"] + part["bin_end"]) / 2, y=part["fraction"], name=label,
                              width=float(part["bin_end"].iloc[0] - part["bin_start"].iloc[0]),
                              marker_color=COLOURS.get(basis), opacity=0.6,
                              customdata=part[["count"]].to_numpy(),
-                             hovertemplate=f"{basis}<br>r %{{x:.2f}}<br>%{{customdata[0]}} units<extra></extra>"))
+                             hovertemplate=f"{label}<br>r %{{x:.2f}}<br>%{{customdata[0]}} units<extra></extra>"))
     for basis, row in summary.iterrows():
         fig.add_vline(x=row["median"], line=dict(color=COLOURS.get(basis), dash="dash"),
-                      annotation_text=f"{basis} median {row['median']:.2f}", annotation_position="top right")
+                      annotation_text=f"{H.plotly_text(basis)} median {row['median']:.2f}",
+                      annotation_position="top right")
     for basis, value in (reference or {}).items():
         fig.add_vline(x=value, line=dict(color=COLOURS.get(basis), dash="dot", width=1),
-                      annotation_text=f"paper {basis} {value:.2f}", annotation_position="bottom right")
+                      annotation_text=f"paper {H.plotly_text(basis)} {value:.2f}", annotation_position="bottom right")
     fig.update_layout(title=title, barmode="overlay", height=380, width=720, template="plotly_white",
                       xaxis_title="correlation with the best-matching unit of model B", yaxis_title="fraction of units",
                       xaxis_range=[-0.05, 1.02], margin=dict(l=50, r=10, t=60, b=45))
