@@ -125,9 +125,14 @@ MARKUP_STORE = StoreConfig(n_top=6, n_per_interval=3, n_bins=128, n_logits=4, ba
 def build_markup_model(folder: Path, seed: int = 0) -> Path:
     """A tiny GPT-2 whose tokenizer holds the two markup strings as single tokens, so a corpus line with
     markup puts the whole `<img ... onerror=...>` into one token string: escaping must hold per token."""
+    return _gpt2_with_tokens(folder, MARKUP_TEXTS, [PAYLOAD, SCRIPT], seed)
+
+
+def _gpt2_with_tokens(folder: Path, texts: list[str], tokens: list[str], seed: int) -> Path:
+    """A tiny GPT-2 whose tokenizer, trained on `texts`, also holds each of `tokens` as one token."""
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(MARKUP_TEXTS)
-    tokenizer.add_tokens([PAYLOAD, SCRIPT])
+    tokenizer = build_tokenizer(texts)
+    tokenizer.add_tokens(list(tokens))
     config = GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tokenizer),
                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     GPT2LMHeadModel(config).eval().save_pretrained(folder)
@@ -144,3 +149,38 @@ def markup_neuron_store(model):
 def markup_feature(store) -> int:
     """A unit whose top examples sit on the <img> token."""
     return int(store.search_token(PAYLOAD, exact=True)["feature"].iloc[0])
+
+
+# --- every markup payload, in every widget ----------------------------------------------------------------
+
+PAYLOADS = [
+    "<img src=x onerror=alert(1)>",
+    "<script>alert(1)</script>",
+    "<svg onload=alert(1)>",
+    '" onmouseover="alert(1)',  # breaks out of a double-quoted attribute
+    "'><iframe src=javascript:alert(1)>",  # breaks out of a single-quoted attribute
+    "</textarea><b>x</b>",
+]
+PAYLOAD_IDS = ["img-onerror", "script", "svg-onload", "dquote-breakout", "squote-iframe", "textarea-close"]
+_WORDS = ["page", "said", "then", "and", "more", "text"]
+PAYLOAD_TEXTS = [
+    " ".join(f"{word} {p}" for word, p in zip(_WORDS, PAYLOADS[i % 6:] + PAYLOADS[: i % 6])) + "."
+    for i in range(24)
+] + [f"split {p.upper()} apart" for p in PAYLOADS] + TEXTS
+
+
+def build_payload_model(folder: Path, seed: int = 0) -> Path:
+    """A tiny GPT-2 whose tokenizer holds each of PAYLOADS as one token; PAYLOAD_TEXTS are mostly payloads,
+    so most units' top examples sit on or next to them (the same tokenizer for every seed)."""
+    return _gpt2_with_tokens(folder, PAYLOAD_TEXTS, PAYLOADS, seed)
+
+
+def payload_windows(model, context_len: int = 32) -> TokenWindows:
+    """PAYLOAD_TEXTS tokenized by the payload model."""
+    return token_source(PAYLOAD_TEXTS, api.get_tokenizer(model), context_len, batch_size=64).take(None)
+
+
+def units_on(store, token: str) -> list[int]:
+    """The units with a top example on exactly `token`, most such examples first."""
+    found = store.search_token(token, exact=True)
+    return [int(f) for f in found.loc[found["n_top_examples"].fillna(0) > 0, "feature"]]
