@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import saekit
 from saekit.activations import text as T
 
 from helpers import TEXTS, build_tokenizer, write_text_folder
@@ -144,7 +145,7 @@ def test_hf_dataset_without_datasets_says_what_to_install(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_datasets)
-    with pytest.raises(ImportError, match="pip install datasets"):
+    with pytest.raises(saekit.InputError, match="pip install datasets"):
         list(T.HFDataset("some/dataset"))
 
 

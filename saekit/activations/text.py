@@ -80,7 +80,7 @@ class TextFolder:
         if not path.is_dir():
             raise FileNotFoundError(f"text folder {str(path)!r} does not exist; pass a folder of .txt files")
         if not self.files():
-            raise ValueError(f"text folder {str(path)!r} has no files matching {self.pattern!r}")
+            raise InputError(f"text folder {str(path)!r} has no files matching {self.pattern!r}")
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.path.rglob(self.pattern) if p.is_file())
@@ -111,7 +111,8 @@ class HFDataset:
         try:
             import datasets
         except ImportError as error:
-            raise ImportError("reading a Hugging Face dataset needs `pip install datasets`") from error
+            raise InputError("reading a Hugging Face dataset needs the datasets package: pip install datasets") \
+                from error
         if Path(self.name).expanduser().is_dir():
             loaded = datasets.load_from_disk(str(Path(self.name).expanduser()))
             return loaded[self.split] if isinstance(loaded, datasets.DatasetDict) else loaded
@@ -121,7 +122,7 @@ class HFDataset:
         dataset = self.load()
         columns = getattr(dataset, "column_names", None)
         if columns is not None and self.text_column not in columns:
-            raise ValueError(f"dataset {self.name!r} has no column {self.text_column!r}; pick one of {columns}")
+            raise InputError(f"dataset {self.name!r} has no column {self.text_column!r}; pick one of {columns}")
         for row in dataset:
             yield row[self.text_column]
 
@@ -231,11 +232,11 @@ def _stack(rows: list[list[int]], context_len: int, pad: int) -> TokenWindows:
 def windows_from_tokens(tokens: Tensor | np.ndarray, context_len: int, pad: int = 0) -> TokenWindows:
     """Windows from pre-tokenized ids: a 1-D stream [n_tokens] is cut into [n, context_len] (last row
     padded); a 2-D array [n_seq, ctx] is used row for row as it is."""
-    ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
+    ids = torch.from_numpy(np.array(tokens, dtype=np.int64))  # a copy: arrays may be read-only memory maps
     if ids.dim() == 2:
         return TokenWindows(ids, torch.ones_like(ids))
     if ids.dim() != 1:
-        raise ValueError(f"token arrays must be 1-D [n_tokens] or 2-D [n_seq, ctx], got shape {tuple(ids.shape)}")
+        raise InputError(f"token arrays must be 1-D [n_tokens] or 2-D [n_seq, ctx], got shape {tuple(ids.shape)}")
     n_full = ids.numel() // context_len
     full = ids[: n_full * context_len].view(n_full, context_len)
     if ids.numel() % context_len == 0:
@@ -315,7 +316,7 @@ class TokenSource:
             if max_tokens is not None and count >= max_tokens:
                 break
         if not taken:
-            raise ValueError("the text produced no tokens; pass a non-empty text")
+            raise InputError("the text produced no tokens; pass a non-empty text")
         windows = TokenWindows(*(torch.cat(parts) for parts in zip(*taken)))
         if max_tokens is None:
             return windows
@@ -327,15 +328,16 @@ def token_source(text: Any, tokenizer, context_len: int, batch_size: int) -> Tok
     """A TokenSource from any text form: documents (see `as_documents`), TokenWindows, a token array, or
     the path of a `.npy` token array."""
     if context_len < 1 or batch_size < 1:
-        raise ValueError(f"context_len and batch_size must be positive (got {context_len}, {batch_size})")
+        raise InputError(f"context_len and batch_size must be positive (got {context_len}, {batch_size})")
     if isinstance(text, (str, os.PathLike)) and str(text).endswith(".npy"):
         path = str(Path(text).resolve())
-        return TokenSource(TokenArray(np.load(text, mmap_mode="r"), path), tokenizer, context_len, batch_size)
+        ids = np.load(text, mmap_mode="r", allow_pickle=False)  # [n_tokens] or [n_seq, ctx], left on disk
+        return TokenSource(TokenArray(ids, path), tokenizer, context_len, batch_size)
     if isinstance(text, np.ndarray):
         return TokenSource(TokenArray(text), tokenizer, context_len, batch_size)
     if is_tokens(text):
         windows = text if isinstance(text, TokenWindows) else windows_from_tokens(text, context_len, pad_id(tokenizer))
         return TokenSource(windows, tokenizer, context_len, batch_size)
     if tokenizer is None:
-        raise ValueError("this model has no tokenizer, so text cannot be tokenized; pass token ids instead")
+        raise InputError("this model has no tokenizer, so text cannot be tokenized; pass token ids instead")
     return TokenSource(as_documents(text), tokenizer, context_len, batch_size)

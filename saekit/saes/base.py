@@ -17,6 +17,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from saekit.errors import InputError
 from saekit.saes.sparse import Codes, selected_pre_acts, sparse_decode
 
 
@@ -86,7 +87,7 @@ class SAE(nn.Module):
     ) -> None:
         super().__init__()
         if d_in < 1 or d_sae < 1:
-            raise ValueError(f"d_in and n_features must be positive (got d_in={d_in}, n_features={d_sae})")
+            raise InputError(f"d_in and n_features must be positive (got d_in={d_in}, n_features={d_sae})")
         self.d_in, self.d_sae = int(d_in), int(d_sae)
         self.apply_b_dec_to_input = apply_b_dec_to_input
         self.metadata: dict[str, Any] = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from saekit.errors import InputError
 from saekit.saes.base import SAELoss
 from saekit.saes.registry import register
 from saekit.saes.sparse import Codes, codes_from_flat, gather
@@ -28,7 +29,7 @@ class BatchTopKSAE(TopKSAE):
 
     def __init__(self, d_in: int, d_sae: int, *, k: int = 32, threshold_lr: float = 0.01, **kwargs) -> None:
         if not 0 < threshold_lr <= 1:
-            raise ValueError(f"threshold_lr is an EMA rate and must be in (0, 1] (got {threshold_lr})")
+            raise InputError(f"threshold_lr is an EMA rate and must be in (0, 1] (got {threshold_lr})")
         super().__init__(d_in, d_sae, k=k, **kwargs)
         self.threshold_lr = float(threshold_lr)
         self.register_buffer("threshold", torch.zeros((), dtype=self.dtype, device=self.device))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from saekit.errors import InputError
 from saekit.saes.base import SAE, LossContext, SAELoss
 from saekit.saes.registry import register
 from saekit.saes.sparse import codes_from_mask, gather
@@ -65,7 +66,7 @@ class JumpReLUSAE(SAE):
         self, d_in: int, d_sae: int, *, init_threshold: float = 0.001, bandwidth: float = 0.001, **kwargs
     ) -> None:
         if init_threshold < 0 or bandwidth <= 0:
-            raise ValueError(
+            raise InputError(
                 f"init_threshold must be ≥ 0 and bandwidth > 0 (got {init_threshold}, {bandwidth})"
             )
         super().__init__(d_in, d_sae, **kwargs)

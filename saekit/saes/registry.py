@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from saekit.errors import InputError
 from saekit.saes.base import SAE
 
 _ARCHITECTURES: dict[str, type[SAE]] = {}
@@ -25,4 +26,4 @@ def sae_class(arch: str) -> type[SAE]:
     try:
         return _ARCHITECTURES[arch]
     except KeyError:
-        raise ValueError(f"unknown SAE architecture {arch!r}; choose one of {architectures()}") from None
+        raise InputError(f"unknown SAE architecture {arch!r}; choose one of {architectures()}") from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from saekit.errors import InputError
 from saekit.saes.base import SAE, LossContext, SAELoss
 from saekit.saes.registry import register
 from saekit.saes.sparse import Codes, codes_from_topk, sparse_decode
@@ -35,7 +36,7 @@ class TopKSAE(SAE):
 
     def __init__(self, d_in: int, d_sae: int, *, k: int = 32, **kwargs) -> None:
         if not 1 <= k <= d_sae:
-            raise ValueError(f"k must be between 1 and n_features={d_sae} (got k={k})")
+            raise InputError(f"k must be between 1 and n_features={d_sae} (got k={k})")
         super().__init__(d_in, d_sae, **kwargs)
         self.k = int(k)
 
