@@ -3,6 +3,9 @@ Playwright; never `playwright install`) drives it.
 
 - the explorer: selecting a feature updates the card with highlighted tokens;
 - a document holding `<img src=x onerror=alert(1)>` and `<script>` shows them as text and runs nothing;
+- every markup payload of tests/helpers.py (`<img onerror>`, `<script>`, `<svg onload>`, attribute breakouts,
+  `</textarea>`) as corpus tokens, a basis name, a map dictionary's name and hover, and a steering prompt:
+  shown as text, no element injected, no dialog;
 - on request (`SAEKIT_SCREENSHOTS=docs/screenshots`, with a built demo): screenshots of the explorer, map,
   universality view and a splitting tree for the README (about a minute: the map runs UMAP).
 
@@ -40,7 +43,18 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (
 pytest.importorskip("voila", reason="needs voila (pip install voila)")
 pytest.importorskip("anywidget", reason="plotly's FigureWidget needs anywidget")
 
-from helpers import PAYLOAD, SCRIPT, build_markup_model, markup_feature, markup_neuron_store  # noqa: E402
+from helpers import (  # noqa: E402
+    HOOK,
+    MARKUP_STORE,
+    PAYLOAD,
+    PAYLOADS,
+    SCRIPT,
+    build_markup_model,
+    build_payload_model,
+    markup_feature,
+    markup_neuron_store,
+    payload_windows,
+)
 
 # --- serving and browsing ----------------------------------------------------------------------------
 
@@ -224,6 +238,112 @@ def test_clicking_a_map_point_opens_it_in_the_explorer(explorer_page):
                            arg=[title, target], timeout=STEP_MS)
     assert highlighted_tokens(page, ".saekit-map .saekit-card") > 0
     assert dialogs == []
+
+
+# --- every markup payload in the explorer, the map and the steering view -----------------------------------
+
+
+PAYLOAD_CELLS = [
+    "from saekit import FeatureStore, load_model\nfrom saekit.widgets import *\nfrom saekit.analysis.maps import "
+    "hover_labels\nimport numpy as np, pandas as pd\nfrom helpers import PAYLOADS, HOOK, make_sae",
+    "store = FeatureStore.load({store!r})\nmodel = load_model({model!r})",
+    "FeatureExplorer({{PAYLOADS[0]: store, 'neurons': store}}, model=model, feature={feature})",
+    "n = store.n_features\n"
+    "grid = pd.DataFrame({{'dictionary': PAYLOADS[2], 'size': n, 'feature': np.arange(n), 'x': np.arange(n) % 16,"
+    " 'y': np.arange(n) // 16, 'hover': hover_labels(store, 6), 'cluster': -1}})\n"
+    "other = pd.DataFrame({{'dictionary': 'other', 'size': 999, 'feature': [0], 'x': [20], 'y': [0], 'hover': [''],"
+    " 'cluster': -1}})  # a second trace, so plotly draws the legend\nFeatureMap(pd.concat([grid, other]))",
+    "sae = make_sae('relu', 128, 64)\nsae.metadata = {{'hook': HOOK}}\n"
+    "view = SteeringView(model, sae, prompt=' '.join(PAYLOADS), max_new_tokens=3, k=4)\nview.run()\nview",
+]
+PAYLOAD_VIEWS = ".saekit-explorer, .saekit-map, .saekit-steering"
+
+
+def injected(page, scope: str) -> list[str]:
+    """Elements under `scope` that markup in the shown text would have made: img, script, iframe, svg or
+    textarea inside an HTML widget, <b>x</b>, and any element carrying an on* attribute."""
+    return page.evaluate(
+        """scope => {
+             const found = [];
+             for (const root of document.querySelectorAll(scope)) {
+               for (const e of root.querySelectorAll('.widget-html-content img, .widget-html-content script, '
+                    + '.widget-html-content iframe, .widget-html-content svg, .widget-html-content textarea'))
+                 found.push(e.outerHTML.slice(0, 120));
+               for (const e of root.querySelectorAll('b'))
+                 if (e.textContent === 'x') found.push(e.outerHTML);
+               for (const e of root.querySelectorAll('*'))
+                 for (const a of e.attributes)
+                   if (a.name.startsWith('on')) found.push(e.tagName + ' ' + a.name);
+             }
+             return found;
+           }""", scope)
+
+
+def shown_tokens(store, feature: int) -> set[str]:
+    """The tokens of the top examples (with their contexts) that the explorer's card shows for `feature`."""
+    rows = store.top_examples(feature, 12).head(10).itertuples()
+    return {token for row in rows for token in [*row.left, row.token, *row.right]}
+
+
+@pytest.fixture(scope="module")
+def payload_page(tmp_path_factory, chromium):
+    folder = tmp_path_factory.mktemp("payload_browser")
+    model_dir = build_payload_model(folder / "model")
+    from saekit.activations import load_model
+    from saekit.analysis.features import build_feature_store
+
+    model = load_model(model_dir)
+    store = build_feature_store(model, payload_windows(model), None, hook=HOOK, config=MARKUP_STORE, progress=False)
+    store.save(folder / "store")
+    feature = next(f for f in range(store.n_features) if set(PAYLOADS) <= shown_tokens(store, f))
+    cells = [c.format(store=str(folder / "store"), model=str(model_dir), feature=feature) for c in PAYLOAD_CELLS]
+    notebook = write_notebook(folder / "payloads.ipynb", cells)
+    with voila(notebook) as url, browser_page(chromium, height=2400) as (page, dialogs):
+        open_notebook(page, url, ".saekit-steering .saekit-continuations")
+        page.wait_for_selector(".saekit-card .saekit-tok", state="visible", timeout=PAGE_READY_MS)
+        page.wait_for_selector(".saekit-map .scatterlayer .trace .points path", timeout=PAGE_READY_MS)
+        yield page, dialogs, store, folder
+
+
+def test_every_payload_shows_as_text_and_runs_nothing(payload_page):
+    page, dialogs, store, folder = payload_page
+    card = page.locator(".saekit-explorer .saekit-card").first.inner_text()
+    output = page.locator(".saekit-steering .saekit-continuations").first.inner_text()
+    for payload in PAYLOADS:
+        assert payload in card, payload  # corpus tokens, drawn as their characters
+        assert payload in output, payload  # the user's prompt
+    basis = page.locator(".saekit-explorer .saekit-basis button").first
+    assert basis.inner_text().strip() == PAYLOADS[0]  # a basis named by markup, on its toggle
+    assert PAYLOADS[0] in page.locator(".saekit-explorer .saekit-card h3").first.inner_text()
+    assert PAYLOADS[2] in page.locator(".saekit-map .legend").first.text_content()  # a dictionary name in plotly
+    page.wait_for_timeout(500)  # an onerror or onload would fire as soon as its element appeared
+    assert injected(page, PAYLOAD_VIEWS) == []
+    for selector in ("img[src=x]", "iframe", "svg[onload]", "[onmouseover]", "[onerror]"):
+        assert page.query_selector(selector) is None, selector
+    assert page.locator(".saekit-steering textarea").count() == 1  # the prompt box only
+    assert dialogs == []
+    page.locator(".saekit-explorer").first.screenshot(path=str(folder / "explorer-payloads.png"))
+
+
+def test_markup_in_a_plotly_hover_shows_as_text(payload_page):
+    page, dialogs, store, folder = payload_page
+    from saekit.analysis.maps import hover_labels
+
+    labels = hover_labels(store, 6)
+    target = next(f for f, label in enumerate(labels) if sum(repr(p) in label for p in PAYLOADS) >= 2)
+    page.locator(".saekit-map .js-plotly-plot").first.scroll_into_view_if_needed()
+    box = page.locator(".saekit-map .scatterlayer .trace .points path").nth(target).bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    hover = page.locator(".saekit-map .hoverlayer .hovertext").first
+    hover.wait_for(timeout=STEP_MS)
+    text = hover.text_content()
+    assert PAYLOADS[2] in text  # the dictionary's name, in bold
+    for payload in PAYLOADS:
+        if repr(payload) in labels[target]:
+            assert repr(payload) in text, payload
+    assert page.query_selector(".saekit-map .hoverlayer a") is None
+    page.wait_for_timeout(300)
+    assert injected(page, PAYLOAD_VIEWS) == [] and dialogs == []
 
 
 # --- the demo's views, for the README -------------------------------------------------------------------------
