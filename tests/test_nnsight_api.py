@@ -208,3 +208,18 @@ def test_unknown_hook_and_bad_side_are_input_errors(tiny_lm):
         api.get_activations(tiny_lm, *_batch(), HOOK, side="middle")
     with pytest.raises(InputError, match="hub name"):
         api.load_model(12345)
+
+
+def test_pickle_only_weights_are_refused_never_unpickled(tmp_path, monkeypatch):
+    """A folder whose weights are only pytorch_model.bin is refused before torch.load could run."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, n_positions=32))
+    model.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    loads = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a))
+    with pytest.raises(api.PickleWeightsError, match="saekit never unpickles"):
+        api.load_model(tmp_path)
+    assert loads == []

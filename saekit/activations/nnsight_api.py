@@ -39,6 +39,10 @@ class ModelNotFoundError(FileNotFoundError):
     """A model argument that is neither an existing model folder nor a loadable hub name."""
 
 
+class PickleWeightsError(InputError):
+    """A checkpoint whose weights exist only as pickle files: refused, since unpickling can run code."""
+
+
 class RemoteCodeError(InputError):
     """A checkpoint that needs its own Python code to load, refused unless trust_remote_code=True."""
 
@@ -84,10 +88,16 @@ def _load_pretrained(name: str, dtype: torch.dtype | None, trust_remote_code: bo
     folder = Path(name).expanduser()
     try:
         return TransformersModel(str(folder) if folder.exists() else name, task=task, dispatch=True,
-                                 trust_remote_code=trust_remote_code, **kwargs)
-    except ValueError as error:
+                                 trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs)
+    except (ValueError, OSError) as error:
         if _needs_remote_code(error, trust_remote_code):
             raise _remote_code_error(name) from error
+        if "no file named model.safetensors" in str(error):
+            raise PickleWeightsError(
+                f"model {name!r} has no safetensors weights (only pickle files such as pytorch_model.bin), and "
+                "saekit never unpickles: convert it once where you trust it (model.save_pretrained(folder, "
+                "safe_serialization=True)) and pass that folder, or pass a torch.nn.Module you loaded yourself"
+            ) from error
         raise
 
 
