@@ -50,9 +50,10 @@ def trainer_rows(saelens_python: str | None, runs: int = 3) -> list[dict]:
 
 
 def analysis_rows() -> list[dict]:
-    from benchmarks import analysis_speed, harvest
+    from benchmarks import analysis_speed, harvest, memory
 
     h = harvest.measure()
+    mem = memory.measure()
     store = analysis_speed.feature_store()
     sums = analysis_speed.universality_sums()
     uni = analysis_speed.universality()
@@ -60,6 +61,10 @@ def analysis_rows() -> list[dict]:
         {"benchmark": "harvest activations (demo model)", "saekit": f"{h['nnsight_tok_s']:,.0f} tok/s",
          "reference": f"forward hook {h['hook_tok_s']:,.0f} tok/s", "ratio": h["nnsight_vs_hook"],
          "goal": "≥ 0.9x", "met": h["nnsight_vs_hook"] >= 0.9},
+        {"benchmark": "peak RSS of saekit train, 256 MB buffer: 300k tokens vs 3M (10x the text)",
+         "saekit": f"{mem['peak_mb']:,.0f} MiB vs {mem['peak_10x_mb']:,.0f} MiB", "reference": "",
+         "ratio": mem["peak_10x_mb"] / mem["peak_mb"], "goal": "no growth (≤ 1.05x)",
+         "met": mem["peak_10x_mb"] <= 1.05 * mem["peak_mb"]},
         {"benchmark": "feature store, 4096 features × 1M tokens", "saekit": f"{store['store_seconds']:.1f} s",
          "reference": "", "ratio": float("nan"), "goal": "≤ 60 s", "met": store["store_seconds"] <= 60},
         {"benchmark": "universality correlation, 4096 × 4096 features × 1M tokens",
