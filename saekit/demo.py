@@ -5,8 +5,11 @@
     → evaluation table (CSV)                        (saekit.evaluate on held-out tokens)
     → feature data for the notebooks                (feature stores, universality, splitting)
 
-Each step is skipped when its inputs are unchanged (`saekit.pipeline`); an interrupted run resumes, SAE
-training included (from its checkpoints). `open_demo()` reads what a run built.
+Each step is skipped when its inputs are unchanged (`saekit.pipeline`); an interrupted (even killed) run
+resumes, SAE training included (from its checkpoints), and ends with the numbers an uninterrupted run gives:
+every step's cache key holds the code version that computes it, the corpus manifest hash, the product
+dtype and the thread count (both fixed per build, never chosen by timing or load), and every step writes
+its record last and atomically. `open_demo()` reads what a run built.
 """
 
 from __future__ import annotations
@@ -25,13 +28,18 @@ from saekit.activations.nnsight_api import load_model
 from saekit.activations.source import ActivationConfig, ActivationSource
 from saekit.activations.text import TokenSource, TokenWindows, windows_from_tokens
 from saekit.embedded import EmbeddedConfig, build_embedded
-from saekit.pipeline import input_key, run_step
+from saekit.embedded.lm import model_identity
+from saekit.embedded.threads import available_cores, torch_threads
+from saekit.pipeline import code_version, input_key, run_step, write_json_atomic, write_text_atomic
+from saekit.training.precision import resolve_compute_dtype
 
 DEMO_DIR_ENV = "SAEKIT_DEMO_DIR"
 INDEX = "demo.json"
 LATEST = "latest.json"
 HOOK = "transformer.h.0.mlp.act"
-EVAL_VERSION = 2  # bump when the evaluation step computes something different: built demos re-evaluate
+SAE_VERSION = 1  # bump when SAE training computes something different: built demos retrain their SAEs
+EVAL_VERSION = 3  # bump when the evaluation step computes something different: built demos re-evaluate
+FEATURES_VERSION = 1  # bump when the feature data step computes something different
 Profile = Literal["quick", "full"]
 
 
@@ -177,10 +185,18 @@ def first_windows(windows: TokenWindows, tokens: int) -> TokenWindows:
     return TokenSource(windows, None, windows.input_ids.shape[1], len(windows)).take(tokens)
 
 
-def _train_config(spec: SAESpec, folder: Path):
+def sae_compute_dtype(spec: SAESpec, d_in: int) -> str:
+    """The product dtype an SAE of this spec trains with on the CPU ("float32" or "bfloat16"), decided from the
+    hardware (never timed): the demo fixes it per build and keys the SAE step on it."""
+    dtype = resolve_compute_dtype("auto", torch.float32, torch.device("cpu"), d_in, spec.n_features)
+    return str(dtype).removeprefix("torch.")
+
+
+def _train_config(spec: SAESpec, folder: Path, compute_dtype: str = "auto"):
     from saekit.training import TrainConfig
 
     common = dict(total_tokens=spec.tokens, lr=spec.lr, l1_coefficient=spec.l1_coefficient,
+                  compute_dtype=compute_dtype,
                   dead_window_tokens=max(1, spec.tokens // 20),  # dead: silent for 5% of the run
                   checkpoint_dir=str(folder / "checkpoints"), checkpoint_every_tokens=max(1, spec.tokens // 4))
     cfg = TrainConfig(**common) if spec.recipe == "default" else getattr(TrainConfig, spec.recipe)(**common)
@@ -190,8 +206,9 @@ def _train_config(spec: SAESpec, folder: Path):
 
 
 def train_demo_sae(spec: SAESpec, model_folder: Path, train_tokens: Path, profile: DemoProfile, folder: Path,
-                   progress: bool = True) -> dict[str, Any]:
-    """Train one dictionary into `folder` (resuming from its checkpoints if a run was interrupted)."""
+                   progress: bool = True, compute_dtype: str | None = None) -> dict[str, Any]:
+    """Train one dictionary into `folder`, resuming from its latest complete checkpoint if a run was interrupted
+    (compute_dtype: the products' dtype; None: `sae_compute_dtype`)."""
     import shutil
 
     from saekit.saes import SAE
@@ -206,20 +223,31 @@ def train_demo_sae(spec: SAESpec, model_folder: Path, train_tokens: Path, profil
     extra = {"k": spec.k} if spec.arch in ("topk", "batchtopk") else {}
     sae = SAE.create(spec.arch, source.d_in, spec.n_features, seed=profile.seed, **extra)
     checkpoints = folder / "checkpoints"
-    resume = checkpoints if any(checkpoints.glob("tokens_*/trainer_state.json")) else None
-    run = train(sae, source, _train_config(spec, folder), resume=resume, progress=progress)
+    cfg = _train_config(spec, folder, compute_dtype or sae_compute_dtype(spec, source.d_in))
+    run = train(sae, source, cfg, resume=latest_checkpoint(checkpoints), progress=progress)
     sae.metadata.update(source.metadata())
     sae.metadata["text"] = str(train_tokens)
     sae.save(folder)
     run.history.to_csv(folder / "history.csv", index=False)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return {"tokens": run.summary["tokens"], "l0": run.summary.get("l0"),
-            "resampled_features": run.summary["resampled_features"]}
+            "resampled_features": run.summary["resampled_features"], "compute_dtype": run.summary["compute_dtype"]}
+
+
+def latest_checkpoint(checkpoints: Path) -> Path | None:
+    """The latest complete checkpoint in `checkpoints` (half-written ones are never taken), or None."""
+    from saekit.training.checkpoint import find_checkpoint
+
+    try:
+        return find_checkpoint(checkpoints) if checkpoints.is_dir() else None
+    except FileNotFoundError:
+        return None
 
 
 def evaluate_demo(profile: DemoProfile, out: Path, models: dict[str, Path], heldout: Path, folder: Path,
-                  progress: bool = True) -> dict[str, Any]:
-    """Evaluate every dictionary on held-out tokens: `eval.csv` (one row per SAE) and feature densities."""
+                  progress: bool = True, corpus_manifest: str = "") -> dict[str, Any]:
+    """Evaluate every dictionary on held-out tokens: `eval.csv` (one row per SAE, with the corpus manifest hash
+    it all came from) and feature densities, each written atomically."""
     from safetensors.torch import save_file
 
     from saekit.evaluation import evaluate
@@ -235,11 +263,12 @@ def evaluate_demo(profile: DemoProfile, out: Path, models: dict[str, Path], held
         rows.append({"name": spec.name, "model": spec.model, "arch": spec.arch, "n_features": spec.n_features,
                      "k": spec.k if spec.arch in ("topk", "batchtopk") else None,
                      "recipe": spec.recipe + (" + resampling" if spec.resample else ""),
-                     "train_tokens": training.get("tokens"), **result.to_dict()})
+                     "train_tokens": training.get("tokens"), "compute_dtype": training.get("compute_dtype"),
+                     **result.to_dict(), "corpus_manifest": corpus_manifest})
         densities[spec.name] = result.densities.contiguous()
-    table = pd.DataFrame(rows)
-    table.to_csv(folder / "eval.csv", index=False)
-    save_file(densities, str(folder / "densities.safetensors"))
+    save_file(densities, str(folder / "densities.tmp.safetensors"))
+    os.replace(folder / "densities.tmp.safetensors", folder / "densities.safetensors")
+    write_text_atomic(folder / "eval.csv", pd.DataFrame(rows).to_csv(index=False))
     return {"rows": len(rows)}
 
 
@@ -279,40 +308,63 @@ def feature_data(profile: DemoProfile, out: Path, models: dict[str, Path], heldo
 
 def run_demo(profile: Profile | DemoProfile = "quick", out: str | Path | None = None, *, progress: bool = True,
              log=print) -> DemoOutput:
-    """Build (or finish, or reuse) the demo of `profile` in `out` (default: default_root()/profile)."""
+    """Build (or finish, or reuse) the demo of `profile` in `out` (default: default_root()/profile).
+
+    torch runs with one thread count for the whole build (this process's cores, restored after): the count
+    sets the float sums' order, so it is fixed per build and recorded in the steps' keys."""
     prof = PROFILES[profile] if isinstance(profile, str) else profile
     out = Path(out).expanduser() if out is not None else default_root() / prof.name
     log(f"[saekit] demo profile {prof.name!r} in {out}")
+    with torch_threads(available_cores()):
+        evals = _build(prof, out, progress, log)
+    write_json_atomic(out / INDEX, {"profile": prof.name, "saes": [s.name for s in prof.saes], "a1": prof.a1.name,
+                                    "eval_key": evals.key, "corpus_manifest": evals.outputs.get("corpus_manifest")})
+    if out.parent == default_root() or out == default_root() / prof.name:
+        write_json_atomic(out.parent / LATEST, {"path": str(out)}, indent=None)
+    demo = open_demo(out)
+    _report_eval(demo, out, log)
+    return demo
+
+
+def _build(prof: DemoProfile, out: Path, progress: bool, log) -> Any:
+    """Every step of the demo, each cached by its inputs; returns the evaluation step's result."""
     embedded = build_embedded(out, prof.embedded_config, progress=progress)
     _report_models(embedded.summary(), out, log)
     models = {name: result.path for name, result in embedded.models.items()}
-    data = {"tokens": embedded.tokens.folder, "manifest": embedded.corpus.manifest_hash}
-    model_keys = {name: input_key(_read_json(path / "training.json")) for name, path in models.items()}
+    manifest = embedded.corpus.manifest_hash
+    model_keys = {name: input_key(model_identity(_read_json(path / "training.json"))) for name, path in models.items()}
     train_tokens, heldout = embedded.tokens.folder / "train.npy", embedded.tokens.folder / "heldout.npy"
+    threads = torch.get_num_threads()
     sae_keys = {}
     for spec in prof.saes:
-        inputs = {"spec": vars(spec), "model": model_keys[spec.model], "data": data["manifest"],
-                  "batch_size": prof.batch_size, "seed": prof.seed}
+        dtype = sae_compute_dtype(spec, embedded.models[spec.model].config.n_mlp)
+        inputs = {"spec": vars(spec), "model": model_keys[spec.model], "data": manifest,
+                  "batch_size": prof.batch_size, "seed": prof.seed, "compute_dtype": dtype, "threads": threads,
+                  "version": code_version(SAE_VERSION)}
         step = run_step(out / "saes" / spec.name, f"SAE {spec.name}", inputs, log=log,
-                        build=lambda folder, s=spec: train_demo_sae(s, models[s.model], train_tokens, prof, folder,
-                                                                    progress))
+                        build=lambda folder, s=spec, d=dtype: train_demo_sae(s, models[s.model], train_tokens, prof,
+                                                                             folder, progress, d))
         sae_keys[spec.name] = step.key
-    eval_inputs = {"saes": sae_keys, "tokens": prof.eval_tokens, "version": EVAL_VERSION}
+    eval_inputs = {"saes": sae_keys, "tokens": prof.eval_tokens, "threads": threads, "data": manifest,
+                   "version": code_version(EVAL_VERSION)}
     evals = run_step(out / "eval", "evaluation", eval_inputs, log=log,
-                     build=lambda folder: evaluate_demo(prof, out, models, heldout, folder, progress))
-    inputs = {"saes": sae_keys, **{k: v for k, v in vars(prof).items() if k.endswith("_tokens")}}
+                     build=lambda folder: {**evaluate_demo(prof, out, models, heldout, folder, progress, manifest),
+                                           "corpus_manifest": manifest})
+    inputs = {"saes": sae_keys, "threads": threads, "version": code_version(FEATURES_VERSION),
+              **{k: v for k, v in vars(prof).items() if k.endswith("_tokens")}}
     run_step(out / "features", "feature data", inputs, log=log,
              build=lambda folder: feature_data(prof, out, models, heldout, folder, progress))
-    (out / INDEX).write_text(json.dumps({"profile": prof.name, "saes": [s.name for s in prof.saes],
-                                         "a1": prof.a1.name, "eval_key": evals.key}, indent=1))
-    if out.parent == default_root() or out == default_root() / prof.name:
-        (out.parent / LATEST).write_text(json.dumps({"path": str(out)}))
-    demo = open_demo(out)
+    return evals
+
+
+def _report_eval(demo: DemoOutput, out: Path, log) -> None:
+    """Print the evaluation table, with the corpus manifest hash and product dtypes it was built with."""
     table = demo.eval_table()
-    log(table[["name", "arch", "n_features", "l0", "dead_fraction", "fvu", "loss_recovered",
+    log(table[["name", "arch", "n_features", "compute_dtype", "l0", "dead_fraction", "fvu", "loss_recovered",
                "loss_increase"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    log(f"[saekit] corpus manifest {table['corpus_manifest'].iloc[0]}; SAEs trained and evaluated with "
+        f"{available_cores()} torch threads")
     log(f"[saekit] evaluation table: {out / 'eval' / 'eval.csv'}")
-    return demo
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -120,7 +120,7 @@ def test_recipes_reach_the_trainer(tmp_path):
     cfg = D._train_config(relu, tmp_path)
     assert cfg.l1_weighted_by_decoder_norm and cfg.decoder_norm == "free"  # the 2024 loss
     assert cfg.resample_at == (0.1, 0.2, 0.3, 0.4) and cfg.dead_window_tokens == 5_000  # the 2023 resampling
-    assert cfg.l1_coefficient == 1.5 and cfg.total_tokens == 100_000
+    assert cfg.l1_coefficient == 1.5 and cfg.total_tokens == 100_000 and cfg.compute_dtype == "auto"
     topk = D._train_config(D.SAESpec("A", "topk", 256, 100_000, k=8), tmp_path)
     assert topk.resample_at == () and not topk.l1_weighted_by_decoder_norm and topk.dead_window_tokens == 5_000
     a1 = D.PROFILES["full"].a1
