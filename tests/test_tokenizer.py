@@ -74,3 +74,31 @@ def test_config_errors() -> None:
         TokenizerConfig(vocab_size=100)
     with pytest.raises(ValueError, match="min_frequency"):
         TokenizerConfig(min_frequency=0)
+
+
+def test_tokens_killed_before_their_record_are_rebuilt_not_trusted(corpus: Corpus, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import saekit.embedded.pipeline as embedded_pipeline
+    import saekit.embedded.tokens as tokens_module
+
+    config = TokenizerConfig(vocab_size=300)
+    out = tmp_path / "demo"
+    first = embedded_pipeline.tokens_for(corpus, out, config, progress=False)
+    first_train = np.array(first.tokens("train"))
+    stamp = (out / "tokens" / "train.npy").stat().st_mtime_ns
+    assert embedded_pipeline.tokens_for(corpus, out, config, progress=False).n_tokens == first.n_tokens
+    assert (out / "tokens" / "train.npy").stat().st_mtime_ns == stamp  # reused
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the arrays are written, their record is not
+
+    monkeypatch.setattr(tokens_module, "write_json_atomic", killed)
+    with pytest.raises(KeyboardInterrupt):
+        embedded_pipeline.tokens_for(corpus, out, TokenizerConfig(vocab_size=310), progress=False)
+    assert not (out / "tokens" / "tokens.json").exists()  # the old record went first: nothing to trust
+    monkeypatch.undo()
+    again = embedded_pipeline.tokens_for(corpus, out, config, progress=False)
+    assert again.n_tokens == first.n_tokens
+    assert np.array_equal(again.tokens("train"), first_train)
+    meta = json.loads((out / "tokens" / "tokens.json").read_text())
+    assert meta["tokenizer"]["vocab_size"] == 300 and "/" in meta["code_version"]
