@@ -56,8 +56,8 @@ class TrainConfig:
     sparse_max_density: float = 0.05
     """auto: use sparse products while the last step's L0 / n_features is below this."""
     compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """dtype of the [batch, n_features] products (weights, Adam and losses stay fp32): "auto" times both once
-    and takes bf16 only where this hardware multiplies it clearly faster (AVX512-BF16/AMX CPUs, recent GPUs)."""
+    """dtype of the [batch, n_features] products (weights, Adam and losses stay fp32): "auto" takes bf16 where the
+    hardware declares native bf16 products (AVX512-BF16/AMX CPUs, CUDA capability ≥ 8.0), never from a timing."""
     log_every_steps: int = 10
     """Steps between rows of the history (and progress-bar updates)."""
     checkpoint_dir: str | None = None
