@@ -438,13 +438,21 @@ def _resume_point(args: argparse.Namespace, checkpoints: Path) -> Path | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from saekit.folder_lock import folder_lock
+
+    check_train_args(args)
+    out = Path(args.out)
+    with folder_lock(out, "saekit train"):
+        return _train_in(out, args)
+
+
+def _train_in(out: Path, args: argparse.Namespace) -> int:
+    """`saekit train` with the output folder locked: resume, skip a finished run, or train from scratch."""
     from saekit.activations.nnsight_api import load_model
     from saekit.activations.source import ActivationConfig, ActivationSource, torch_dtype
     from saekit.saes import SAE
     from saekit.training import train
 
-    check_train_args(args)
-    out = Path(args.out)
     settings = run_settings(args)
     if check_existing_run(out, settings):
         print(f"already trained: {out} holds the finished {args.arch} SAE of this command "

@@ -30,6 +30,7 @@ from saekit.activations.text import TokenSource, TokenWindows, windows_from_toke
 from saekit.embedded import EmbeddedConfig, build_embedded
 from saekit.embedded.lm import model_identity
 from saekit.embedded.threads import available_cores, torch_threads
+from saekit.folder_lock import folder_lock
 from saekit.pipeline import code_version, input_key, run_step, write_json_atomic, write_text_atomic
 from saekit.training.precision import resolve_compute_dtype
 
@@ -329,10 +330,11 @@ def run_demo(profile: Profile | DemoProfile = "quick", out: str | Path | None = 
     prof = PROFILES[profile] if isinstance(profile, str) else profile
     out = Path(out).expanduser() if out is not None else default_root() / prof.name
     log(f"[saekit] demo profile {prof.name!r} in {out}")
-    with torch_threads(available_cores()):
+    with folder_lock(out, "saekit demo", log), torch_threads(available_cores()):
         evals = _build(prof, out, progress, log)
-    write_json_atomic(out / INDEX, {"profile": prof.name, "saes": [s.name for s in prof.saes], "a1": prof.a1.name,
-                                    "eval_key": evals.key, "corpus_manifest": evals.outputs.get("corpus_manifest")})
+        write_json_atomic(out / INDEX, {"profile": prof.name, "saes": [s.name for s in prof.saes],
+                                        "a1": prof.a1.name, "eval_key": evals.key,
+                                        "corpus_manifest": evals.outputs.get("corpus_manifest")})
     if out.parent == default_root() or out == default_root() / prof.name:
         write_json_atomic(out.parent / LATEST, {"path": str(out)}, indent=None)
     demo = open_demo(out)
