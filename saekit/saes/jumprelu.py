@@ -90,7 +90,7 @@ class JumpReLUSAE(SAE):
             codes = codes_from_mask((pre > self.threshold) | ((pre - self.threshold).abs() < self.bandwidth / 2))
             values = gather(pre, codes)
         pre_sel = self.selected(x, codes, values)
-        theta = self.threshold[codes.cols]
+        theta = torch.index_select(self.threshold, 0, codes.cols)  # index_add backward: deterministic
         f = _JumpReLU.apply(pre_sel, theta, self.bandwidth)
         x_hat, mse = self.sparse_mse(x, codes, f)
         sparsity = _Step.apply(pre_sel, theta, self.bandwidth).sum() / x.shape[0]

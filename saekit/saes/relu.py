@@ -52,7 +52,7 @@ class ReLUSAE(SAE):
         f = self.selected(x, codes, values)  # all > 0, so ReLU is the identity here
         x_hat, mse = self.sparse_mse(x, codes, f)
         if ctx.l1_weighted_by_decoder_norm:
-            f = f * self.W_dec.norm(dim=1)[codes.cols]
+            f = f * torch.index_select(self.W_dec.norm(dim=1), 0, codes.cols)  # index_add backward: deterministic
         sparsity = f.sum() / x.shape[0]
         total = mse + ctx.sparsity_coefficient * sparsity
         return SAELoss(total, mse, sparsity, mse.new_zeros(()), x_hat, codes=codes, values=f.detach())
