@@ -79,6 +79,17 @@ def build_tiny_bert(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def write_topic_folder(folder: Path) -> Path:
+    """Real English text shipped with Python: the documentation's topic pages, in two sub-folders."""
+    from pydoc_data.topics import topics
+
+    for i, (name, text) in enumerate(sorted(topics.items())):
+        sub = folder / ("prose" if i % 2 else "reference")
+        sub.mkdir(exist_ok=True)
+        (sub / f"{name}.txt").write_text(text)
+    return folder
+
+
 def write_text_folder(folder: Path, texts: list[str] = TEXTS) -> Path:
     """Texts as numbered .txt files, split over a subfolder to exercise the recursive walk."""
     for i, text in enumerate(texts):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from pydoc_data.topics import topics
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from saekit import demo as D
 from saekit.embedded import CorpusConfig, EmbeddedConfig, LMConfig, TokenizerConfig
+
+from helpers import write_topic_folder
 
 
 def tiny_profile(text_folder, **changes) -> D.DemoProfile:
@@ -27,14 +29,8 @@ def tiny_profile(text_folder, **changes) -> D.DemoProfile:
 
 
 @pytest.fixture(scope="module")
-def text_folder(tmp_path_factory):
-    """Real English text shipped with Python: the documentation's topic pages, in two sub-folders."""
-    folder = tmp_path_factory.mktemp("docs")
-    for i, (name, text) in enumerate(sorted(topics.items())):
-        sub = folder / ("prose" if i % 2 else "reference")
-        sub.mkdir(exist_ok=True)
-        (sub / f"{name}.txt").write_text(text)
-    return folder
+def text_folder(tmp_path_factory) -> Path:
+    return write_topic_folder(tmp_path_factory.mktemp("docs"))
 
 
 @pytest.fixture(scope="module")

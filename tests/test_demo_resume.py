@@ -10,12 +10,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from pydoc_data.topics import topics
 
 import pytest
 
 from saekit import demo as D
 from saekit.embedded import CorpusConfig, EmbeddedConfig, LMConfig, TokenizerConfig
+
+from helpers import write_topic_folder
 
 DRIVER = """
 import sys
@@ -44,12 +45,7 @@ def small_profile(text_folder: Path) -> D.DemoProfile:
 
 @pytest.fixture(scope="module")
 def text_folder(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("docs")
-    for i, (name, text) in enumerate(sorted(topics.items())):
-        sub = folder / ("prose" if i % 2 else "reference")
-        sub.mkdir(exist_ok=True)
-        (sub / f"{name}.txt").write_text(text)
-    return folder
+    return write_topic_folder(tmp_path_factory.mktemp("docs"))
 
 
 def start(driver: Path, text_folder: Path, out: Path) -> subprocess.Popen:
