@@ -273,13 +273,15 @@ class TokenArray:
 
     def batches(self, context_len: int, batch_size: int, pad: int) -> Iterator[TokenWindows]:
         """Windows [≤ batch_size, ctx], in order."""
-        if self.ids.ndim == 2:
-            for start in range(0, self.ids.shape[0], batch_size):
-                yield windows_from_tokens(self.ids[start : start + batch_size], context_len, pad)
-            return
-        step = batch_size * context_len
+        step = batch_size if self.ids.ndim == 2 else batch_size * context_len
         for start in range(0, self.ids.shape[0], step):
-            yield windows_from_tokens(self.ids[start : start + step], context_len, pad)
+            yield windows_from_tokens(self._slice(start, start + step), context_len, pad)
+
+    def _slice(self, start: int, stop: int) -> np.ndarray:
+        """A copy of ids[start:stop]. A file's ids are mapped afresh for each slice, so the pages read before are
+        released with the old map instead of adding up in this process's resident memory."""
+        ids = np.load(self.path, mmap_mode="r", allow_pickle=False) if self.path else self.ids
+        return np.array(ids[start:stop], dtype=np.int64)
 
 
 @dataclass(frozen=True)
