@@ -41,3 +41,16 @@ def test_a_killed_holder_leaves_the_folder_free(tmp_path):
     with folder_lock(tmp_path, "saekit train", log=messages.append):
         pass
     assert messages == []
+
+
+def test_a_run_that_made_nothing_leaves_no_folder(tmp_path):
+    out = tmp_path / "new"
+    try:
+        with folder_lock(out, "saekit train"):
+            raise ValueError("bad input")
+    except ValueError:
+        pass
+    assert not out.exists()
+    with folder_lock(out, "saekit train"):
+        (out / "cfg.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "cfg.json"]

@@ -232,7 +232,10 @@ def _stack(rows: list[list[int]], context_len: int, pad: int) -> TokenWindows:
 def windows_from_tokens(tokens: Tensor | np.ndarray, context_len: int, pad: int = 0) -> TokenWindows:
     """Windows from pre-tokenized ids: a 1-D stream [n_tokens] is cut into [n, context_len] (last row
     padded); a 2-D array [n_seq, ctx] is used row for row as it is."""
-    ids = torch.from_numpy(np.array(tokens, dtype=np.int64))  # a copy: arrays may be read-only memory maps
+    if isinstance(tokens, Tensor):
+        ids = tokens.to(torch.int64)
+    else:
+        ids = torch.from_numpy(np.array(tokens, dtype=np.int64))  # a copy: arrays may be read-only memory maps
     if ids.dim() == 2:
         return TokenWindows(ids, torch.ones_like(ids))
     if ids.dim() != 1:
