@@ -112,16 +112,14 @@ class Trainer:
                     try:
                         x = next(stream, None)
                     except KeyboardInterrupt:  # raised by the batches, between two steps: safe to save
-                        if cfg.checkpoint_dir and self._checkpointed_tokens != p.tokens:
-                            self.save_checkpoint()
+                        self._checkpoint_if_new()
                         raise
                     if x is None:
                         bar.write(f"saekit.train: the batches ran out after {p.tokens:,} of {cfg.total_tokens:,} "
                                   "tokens; training stopped early")
                         break
                     self._train_on(self._prepare(x), bar)
-                if cfg.checkpoint_dir and self._checkpointed_tokens != p.tokens:
-                    self.save_checkpoint()
+                self._checkpoint_if_new()
                 if interrupted():
                     raise KeyboardInterrupt
         finally:
@@ -271,8 +269,9 @@ class Trainer:
             return iter(batches)
         replay = min(p.step, math.ceil(self.cfg.resample_pool_tokens * p.step / p.tokens) + 1) \
             if self.cfg.resample_at else 0
-        first = p.step - replay if isinstance(batches, SeekableBatches) else 0
-        it = iter(batches.batches_from(first)) if isinstance(batches, SeekableBatches) else iter(batches)
+        seekable = isinstance(batches, SeekableBatches)
+        first = p.step - replay if seekable else 0
+        it = iter(batches.batches_from(first)) if seekable else iter(batches)
         for i in range(first, p.step):
             x = next(it, None)
             if x is None:
@@ -339,6 +338,11 @@ class Trainer:
         return TrainResult(self.sae, history, summary)
 
     # --- checkpoints ------------------------------------------------------------------------------
+
+    def _checkpoint_if_new(self) -> None:
+        """Save the current step, when checkpoints are on and it is not saved yet."""
+        if self.cfg.checkpoint_dir and self._checkpointed_tokens != self.progress.tokens:
+            self.save_checkpoint()
 
     def save_checkpoint(self) -> Path:
         """Write a checkpoint for the current step into cfg.checkpoint_dir (never one with non-finite weights)."""
