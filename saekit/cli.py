@@ -349,9 +349,9 @@ def write_run_record(out: Path, status: str, settings: dict[str, Any], extra: di
 
 def differing_settings(recorded: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     """'name: recorded → new' for each setting that differs (compared as JSON stores them)."""
-    new = json.loads(json.dumps(settings, default=str))
-    names = sorted(set(recorded) | set(new))
-    return [f"{n}: {recorded.get(n)!r} → {new.get(n)!r}" for n in names if recorded.get(n) != new.get(n)]
+    from saekit.training.checkpoint import config_differences
+
+    return config_differences(recorded, settings, ignore=frozenset())
 
 
 def _is_sae_folder(folder: Path) -> bool:

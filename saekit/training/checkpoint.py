@@ -117,8 +117,10 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return tensors, state
 
 
-def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """'field: saved → current' for each config field that differs and changes what a run computes."""
+def config_differences(saved: dict[str, Any], current: dict[str, Any],
+                       ignore: frozenset[str] = BOOKKEEPING_FIELDS) -> list[str]:
+    """'field: saved → current' for each field that differs (compared as JSON stores them), but those in `ignore`
+    (by default the config fields that change how a run is recorded, not what it computes)."""
     saved, current = json.loads(json.dumps(saved, default=str)), json.loads(json.dumps(current, default=str))
-    names = sorted((saved.keys() | current.keys()) - BOOKKEEPING_FIELDS)
+    names = sorted((saved.keys() | current.keys()) - ignore)
     return [f"{n}: {saved.get(n)!r} → {current.get(n)!r}" for n in names if saved.get(n) != current.get(n)]
