@@ -14,16 +14,18 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from saekit.embedded.corpus import CorpusConfig
-from saekit.embedded.fused_loss import unembed_cross_entropy
+from saekit.embedded.fused_loss import hidden_states, lm_loss, unembed_cross_entropy
 from saekit.embedded.lm import (
     HISTORY_COLUMNS,
     MLP_HOOK,
     MODEL_SEEDS,
     LMConfig,
     LMResult,
+    gpt2_config,
     heldout_windows,
     load_lm,
     lr_at,
+    train_flops_per_token,
     train_lm,
 )
 from saekit.embedded.pipeline import EmbeddedConfig, build_embedded
@@ -142,6 +144,8 @@ def test_config_errors() -> None:
         LMConfig(tokens=100)
     with pytest.raises(ValueError, match="threads"):
         LMConfig(threads=0)
+    with pytest.raises(ValueError, match="product_dtype='float16': use one of"):
+        LMConfig(product_dtype="float16")  # type: ignore[arg-type]
 
 
 def test_build_embedded_reuses_what_is_built(tmp_path: Path) -> None:
@@ -217,3 +221,89 @@ def test_a_killed_save_never_leaves_a_folder_that_looks_trained(trained: LMResul
     summary = json.loads((tmp_path / "model_A" / "training.json").read_text())
     assert summary["torch_threads"] == 1 and summary["code_version"].endswith(f"/{lm_module.LM_VERSION}")
     assert not (tmp_path / "model_A.partial").exists()
+
+
+def _ids(tokenizer: PreTrainedTokenizerFast) -> np.ndarray:
+    return np.array(tokenizer(TEXT * 30)["input_ids"], dtype=np.uint16)
+
+
+def test_bf16_products_train_and_are_recorded(tokenizer: PreTrainedTokenizerFast, tmp_path: Path) -> None:
+    ids = _ids(tokenizer)
+    config = replace(TINY, product_dtype="bfloat16")
+    result = train_lm(ids[:400], ids[400:], tokenizer, tmp_path / "bf16", config, progress=False)
+    assert result.history["loss"].iloc[-1] < result.history["loss"].iloc[0] - 1.0
+    assert result.heldout_loss < np.log(300)
+    summary = json.loads((tmp_path / "bf16" / "training.json").read_text())
+    assert summary["product_dtype"] == "bfloat16" and summary["config"]["product_dtype"] == "bfloat16"
+    assert load_lm(tmp_path / "bf16").dtype == torch.float32  # weights stay fp32
+
+
+def test_auto_products_follow_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    import saekit.embedded.lm as lm_module
+
+    for native, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(lm_module, "native_bf16", lambda device, native=native: native)
+        assert LMConfig().torch_product_dtype == dtype
+        assert LMConfig(product_dtype="float32").torch_product_dtype == torch.float32
+        assert LMConfig(product_dtype="bfloat16").torch_product_dtype == torch.bfloat16
+
+
+def test_bf16_training_is_deterministic(tokenizer: PreTrainedTokenizerFast, tmp_path: Path) -> None:
+    ids = _ids(tokenizer)
+    config = replace(TINY, tokens=16 * 8 * 10, eval_tokens=64, product_dtype="bfloat16")
+    runs = [train_lm(ids[:400], ids[400:], tokenizer, tmp_path / name, config, progress=False) for name in "ab"]
+    assert runs[0].heldout_loss == runs[1].heldout_loss
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    float32 = train_lm(ids[:400], ids[400:], tokenizer, tmp_path / "c", replace(config, product_dtype="float32"),
+                       progress=False)
+    assert float32.heldout_loss != runs[0].heldout_loss  # the products' dtype does reach the weights
+
+
+def test_training_forward_is_the_hub_models(tokenizer: PreTrainedTokenizerFast) -> None:
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(gpt2_config(TINY, tokenizer)).train()
+    ids = torch.randint(0, len(tokenizer), (3, TINY.context))
+    with torch.no_grad():
+        expected = model.transformer(input_ids=ids).last_hidden_state
+        torch.testing.assert_close(hidden_states(model, ids, torch.float32), expected, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(hidden_states(model, ids, torch.bfloat16), expected, rtol=0.05, atol=0.05)
+
+
+def test_bf16_loss_and_gradients_match_fp32(tokenizer: PreTrainedTokenizerFast) -> None:
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(gpt2_config(TINY, tokenizer)).train()
+    windows = torch.from_numpy(_ids(tokenizer)[: 8 * (TINY.context + 1)].astype(np.int64)).view(8, -1)
+    losses, grads = {}, {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model.zero_grad()
+        losses[dtype] = lm_loss(model, windows, dtype)
+        losses[dtype].backward()
+        grads[dtype] = torch.cat([p.grad.flatten() for p in model.parameters()])
+    plain = F.cross_entropy(model(input_ids=windows[:, :-1]).logits.flatten(0, 1), windows[:, 1:].flatten())
+    torch.testing.assert_close(losses[torch.float32], plain)
+    assert abs(float(losses[torch.bfloat16].detach() - losses[torch.float32].detach())) < 0.01
+    assert F.cosine_similarity(grads[torch.bfloat16], grads[torch.float32], dim=0) > 0.999
+    assert torch.linalg.vector_norm(grads[torch.bfloat16] - grads[torch.float32]) < \
+        0.03 * torch.linalg.vector_norm(grads[torch.float32])
+
+
+def test_fused_loss_in_blocks_matches_cross_entropy(monkeypatch: pytest.MonkeyPatch) -> None:
+    import saekit.embedded.fused_loss as fused
+
+    monkeypatch.setattr(fused, "LOSS_BLOCK_ELEMENTS", 50 * 7)  # 7 rows a block: 20 rows in 3 blocks
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(20, 8, generator=g, requires_grad=True)
+    weight = torch.randn(50, 8, generator=g, requires_grad=True)
+    targets = torch.randint(0, 50, (20,), generator=g)
+    fused_loss = unembed_cross_entropy(hidden, weight, targets)
+    got = torch.autograd.grad(3 * fused_loss, (hidden, weight))
+    plain = F.cross_entropy(hidden @ weight.T, targets)
+    want = torch.autograd.grad(3 * plain, (hidden, weight))
+    torch.testing.assert_close(fused_loss, plain)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+def test_flops_per_token_of_the_demo_shape() -> None:
+    weights = 128 * 384 + 128 * 128 + 128 * 512 * 2 + 4096 * 128  # qkv, attn out, MLP in and out, unembedding
+    assert train_flops_per_token(LMConfig(), 4096) == 6 * weights + 12 * 128 * 128 == 4_521_984
