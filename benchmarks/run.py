@@ -76,6 +76,16 @@ def analysis_rows() -> list[dict]:
     ]
 
 
+def lm_rows() -> list[dict]:
+    from benchmarks import lm_speed
+
+    m = lm_speed.measure()
+    return [{"benchmark": f"train the demo LM, 1 thread ({m['dtype']} products, {m['flop_per_token']:,} FLOP/token)",
+             "saekit": f"{m['tok_s']:,.0f} tok/s = {m['gflops']:.0f} GFLOP/s ({m['of_limit_fp32']:.0%} of fp32's)",
+             "reference": f"1-thread matmul fp32 {m['limit_fp32']:.0f}, {m['dtype']} {m['limit_dtype']:.0f} GFLOP/s",
+             "ratio": m["of_limit_dtype"], "goal": "", "met": ""}]
+
+
 def main() -> None:
     saelens = os.environ.get("SAELENS_PYTHON")
     if saelens and not Path(saelens).exists():
@@ -88,6 +98,8 @@ def main() -> None:
         rows += trainer_rows(saelens)
     if not only or "analysis" in only:
         rows += analysis_rows()
+    if not only or "lm" in only:
+        rows += lm_rows()
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     text = f"Measured on {machine}.\n\n```\n{table.to_string(index=False)}\n```\n"
