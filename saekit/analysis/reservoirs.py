@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,37 +30,71 @@ class GroupBest:
         self.token = torch.zeros(n_groups, n, dtype=torch.long)  # [groups, n] its flat token index
 
     def update(self, group: Tensor, score: Tensor, value: Tensor, token: Tensor) -> None:
-        """Offer entries (all [m]); only those beating their group's current n-th score are sorted."""
-        keep = score < self.score[group, -1]
-        if not bool(keep.any()):
-            return
-        group, score, value, token = group[keep], score[keep], value[keep], token[keep]
-        order = torch.sort(score, stable=True).indices
-        order = order[torch.sort(group[order], stable=True).indices]  # by group, then by score
-        group, score, value, token = group[order], score[order], value[order], token[order]
-        groups, counts = torch.unique_consecutive(group, return_counts=True)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(group.numel()) - torch.repeat_interleave(starts, counts)
-        slot = torch.repeat_interleave(torch.arange(groups.numel()), counts)
-        first = rank < self.n
-        slot, rank = slot[first], rank[first]
-        new = (torch.full((groups.numel(), self.n), math.inf), torch.zeros(groups.numel(), self.n),
-               torch.zeros(groups.numel(), self.n, dtype=torch.long))
-        for block, values in zip(new, (score[first], value[first], token[first])):
-            block[slot, rank] = values
-        self._merge(groups, *new)
+        """Offer entries (all [m]); only those beating their group's current n-th score are sorted.
 
-    def _merge(self, groups: Tensor, score: Tensor, value: Tensor, token: Tensor) -> None:
-        both = torch.cat([self.score[groups], score], 1)  # [U, 2n]; old first, so ties keep old entries
-        order = both.sort(dim=1, stable=True).indices[:, : self.n]
-        self.value[groups] = torch.cat([self.value[groups], value], 1).gather(1, order)
-        self.token[groups] = torch.cat([self.token[groups], token], 1).gather(1, order)
-        self.score[groups] = both.gather(1, order)
+        Per touched group the kept entries and the offered ones are ranked by (score, arrival): kept
+        entries before offered ones, offered ones in their given order. One stable sort of int64
+        (group, score) keys does it, in numpy on views of the state (torch's masking, nonzero and sort
+        are several times slower on these 1-D arrays here)."""
+        group, score = group.numpy(), score.float().numpy()
+        keep = np.flatnonzero(score < self.score.numpy()[group, -1])
+        if keep.size == 0:
+            return
+        group, score = group[keep], score[keep]
+        value, token = value.float().numpy()[keep], token.numpy()[keep]
+        state = (self.score.numpy(), self.value.numpy(), self.token.numpy())
+        touched = np.zeros(state[0].shape[0], dtype=bool)
+        touched[group] = True
+        groups = np.flatnonzero(touched)  # [U] ascending
+        old_score = state[0][groups]  # [U, n]
+        filled = np.isfinite(old_score)
+        group = np.concatenate([np.broadcast_to(groups[:, None], old_score.shape)[filled], group])  # kept first:
+        score = np.concatenate([old_score[filled], score])  # they win ties
+        value = np.concatenate([state[1][groups][filled], value])
+        token = np.concatenate([state[2][groups][filled], token])
+        order = stable_argsort(group_score_key(group, score))
+        group = group[order]
+        rank = rank_in_runs(group)
+        first = np.flatnonzero(rank < self.n)
+        order, group, rank = order[first], group[first], rank[first]
+        for array, empty, values in zip(state, (math.inf, 0, 0), (score, value, token)):
+            array[groups] = empty
+            array[group, rank] = values[order]
 
     def entries(self) -> Entries:
         """The filled slots, group by group, best first."""
         group, rank = torch.isfinite(self.score).nonzero(as_tuple=True)
         return Entries(group, rank, self.score[group, rank], self.value[group, rank], self.token[group, rank])
+
+
+def group_score_key(group: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """int64 keys ordered as (group, score) pairs: the group in the high 32 bits, the float32 score's
+    bits made order-preserving (as unsigned) in the low 32 (−0.0 counts as 0.0, as float comparison does)."""
+    bits = (score.astype(np.float32) + np.float32(0.0)).view(np.int32).astype(np.int64)  # + 0.0: −0.0 → 0.0
+    ordered = np.where(bits < 0, ~bits & 0xFFFFFFFF, bits | 0x80000000)  # negatives reversed, below positives
+    return (group.astype(np.int64) << 32) | ordered
+
+
+def stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """The stable ascending order of int64 `keys` [m]: numpy's quicksort (several times faster here than a
+    stable sort), then runs of equal keys, rare, put back in index order."""
+    order = np.argsort(keys, kind="quicksort")
+    ordered = keys[order]
+    tied = np.zeros(len(order), dtype=bool)
+    tied[1:] = ordered[1:] == ordered[:-1]
+    if tied.any():
+        tied[:-1] |= tied[1:].copy()  # both ends of every tie
+        positions = order[tied]
+        order[tied] = positions[np.lexsort((positions, ordered[tied]))]
+    return order
+
+
+def rank_in_runs(sorted_ids: np.ndarray) -> np.ndarray:
+    """Each element's position within its run of equal values in `sorted_ids` [m] (0 at each run's start)."""
+    index = np.arange(len(sorted_ids))
+    start = np.ones(len(sorted_ids), dtype=bool)
+    start[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    return index - np.maximum.accumulate(np.where(start, index, 0))
 
 
 class Entries(NamedTuple):
