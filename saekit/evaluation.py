@@ -15,7 +15,7 @@ Conventions (the same as the trainer's):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
@@ -204,28 +204,72 @@ def evaluate(
     `context_len`, `exclude_special_tokens` default to the SAE's metadata. `max_tokens` bounds the
     tokens read (None: all of the text).
     """
+    return evaluate_many([sae], model, text, hook=hook, side=side, context_len=context_len, max_tokens=max_tokens,
+                         batch_size=batch_size, exclude_special_tokens=exclude_special_tokens,
+                         dense_threshold=dense_threshold, tokenizer=tokenizer, progress=progress)[0]
+
+
+@torch.no_grad()
+def evaluate_many(
+    saes: Sequence[Any],
+    model: Any,
+    text: Any = None,
+    *,
+    hook: str | None = None,
+    side: str | None = None,
+    context_len: int | None = None,
+    max_tokens: int | None = DEFAULT_EVAL_TOKENS,
+    batch_size: int = 8,
+    exclude_special_tokens: bool | None = None,
+    dense_threshold: float = 0.1,
+    tokenizer: Any = None,
+    progress: bool = True,
+) -> list[EvalResult]:
+    """`evaluate` of several SAEs of one model on the same tokens, each result the one `evaluate` gives.
+
+    What does not depend on the SAE is computed once: the clean forward (activations and loss), the
+    zero-ablated and the mean-ablated losses; each SAE adds only its own spliced forward. Settings
+    (hook, side, context, special tokens; from the first SAE's metadata unless given) must agree."""
+    if not saes:
+        return []
     if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
         raise InputError(f"batch_size and max_tokens must be positive (got {batch_size}, {max_tokens})")
-    settings = eval_settings(sae, hook, side, context_len, exclude_special_tokens)
+    settings = eval_settings(saes[0], hook, side, context_len, exclude_special_tokens)
+    for sae in saes[1:]:
+        other = eval_settings(sae, hook, side, context_len, exclude_special_tokens)
+        if other != settings or (sae.dtype, sae.device) != (saes[0].dtype, saes[0].device):
+            raise InputError(f"evaluate_many: the SAEs read differently ({settings} vs {other}, or dtype/device); "
+                             "evaluate them separately")
     model = api.load_model(model)
     api.check_hook(model, settings.hook)
     tokenizer = tokenizer if tokenizer is not None else api.get_tokenizer(model)
-    windows = _eval_windows(sae, text, tokenizer, settings.context_len, max_tokens)
+    windows = _eval_windows(saes[0], text, tokenizer, settings.context_len, max_tokens)
     special = torch.tensor(special_token_ids(tokenizer) if settings.exclude_special_tokens else [], dtype=torch.long)
     batches = list(split_windows(windows, batch_size))
     lm = api.has_lm_head(model)
 
-    stats = ReconstructionStats(sae.d_in, sae.d_sae)
-    losses = {name: LossSum() for name in ("clean", "spliced", "zero_ablated", "mean_ablated")}
+    stats = [ReconstructionStats(sae.d_in, sae.d_sae) for sae in saes]
+    shared = {name: LossSum() for name in ("clean", "zero_ablated", "mean_ablated")}  # the same for every SAE
+    spliced = [LossSum() for _ in saes]
     for batch in tqdm(batches, desc="evaluate", disable=not progress):
-        _first_pass(sae, model, settings, batch, keep_positions(batch, special), stats, losses if lm else None)
+        keep = keep_positions(batch, special)
+        x = _clean_pass(saes[0], model, settings, batch, keep, shared if lm else None)
+        for sae, sae_stats, sae_loss in zip(saes, stats, spliced):
+            check_width(sae, model, settings.hook, x.shape[-1])
+            f = sae.encode(x)
+            x_hat = sae.decode(f)
+            sae_stats.update(x, f, x_hat)
+            if lm:
+                sae_loss.update(api.spliced_logits(model, *batch, settings.hook, _put(keep, x_hat), settings.side),
+                                batch)
     if lm:
         for batch in tqdm(batches, desc="mean ablation", disable=not progress):
             keep = keep_positions(batch, special)
-            mean = stats.mean.expand(int(keep.sum()), -1)
+            mean = stats[0].mean.expand(int(keep.sum()), -1)  # the activations' mean: the same for every SAE
             logits = api.spliced_logits(model, *batch, settings.hook, _put(keep, mean), settings.side)
-            losses["mean_ablated"].update(logits, batch)
-    return _result(stats.metrics(dense_threshold), losses if lm else None)
+            shared["mean_ablated"].update(logits, batch)
+    return [_result(sae_stats.metrics(dense_threshold), {**shared, "spliced": loss} if lm else None)
+            for sae_stats, loss in zip(stats, spliced)]
 
 
 def _eval_windows(sae: Any, text: Any, tokenizer: Any, context_len: int, max_tokens: int | None) -> TokenWindows:
@@ -236,16 +280,16 @@ def _eval_windows(sae: Any, text: Any, tokenizer: Any, context_len: int, max_tok
     return token_source(text, tokenizer, context_len, batch_size=64).take(max_tokens)
 
 
-def _first_pass(
+def _clean_pass(
     sae: Any,
     model: Any,
     settings: EvalSettings,
     batch: TokenWindows,
     keep: Tensor,
-    stats: ReconstructionStats,
     losses: dict[str, LossSum] | None,
-) -> None:
-    """Reconstruction stats for one batch and, for a language model, the clean/spliced/zero losses."""
+) -> Tensor:
+    """The kept activations [tokens, d_in] of one batch, on the SAE's device and dtype; for a language model
+    also the clean and the zero-ablated losses."""
     hook, side = settings.hook, settings.side
     if losses is None:
         acts = api.get_activations(model, *batch, hook, side)
@@ -254,13 +298,10 @@ def _first_pass(
         losses["clean"].update(logits, batch)
     check_width(sae, model, hook, acts.shape[-1])
     x = acts[keep.to(acts.device)].to(device=sae.device, dtype=sae.dtype)  # [tokens, d_in]
-    f = sae.encode(x)
-    x_hat = sae.decode(f)
-    stats.update(x, f, x_hat)
     if losses is not None:
-        losses["spliced"].update(api.spliced_logits(model, *batch, hook, _put(keep, x_hat), side), batch)
-        zeros = torch.zeros_like(x_hat)
+        zeros = torch.zeros(x.shape, device=sae.device, dtype=sae.dtype)
         losses["zero_ablated"].update(api.spliced_logits(model, *batch, hook, _put(keep, zeros), side), batch)
+    return x
 
 
 def check_width(sae: Any, model: Any, hook: str, width: int) -> None:
