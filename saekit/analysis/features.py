@@ -49,6 +49,7 @@ from saekit.analysis.corpus import (
 )
 from saekit.analysis.logit_effects import output_weights, token_strings, top_logit_effects
 from saekit.analysis.reservoirs import BinnedSamples, GroupBest, IntervalSamples
+from saekit.saes.sparse import Codes
 
 STORE_FORMAT = "saekit.feature_store"
 STORE_VERSION = 1
@@ -92,11 +93,12 @@ class FeatureStats:
         self.top = GroupBest(n_units, config.n_top)
         self.binned = BinnedSamples(n_units, config.n_bins, config.n_per_interval, config.seed)
 
-    def update(self, f: Tensor, token_index: Tensor) -> None:
-        """f: [tokens, units] activations of the tokens at `token_index` [tokens]."""
-        codes, values = fired(f.float().cpu())
+    def update(self, f: Tensor, token_index: Tensor, entries: tuple[Codes, Tensor] | None = None) -> None:
+        """f: [tokens, units] activations of the tokens at `token_index` [tokens]; `entries`: `fired(f)` when
+        the caller has it already (a shared pass finds each dictionary's entries once for several analyses)."""
+        codes, values = entries if entries is not None else fired(f.float().cpu())
         token = token_index[codes.rows]
-        self.n_tokens += f.shape[0]
+        self.n_tokens += codes.n_rows
         self.n_fires += torch.bincount(codes.cols, minlength=self.n_fires.numel())
         self.sum.index_add_(0, codes.cols, values.double())
         self.top.update(codes.cols, -values, values, token)
@@ -134,10 +136,11 @@ def build_feature_store(
         stats.update(encode(dictionary, chunk.acts), chunk.token_index)
     if stats is None:
         raise ValueError("the text yields no tokens to read (all padded or special); pass more text")
-    return _assemble(corpus, dictionary, stats, config)
+    return assemble_store(corpus, dictionary, stats, config)
 
 
-def _assemble(corpus: Corpus, dictionary: Any, stats: FeatureStats, config: StoreConfig) -> FeatureStore:
+def assemble_store(corpus: Corpus, dictionary: Any, stats: FeatureStats, config: StoreConfig) -> FeatureStore:
+    """The store of a finished pass: tables from the running statistics, logit effects from the weights."""
     top = _top_frame(stats.top)
     max_values = stats.top.value[:, 0].where(torch.isfinite(stats.top.score[:, 0]), torch.zeros(()))  # [units]
     intervals = stats.binned.interval_samples(max_values, config.n_intervals)

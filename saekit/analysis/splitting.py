@@ -79,6 +79,12 @@ def split_similarities(
         codes = [encode(sae, chunk.acts) for sae in ordered]
         for pair, f_a, f_b in zip(sums, codes, codes[1:]):
             pair.update(f_a, f_b)
+    return splitting_from_sums(ordered, sums)
+
+
+def splitting_from_sums(ordered: Sequence[Any], sums: Sequence[CoactivationSums]) -> Splitting:
+    """The Splitting of dictionaries sorted by size, given each consecutive pair's co-activation sums (from any
+    pass over the tokens, e.g. one shared with other analyses)."""
     decoders = [decoder_cosine(a.W_dec, b.W_dec) for a, b in zip(ordered, ordered[1:])]
     return Splitting(tuple(sae.d_sae for sae in ordered), [pair.cosine() for pair in sums], decoders)
 

@@ -67,16 +67,22 @@ class CoactivationSums:
         self._flush()
         return self._cross
 
-    def update(self, f_a: Tensor, f_b: Tensor) -> None:
-        """f_a: [tokens, d_a] and f_b: [tokens, d_b] activations of the same tokens."""
+    def update(self, f_a: Tensor, f_b: Tensor, entries_a: tuple[Codes, Tensor] | None = None,
+               entries_b: tuple[Codes, Tensor] | None = None) -> None:
+        """f_a: [tokens, d_a] and f_b: [tokens, d_b] activations of the same tokens; `entries_a`/`_b`:
+        their `fired(f, positive=False)` when the caller has them already (found once for several analyses)."""
         f_a, f_b = f_a.detach().float().cpu(), f_b.detach().float().cpu()
         if f_a.shape[0] != f_b.shape[0]:
             raise ValueError(f"the two sides cover different tokens ({f_a.shape[0]} vs {f_b.shape[0]})")
         self.n += f_a.shape[0]
-        if self.method == "dense" or (self.method == "auto" and _density(f_a) * _density(f_b) > DENSE_ABOVE):
+        if self.uses_dense(f_a, f_b):
             self._add_dense(f_a, f_b)
         else:
-            self._add_sparse(*fired(f_a, positive=False), *fired(f_b, positive=False))
+            self._add_sparse(*(entries_a or fired(f_a, positive=False)), *(entries_b or fired(f_b, positive=False)))
+
+    def uses_dense(self, f_a: Tensor, f_b: Tensor) -> bool:
+        """Whether `update` adds this batch by a dense product (else from the firing entries)."""
+        return self.method == "dense" or (self.method == "auto" and _density(f_a) * _density(f_b) > DENSE_ABOVE)
 
     def _add_dense(self, f_a: Tensor, f_b: Tensor) -> None:
         for f, total, squares in ((f_a, self.sum_a, self.sq_a), (f_b, self.sum_b, self.sq_b)):

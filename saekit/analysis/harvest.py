@@ -1,0 +1,245 @@
+"""Several streaming analyses in ONE pass over shared token windows (what `saekit demo` computes).
+
+The per-analysis functions (`build_feature_store`, `correlate`, `split_similarities`) each run the model
+and encode their dictionaries on their own. Here each model's activations are read once per batch of
+windows, each dictionary encodes each batch once, and its firing entries are found once, then fed to
+every analysis that reads that dictionary: feature stores and co-activation sums (universality
+correlations, splitting cosines). Analyses may read fewer windows than others (a prefix of the same
+windows): they get the first rows of a batch. Batches, entries and their order are those the
+per-analysis functions see, so the results are the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from saekit.activations.text import TokenWindows
+from saekit.analysis.corpus import (
+    ActivationChunk,
+    Corpus,
+    corpus_activations,
+    encode,
+    fired,
+    first_rows,
+    positive_entries,
+)
+from saekit.analysis.features import FeatureStats, FeatureStore, StoreConfig, assemble_store
+from saekit.analysis.universality import CoactivationSums, Correlations, Method
+from saekit.saes.sparse import Codes
+
+
+class Reader(NamedTuple):
+    """A dictionary read through a corpus (the model, hook and skipped tokens it is read at)."""
+
+    corpus: str  # key of the corpus in `shared_pass`'s corpora
+    dictionary: Any  # an SAE, or Neurons(d) for the raw neurons
+
+
+class StoreJob(NamedTuple):
+    """A feature store of a reader over the first `n_windows` windows."""
+
+    reader: str
+    n_windows: int
+
+
+class PairJob(NamedTuple):
+    """Co-activation sums of two readers (same windows, e.g. two models or two sizes) over the first windows."""
+
+    reader_a: str
+    reader_b: str
+    n_windows: int
+    method: Method = "auto"
+
+
+class PairSums(NamedTuple):
+    """What a PairJob accumulated: the sums and each side's firing counts (f ≠ 0) per unit."""
+
+    sums: CoactivationSums
+    fires_a: Tensor  # [d_a] float32 counts
+    fires_b: Tensor  # [d_b]
+
+    def correlations(self, neurons: PairSums | None = None) -> Correlations:
+        """As `universality.correlate` returns them (`neurons`: the raw-neuron pair of the same tokens)."""
+        empty = torch.zeros(0, 0)
+        n = max(self.sums.n, 1)
+        return Correlations(self.sums.correlation(), neurons.sums.correlation() if neurons else empty,
+                            self.fires_a / n, self.fires_b / n)
+
+
+class StoreState(NamedTuple):
+    """A feature store's running statistics and what it needs to be assembled."""
+
+    corpus: Corpus  # windows cut to the store's own
+    dictionary: Any
+    stats: FeatureStats
+
+
+class SharedPass(NamedTuple):
+    """The accumulated analyses; `stores` are assembled one at a time (`assemble`) to bound memory."""
+
+    stores: dict[str, StoreState]
+    pairs: dict[str, PairSums]
+    config: StoreConfig
+
+    def assemble(self, name: str) -> FeatureStore:
+        """The feature store `name`; its running statistics are dropped from this result."""
+        state = self.stores.pop(name)
+        return assemble_store(state.corpus, state.dictionary, state.stats, self.config)
+
+
+def cut_windows(windows: TokenWindows, n_windows: int) -> TokenWindows:
+    """The first `n_windows` windows."""
+    return TokenWindows(*(t[:n_windows] for t in windows))
+
+
+def shared_pass(
+    corpora: Mapping[str, Corpus],
+    readers: Mapping[str, Reader],
+    stores: Mapping[str, StoreJob] = {},
+    pairs: Mapping[str, PairJob] = {},
+    *,
+    batch_size: int = 32,
+    config: StoreConfig | None = None,
+    progress: bool = True,
+) -> SharedPass:
+    """Feed every store and pair job from one read of each corpus, batch by batch.
+
+    All corpora must hold the same windows and skip the same special tokens (e.g. one text through models A
+    and B); `batch_size` windows per forward (the per-analysis functions' `batch_size`, the store's
+    `config.batch_size`: the same batches give the same sums). Readers are encoded in the order given, and each
+    batch's codes are dropped once the last job reading them has them. `config`: the stores' (default StoreConfig()).
+    """
+    config = config or StoreConfig()
+    _check_corpora(corpora)
+    windows = next(iter(corpora.values())).windows
+    jobs: dict[str, list[tuple[str, int]]] = {name: [] for name in readers}  # reader → [(job, n_windows)]
+    for name, job in stores.items():
+        jobs[job.reader].append((name, min(job.n_windows, len(windows))))
+    for name, job in pairs.items():
+        for reader in (job.reader_a, job.reader_b):
+            jobs[reader].append((name, min(job.n_windows, len(windows))))
+    reach = {name: max((n for _, n in needs), default=0) for name, needs in jobs.items()}
+    corpus_reach = {key: max([reach[r] for r, reader in readers.items() if reader.corpus == key], default=0)
+                    for key in corpora}
+    order = [r for r in readers if reach[r] > 0]
+    held_until = {r: max(order.index(s) for s in _partners(r, pairs) if s in order) for r in order}
+    fed_at = {name: max(order.index(job.reader_a), order.index(job.reader_b)) for name, job in pairs.items()
+              if job.reader_a in order and job.reader_b in order}
+
+    states = {name: StoreState(corpora[readers[job.reader].corpus]._replace(
+        windows=cut_windows(windows, min(job.n_windows, len(windows)))), readers[job.reader].dictionary, None)
+        for name, job in stores.items()}
+    stats: dict[str, FeatureStats] = {}
+    sums: dict[str, list[Any]] = {}  # name → [CoactivationSums | None, fires_a, fires_b]
+    streams = {key: _stream(corpus, corpus_reach[key], batch_size) for key, corpus in corpora.items()
+               if corpus_reach[key] > 0}
+    context = windows.input_ids.shape[1]
+    n_batches = -(-max(corpus_reach.values(), default=0) // batch_size)
+    for batch in tqdm(range(n_batches), desc="shared pass", unit="batch", disable=not progress):
+        start = batch * batch_size
+        chunks = {key: next(stream) for key, stream in streams.items() if corpus_reach[key] > start}
+        held: dict[str, _Codes] = {}
+        for position, name in enumerate(order):
+            if reach[name] <= start:
+                continue
+            reader = readers[name]
+            held[name] = _Codes(chunks[reader.corpus], reader.dictionary)
+            for job_name, n_windows in jobs[name]:
+                if n_windows <= start:
+                    continue
+                rows = held[name].rows_before(n_windows * context)
+                if job_name in stores:
+                    f = held[name].f[:rows]
+                    if job_name not in stats:
+                        stats[job_name] = FeatureStats(f.shape[1], config)
+                    stats[job_name].update(f, held[name].chunk.token_index[:rows], held[name].entries(rows, True))
+                elif fed_at[job_name] == position:  # both sides encoded: the later one feeds the pair
+                    _add_pair(sums, job_name, pairs[job_name], held, rows)
+            for other in list(held):
+                if held_until[other] <= position:
+                    del held[other]
+    results = {}
+    for name, parts in sums.items():
+        results[name] = PairSums(*parts)
+    for name, state in states.items():
+        if name not in stats:
+            raise ValueError(f"store {name!r}: the text yields no tokens to read (all padded or special)")
+        states[name] = state._replace(stats=stats[name])
+    return SharedPass(dict(states), results, config)
+
+
+def _check_corpora(corpora: Mapping[str, Corpus]) -> None:
+    if not corpora:
+        raise ValueError("pass at least one corpus")
+    first = next(iter(corpora.values()))
+    for corpus in corpora.values():
+        if not torch.equal(corpus.windows.input_ids, first.windows.input_ids) or \
+                not torch.equal(corpus.windows.attention_mask, first.windows.attention_mask) or \
+                corpus.special_ids != first.special_ids:
+            raise ValueError("the corpora must share their token windows and skipped special tokens")
+
+
+def _partners(reader: str, pairs: Mapping[str, PairJob]) -> list[str]:
+    """The reader and every reader it is paired with (its codes are kept until they are all encoded)."""
+    out = [reader]
+    for job in pairs.values():
+        if reader in (job.reader_a, job.reader_b):
+            out += [job.reader_a, job.reader_b]
+    return out
+
+
+def _stream(corpus: Corpus, n_windows: int, batch_size: int) -> Iterator[ActivationChunk]:
+    """The corpus's activations over its first `n_windows` windows, `batch_size` windows per forward."""
+    return corpus_activations(corpus._replace(windows=cut_windows(corpus.windows, n_windows)), batch_size,
+                              progress=False)
+
+
+class _Codes:
+    """One batch of a dictionary's codes: encoded once, entries found once (lazily) for all its jobs."""
+
+    def __init__(self, chunk: ActivationChunk, dictionary: Any) -> None:
+        self.chunk = chunk
+        self.f = encode(dictionary, chunk.acts).float().cpu()  # [tokens, d_sae]
+        self._entries: dict[bool, tuple[Codes, Tensor]] = {}
+
+    def rows_before(self, token_limit: int) -> int:
+        """How many of the batch's tokens have a flat index below `token_limit` (indices ascend)."""
+        return int(np.searchsorted(self.chunk.token_index.numpy(), token_limit, side="left"))
+
+    def entries(self, rows: int, positive: bool) -> tuple[Codes, Tensor]:
+        """`fired(f[:rows], positive)`, from one search over the whole batch (one for both kinds when no
+        activation is negative, as for ReLU dictionaries)."""
+        if positive not in self._entries:
+            if positive and False in self._entries:
+                self._entries[True] = positive_entries(*self._entries[False])
+            else:
+                self._entries[positive] = fired(self.f, positive=positive)
+                if not bool((self.f < 0).any()):
+                    self._entries[not positive] = self._entries[positive]
+        codes, values = self._entries[positive]
+        return (codes, values) if rows == codes.n_rows else first_rows(codes, values, rows)
+
+
+def _add_pair(sums: dict[str, list[Any]], name: str, job: PairJob, held: dict[str, _Codes], rows: int) -> None:
+    """Feed a pair job the first `rows` tokens of both sides' codes."""
+    side_a, side_b = held[job.reader_a], held[job.reader_b]
+    f_a, f_b = side_a.f[:rows], side_b.f[:rows]
+    if name not in sums:
+        sums[name] = [CoactivationSums(f_a.shape[1], f_b.shape[1], job.method),
+                      torch.zeros(f_a.shape[1]), torch.zeros(f_b.shape[1])]
+    pair, fires_a, fires_b = sums[name]
+    if pair.uses_dense(f_a, f_b):
+        pair.update(f_a, f_b)
+        fires_a += (f_a != 0).sum(0)
+        fires_b += (f_b != 0).sum(0)
+        return
+    entries_a, entries_b = side_a.entries(rows, False), side_b.entries(rows, False)
+    pair.update(f_a, f_b, entries_a, entries_b)
+    fires_a += torch.bincount(entries_a[0].cols, minlength=f_a.shape[1])
+    fires_b += torch.bincount(entries_b[0].cols, minlength=f_b.shape[1])
