@@ -130,7 +130,7 @@ class LMConfig:
 
     @classmethod
     def profile(cls, name: Literal["quick", "full"], **overrides: object) -> LMConfig:
-        """Recommended settings: quick (the defaults, ~1 minute on 2 cores) or full (~12 minutes on one core)."""
+        """Recommended settings: quick (the defaults, ~1 minute on 2 cores) or full (~7 minutes on one core)."""
         settings = {"quick": {}, "full": {"tokens": 9_000_000, "lr": 3e-3, "eval_tokens": 262_144}}
         if name not in settings:
             raise ValueError(f"profile {name!r}: use one of {sorted(settings)}")
