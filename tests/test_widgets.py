@@ -222,32 +222,62 @@ def test_markup_in_the_corpus_is_shown_as_text(markup):
 # --- the map -------------------------------------------------------------------------------------------
 
 
-def _map_table(hover: str = "") -> pd.DataFrame:
+def _map_table(hover: str = "", dictionaries: tuple[tuple[str, int], ...] = (("features", 40), ("neurons", 128))
+               ) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     parts = [pd.DataFrame({"dictionary": name, "size": n, "feature": np.arange(n), "x": rng.normal(size=n),
                            "y": rng.normal(size=n), "hover": hover, "cluster": np.arange(n) % 3 - 1})
-             for name, n in (("features", 40), ("neurons", 128))]
+             for name, n in dictionaries]
     return pd.concat(parts, ignore_index=True)
 
 
 def test_map_figure_and_clicks_open_the_explorer(explorer, tiny):
     table = _map_table(hover=f"fires on: {PAYLOAD}")
     fig = map_figure(table)
-    assert [t.meta for t in fig.data] == ["features", "neurons"]
-    assert [len(t.x) for t in fig.data] == [40, 128]
-    assert all("<img" not in h and "&lt;img" in h for h in fig.data[0].hovertext)
+    assert [t.meta for t in fig.data] == ["neurons", "features"]  # the larger drawn first, under the smaller
+    assert [len(t.x) for t in fig.data] == [128, 40] and fig.layout.legend.traceorder == "reversed"
+    assert all("<img" not in h and "&lt;img" in h for h in fig.data[1].hovertext)
     assert fig.data[0].marker.color != fig.data[1].marker.color
     by_cluster = map_figure(table, "cluster")
-    assert by_cluster.data[0].marker.color[0] == "lightgrey"  # cluster -1: noise
+    assert by_cluster.data[1].marker.color[0] == "lightgrey"  # cluster -1: noise
     view = FeatureMap(table, explorer)
-    trace = view.figure.data[1]
+    trace = view.figure.data[0]
     view.clicked(trace, SimpleNamespace(point_inds=[17]))
     assert explorer.basis_name == "neurons" and explorer.feature == 17
-    view.clicked(view.figure.data[0], SimpleNamespace(point_inds=[9]))
+    view.clicked(view.figure.data[1], SimpleNamespace(point_inds=[9]))
     assert explorer.basis_name == "features" and explorer.feature == 9
     assert "features</b> feature <b>9" in view.status.value
     view.recolour("cluster")
-    assert view.figure.data[0].marker.color[0] == "lightgrey"
+    assert view.figure.data[1].marker.color[0] == "lightgrey" and view.colour_picker.value == "cluster"
+    view.colour_picker.value = "dictionary"
+    assert view.figure.data[0].marker.color == fig.data[0].marker.color
+
+
+def test_joint_map_colours_each_dictionary_and_says_where_a_store_is_missing(explorer):
+    """A/1 and two larger dictionaries (two of one size) in one map, with stores for only some of them."""
+    sizes = (("A-relu-64", 64), ("A-topk-128", 128), ("A-relu-128", 128), ("A-relu-256", 256))
+    table = _map_table(dictionaries=sizes)
+    table.loc[table.dictionary == "A-relu-64", "hover"] = f"fires on: {PAYLOAD}"
+    fig = map_figure(table)
+    assert [t.meta for t in fig.data] == ["A-relu-256", "A-topk-128", "A-relu-128", "A-relu-64"]
+    colours = [t.marker.color for t in fig.data]
+    assert all(isinstance(c, str) for c in colours) and len(set(colours)) == 4  # equal sizes, distinct colours
+    assert map_figure(table, "size").data[1].marker.color == colours[1]  # "size": the former name of this colouring
+    assert [len(t.x) for t in fig.data] == [256, 128, 128, 64]
+    assert fig.data[3].hovertext[5].startswith("<b>A-relu-64 #5</b>") and "&lt;img" in fig.data[3].hovertext[5]
+    assert all("no feature store" in h for h in fig.data[0].hovertext)
+    with pytest.raises(ValueError, match="colour_by"):
+        map_figure(table, "run")
+    big = _map_table(dictionaries=(("A-relu-4096", 4096), ("A-relu-8192", 8192)))
+    assert {t.type for t in map_figure(big).data} == {"scattergl"}  # WebGL for tens of thousands of points
+    bases = {"A-relu-64": explorer.bases["features"], "A-relu-128": explorer.bases["neurons"]}
+    view = FeatureMap(table, FeatureExplorer(bases))
+    assert view.colour_picker.options == ("dictionary", "cluster")
+    view.open_feature("A-relu-128", 3)
+    assert view.explorer.basis_name == "A-relu-128" and view.explorer.feature == 3
+    view.open_feature("A-relu-256", 7)  # no store: says so, and does not open feature 7 of another dictionary
+    assert view.explorer.basis_name == "A-relu-128" and view.explorer.feature == 3
+    assert "A-relu-256</b> feature <b>7</b>: no feature store" in view.status.value
 
 
 # --- universality ----------------------------------------------------------------------------------------
