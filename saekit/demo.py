@@ -309,12 +309,17 @@ def feature_data(profile: DemoProfile, out: Path, models: dict[str, Path], heldo
     shared = shared_pass(plan.corpora, plan.readers, plan.stores, plan.pairs, progress=progress)
     for name in list(plan.stores):
         shared.assemble(name).save(folder / "stores" / name)
-    universal = best_match_tables(shared.pairs["universality"].correlations(shared.pairs["neurons"]))
+    universal = best_match_tables(shared.pairs.pop("universality").correlations(shared.pairs.pop("neurons")))
     universal.features.to_parquet(folder / "universality_features.parquet")
     universal.neurons.to_parquet(folder / "universality_neurons.parquet")
+    del universal
     family = [plan.readers[s.name].dictionary for s in profile.family("A")]
-    split = splitting_from_sums(family, [shared.pairs[f"split-{a.d_sae}"].sums for a in family[:-1]])
-    split_edges(split).to_parquet(folder / "splitting_edges.parquet")
+    edges = []  # level by level (split_edges concatenates levels in order): one level's [n, 2n] matrices at a time
+    for small, large in zip(family, family[1:]):
+        sums = shared.pairs.pop(f"split-{small.d_sae}").sums
+        edges.append(split_edges(splitting_from_sums([small, large], [sums])))
+        del sums
+    pd.concat(edges, ignore_index=True).to_parquet(folder / "splitting_edges.parquet")
     return {"stores": sorted(plan.stores)}
 
 

@@ -93,10 +93,13 @@ class FeatureStats:
         self.top = GroupBest(n_units, config.n_top)
         self.binned = BinnedSamples(n_units, config.n_bins, config.n_per_interval, config.seed)
 
-    def update(self, f: Tensor, token_index: Tensor, entries: tuple[Codes, Tensor] | None = None) -> None:
-        """f: [tokens, units] activations of the tokens at `token_index` [tokens]; `entries`: `fired(f)` when
-        the caller has it already (a shared pass finds each dictionary's entries once for several analyses)."""
-        codes, values = entries if entries is not None else fired(f.float().cpu())
+    def update(self, f: Tensor, token_index: Tensor) -> None:
+        """f: [tokens, units] activations of the tokens at `token_index` [tokens]."""
+        self.add_entries(token_index, *fired(f.float().cpu()))
+
+    def add_entries(self, token_index: Tensor, codes: Codes, values: Tensor) -> None:
+        """`update` from the firing entries (`fired(f)`) of the tokens at `token_index` [codes.n_rows]: a shared
+        pass finds each dictionary's entries once for several analyses."""
         token = token_index[codes.rows]
         self.n_tokens += codes.n_rows
         self.n_fires += torch.bincount(codes.cols, minlength=self.n_fires.numel())

@@ -30,7 +30,7 @@ from saekit.analysis.corpus import (
     positive_entries,
 )
 from saekit.analysis.features import FeatureStats, FeatureStore, StoreConfig, assemble_store
-from saekit.analysis.universality import CoactivationSums, Correlations, Method
+from saekit.analysis.universality import DENSE_ABOVE, PROBE_ROWS, CoactivationSums, Correlations, Method, _density
 from saekit.saes.sparse import Codes
 
 
@@ -72,25 +72,16 @@ class PairSums(NamedTuple):
                             self.fires_a / n, self.fires_b / n)
 
 
-class StoreState(NamedTuple):
-    """A feature store's running statistics and what it needs to be assembled."""
-
-    corpus: Corpus  # windows cut to the store's own
-    dictionary: Any
-    stats: FeatureStats
-
-
 class SharedPass(NamedTuple):
-    """The accumulated analyses; `stores` are assembled one at a time (`assemble`) to bound memory."""
+    """The analyses' results: stores assembled as soon as their windows are read (their running statistics,
+    far larger, are dropped then), and the pairs' co-activation sums."""
 
-    stores: dict[str, StoreState]
+    stores: dict[str, FeatureStore]
     pairs: dict[str, PairSums]
-    config: StoreConfig
 
     def assemble(self, name: str) -> FeatureStore:
-        """The feature store `name`; its running statistics are dropped from this result."""
-        state = self.stores.pop(name)
-        return assemble_store(state.corpus, state.dictionary, state.stats, self.config)
+        """The feature store `name`, handed over (dropped from this result, to bound memory)."""
+        return self.stores.pop(name)
 
 
 def cut_windows(windows: TokenWindows, n_windows: int) -> TokenWindows:
@@ -132,11 +123,11 @@ def shared_pass(
     fed_at = {name: max(order.index(job.reader_a), order.index(job.reader_b)) for name, job in pairs.items()
               if job.reader_a in order and job.reader_b in order}
 
-    states = {name: StoreState(corpora[readers[job.reader].corpus]._replace(
-        windows=cut_windows(windows, min(job.n_windows, len(windows)))), readers[job.reader].dictionary, None)
-        for name, job in stores.items()}
+    cut = {name: windows if min(job.n_windows, len(windows)) == len(windows)
+           else cut_windows(windows, job.n_windows) for name, job in stores.items()}
     stats: dict[str, FeatureStats] = {}
-    sums: dict[str, list[Any]] = {}  # name → [CoactivationSums | None, fires_a, fires_b]
+    done: dict[str, FeatureStore] = {}
+    sums: dict[str, list[Any]] = {}  # name → [CoactivationSums, fires_a, fires_b]
     streams = {key: _stream(corpus, corpus_reach[key], batch_size) for key, corpus in corpora.items()
                if corpus_reach[key] > 0}
     context = windows.input_ids.shape[1]
@@ -155,23 +146,23 @@ def shared_pass(
                     continue
                 rows = held[name].rows_before(n_windows * context)
                 if job_name in stores:
-                    f = held[name].f[:rows]
                     if job_name not in stats:
-                        stats[job_name] = FeatureStats(f.shape[1], config)
-                    stats[job_name].update(f, held[name].chunk.token_index[:rows], held[name].entries(rows, True))
+                        stats[job_name] = FeatureStats(held[name].width, config)
+                    stats[job_name].add_entries(held[name].chunk.token_index[:rows], *held[name].entries(rows, True))
                 elif fed_at[job_name] == position:  # both sides encoded: the later one feeds the pair
                     _add_pair(sums, job_name, pairs[job_name], held, rows)
             for other in list(held):
                 if held_until[other] <= position:
                     del held[other]
-    results = {}
-    for name, parts in sums.items():
-        results[name] = PairSums(*parts)
-    for name, state in states.items():
-        if name not in stats:
-            raise ValueError(f"store {name!r}: the text yields no tokens to read (all padded or special)")
-        states[name] = state._replace(stats=stats[name])
-    return SharedPass(dict(states), results, config)
+        for name, job in stores.items():  # stores whose windows are all read: assembled now, statistics dropped
+            if name in stats and job.n_windows <= start + batch_size:
+                reader = readers[job.reader]
+                corpus = corpora[reader.corpus]._replace(windows=cut[name])
+                done[name] = assemble_store(corpus, reader.dictionary, stats.pop(name), config)
+    missing = [name for name in stores if name not in done]
+    if missing:
+        raise ValueError(f"stores {missing}: the text yields no tokens to read (all padded or special)")
+    return SharedPass(done, {name: PairSums(*parts) for name, parts in sums.items()})
 
 
 def _check_corpora(corpora: Mapping[str, Corpus]) -> None:
@@ -200,13 +191,26 @@ def _stream(corpus: Corpus, n_windows: int, batch_size: int) -> Iterator[Activat
                               progress=False)
 
 
+KEEP_DENSE = 0.03
+"""A batch's dense codes are kept for dictionaries firing on more of their probe than this (raw neurons: pairs
+with them go the dense way); sparser ones keep only their firing entries (a dense product rebuilds them)."""
+
+
 class _Codes:
-    """One batch of a dictionary's codes: encoded once, entries found once (lazily) for all its jobs."""
+    """One batch of a dictionary's codes: encoded once, entries found once for all its jobs; the dense
+    [tokens, d_sae] block is dropped for sparse dictionaries (the largest block of a pass otherwise)."""
 
     def __init__(self, chunk: ActivationChunk, dictionary: Any) -> None:
         self.chunk = chunk
-        self.f = encode(dictionary, chunk.acts).float().cpu()  # [tokens, d_sae]
+        f = encode(dictionary, chunk.acts).float().cpu()  # [tokens, d_sae]
+        self.n_rows, self.width = f.shape
+        self.f: Tensor | None = f
         self._entries: dict[bool, tuple[Codes, Tensor]] = {}
+        if _density(f) <= KEEP_DENSE:
+            self.entries(self.n_rows, False)
+            if True not in self._entries:
+                self.entries(self.n_rows, True)
+            self.f = None
 
     def rows_before(self, token_limit: int) -> int:
         """How many of the batch's tokens have a flat index below `token_limit` (indices ascend)."""
@@ -225,21 +229,40 @@ class _Codes:
         codes, values = self._entries[positive]
         return (codes, values) if rows == codes.n_rows else first_rows(codes, values, rows)
 
+    def dense(self, rows: int) -> Tensor:
+        """f[:rows], rebuilt from the non-zero entries when the block was dropped (the same values)."""
+        if self.f is not None:
+            return self.f[:rows]
+        codes, values = self.entries(rows, False)
+        f = torch.zeros(rows, self.width)
+        f[codes.rows, codes.cols] = values
+        return f
+
+    def density(self, rows: int) -> float:
+        """`universality._density(f[:rows])` (the share of non-zeros in the first PROBE_ROWS tokens)."""
+        if self.f is not None:
+            return _density(self.f[:rows])
+        probe = min(PROBE_ROWS, rows)
+        count = int(np.searchsorted(self.entries(rows, False)[0].rows.numpy(), probe, side="left"))
+        return count / max(probe * self.width, 1)
+
 
 def _add_pair(sums: dict[str, list[Any]], name: str, job: PairJob, held: dict[str, _Codes], rows: int) -> None:
-    """Feed a pair job the first `rows` tokens of both sides' codes."""
+    """Feed a pair job the first `rows` tokens of both sides' codes (dense or sparse as `update` would)."""
     side_a, side_b = held[job.reader_a], held[job.reader_b]
-    f_a, f_b = side_a.f[:rows], side_b.f[:rows]
     if name not in sums:
-        sums[name] = [CoactivationSums(f_a.shape[1], f_b.shape[1], job.method),
-                      torch.zeros(f_a.shape[1]), torch.zeros(f_b.shape[1])]
+        sums[name] = [CoactivationSums(side_a.width, side_b.width, job.method),
+                      torch.zeros(side_a.width), torch.zeros(side_b.width)]
     pair, fires_a, fires_b = sums[name]
-    if pair.uses_dense(f_a, f_b):
+    dense = job.method == "dense" or (job.method == "auto"
+                                      and side_a.density(rows) * side_b.density(rows) > DENSE_ABOVE)
+    if dense:
+        f_a, f_b = side_a.dense(rows), side_b.dense(rows)
         pair.update(f_a, f_b)
         fires_a += (f_a != 0).sum(0)
         fires_b += (f_b != 0).sum(0)
         return
     entries_a, entries_b = side_a.entries(rows, False), side_b.entries(rows, False)
-    pair.update(f_a, f_b, entries_a, entries_b)
-    fires_a += torch.bincount(entries_a[0].cols, minlength=f_a.shape[1])
-    fires_b += torch.bincount(entries_b[0].cols, minlength=f_b.shape[1])
+    pair.add_entries(entries_a, entries_b)
+    fires_a += torch.bincount(entries_a[0].cols, minlength=side_a.width)
+    fires_b += torch.bincount(entries_b[0].cols, minlength=side_b.width)

@@ -67,18 +67,24 @@ class CoactivationSums:
         self._flush()
         return self._cross
 
-    def update(self, f_a: Tensor, f_b: Tensor, entries_a: tuple[Codes, Tensor] | None = None,
-               entries_b: tuple[Codes, Tensor] | None = None) -> None:
-        """f_a: [tokens, d_a] and f_b: [tokens, d_b] activations of the same tokens; `entries_a`/`_b`:
-        their `fired(f, positive=False)` when the caller has them already (found once for several analyses)."""
+    def update(self, f_a: Tensor, f_b: Tensor) -> None:
+        """f_a: [tokens, d_a] and f_b: [tokens, d_b] activations of the same tokens."""
         f_a, f_b = f_a.detach().float().cpu(), f_b.detach().float().cpu()
         if f_a.shape[0] != f_b.shape[0]:
             raise ValueError(f"the two sides cover different tokens ({f_a.shape[0]} vs {f_b.shape[0]})")
-        self.n += f_a.shape[0]
         if self.uses_dense(f_a, f_b):
+            self.n += f_a.shape[0]
             self._add_dense(f_a, f_b)
         else:
-            self._add_sparse(*(entries_a or fired(f_a, positive=False)), *(entries_b or fired(f_b, positive=False)))
+            self.add_entries(fired(f_a, positive=False), fired(f_b, positive=False))
+
+    def add_entries(self, entries_a: tuple[Codes, Tensor], entries_b: tuple[Codes, Tensor]) -> None:
+        """`update`'s sparse way from the non-zero entries (`fired(f, positive=False)`) of both sides: a shared
+        pass finds each dictionary's entries once for several analyses."""
+        if entries_a[0].n_rows != entries_b[0].n_rows:
+            raise ValueError(f"the two sides cover different tokens ({entries_a[0].n_rows} vs {entries_b[0].n_rows})")
+        self.n += entries_a[0].n_rows
+        self._add_sparse(*entries_a, *entries_b)
 
     def uses_dense(self, f_a: Tensor, f_b: Tensor) -> bool:
         """Whether `update` adds this batch by a dense product (else from the firing entries)."""
@@ -144,7 +150,10 @@ def _stacked(batches: list[tuple[Codes, Tensor]]) -> tuple[Codes, Tensor]:
     return Codes(rows, cols, int(offsets[-1])), torch.cat([values for _, values in batches])
 
 
-def _density(f: Tensor, probe_rows: int = 256) -> float:
+PROBE_ROWS = 256  # tokens `_density` looks at
+
+
+def _density(f: Tensor, probe_rows: int = PROBE_ROWS) -> float:
     """The fraction of non-zero entries, estimated on the first `probe_rows` tokens (cheap)."""
     probe = f[:probe_rows]
     return int(torch.count_nonzero(probe)) / max(probe.numel(), 1)
