@@ -78,3 +78,47 @@ def universality(tokens: int = 1_000_000) -> dict[str, float]:
     start = time.perf_counter()
     correlate(model_a, model_b, windows, sae_a, sae_b, hook=HOOK, max_tokens=tokens, progress=False)
     return {"universality_seconds": time.perf_counter() - start}
+
+
+def shared_pass(tokens: int = 100_000, sizes: tuple[int, ...] = (512, 1024, 2048, 4096)) -> dict[str, float]:
+    """The demo's feature data step both ways on the same windows: one call per analysis (each store, correlate,
+    split_similarities read the models and encode on their own) against `analysis.harvest.shared_pass` (each
+    model read once, each dictionary encoded once per batch). Stand-in SAEs fire on ~33 features per token."""
+    from saekit.analysis.corpus import Neurons, open_corpus
+    from saekit.analysis.features import build_feature_store
+    from saekit.analysis.harvest import PairJob, Reader, StoreJob
+    from saekit.analysis.harvest import shared_pass as run_shared
+    from saekit.analysis.splitting import split_similarities
+    from saekit.analysis.universality import correlate
+
+    model_a, model_b, windows, _, _ = _paired_setup(tokens)
+    from saekit.activations import nnsight_api as api
+
+    sample_b = api.get_activations(model_b, windows.input_ids[:64], windows.attention_mask[:64], HOOK).reshape(-1, 512)
+    sample_a = api.get_activations(model_a, windows.input_ids[:64], windows.attention_mask[:64], HOOK).reshape(-1, 512)
+    family = [sparse_relu_sae(n, min(0.1, 33 / n), sample_a, seed=n) for n in sizes]
+    sae_b = sparse_relu_sae(sizes[-1], 33 / sizes[-1], sample_b, seed=1)
+    a1 = family[-1]
+    start = time.perf_counter()
+    for sae in [*family, None]:
+        build_feature_store(model_a, windows, sae, hook=HOOK, progress=False)
+    for sae in (sae_b, None):
+        build_feature_store(model_b, windows, sae, hook=HOOK, progress=False)
+    correlate(model_a, model_b, windows, a1, sae_b, hook=HOOK, progress=False)
+    split_similarities(model_a, windows, family, hook=HOOK, progress=False)
+    separate = time.perf_counter() - start
+
+    start = time.perf_counter()
+    corpora = {m: open_corpus(model, windows, a1, hook=HOOK) for m, model in (("A", model_a), ("B", model_b))}
+    readers = {"A-neurons": Reader("A", Neurons(512)), "B-neurons": Reader("B", Neurons(512)),
+               **{f"A-{s.d_sae}": Reader("A", s) for s in family}, "B": Reader("B", sae_b)}
+    n = len(windows)
+    pairs = {"universality": PairJob(f"A-{a1.d_sae}", "B", n), "neurons": PairJob("A-neurons", "B-neurons", n),
+             **{f"split-{a.d_sae}": PairJob(f"A-{a.d_sae}", f"A-{b.d_sae}", n) for a, b in zip(family, family[1:])}}
+    result = run_shared(corpora, readers, {name: StoreJob(name, n) for name in readers}, pairs, progress=False)
+    for name in list(result.stores):
+        result.assemble(name)
+    for pair in result.pairs.values():
+        pair.sums.cosine()
+    shared = time.perf_counter() - start
+    return {"separate_passes_seconds": separate, "shared_pass_seconds": shared}
