@@ -16,6 +16,9 @@ from saekit.saes.sparse import Codes
 # --- running per-group selections -----------------------------------------------------------------
 
 
+COARSEN_UNITS = 1024  # units whose bins merge at a time (bounds the temporaries)
+
+
 class GroupBest:
     """Per group, the `n` entries with the lowest scores so far, each row kept sorted by score.
 
@@ -142,7 +145,12 @@ class BinnedSamples:
         self.seen |= fired_now
 
     def _coarsen(self, units: Tensor, shift: int) -> None:
-        """Merge each 2^shift adjacent bins of `units` into one (the range grew by 2^shift)."""
+        """Merge each 2^shift adjacent bins of `units` into one (the range grew by 2^shift), COARSEN_UNITS units
+        at a time (the temporaries of 16k units at once would take ~1 GiB)."""
+        for start in range(0, units.numel(), COARSEN_UNITS):
+            self._coarsen_block(units[start : start + COARSEN_UNITS], shift)
+
+    def _coarsen_block(self, units: Tensor, shift: int) -> None:
         m = 1 << min(shift, self.log2_bins)
         b, n, k = self.n_bins, self.samples.n, units.numel()
         counts = torch.zeros(k, b, dtype=torch.long)
