@@ -121,3 +121,53 @@ def test_recipes_reach_the_trainer(tmp_path):
     assert topk.resample_at == () and not topk.l1_weighted_by_decoder_norm and topk.dead_window_tokens == 5_000
     a1 = D.PROFILES["full"].a1
     assert (a1.arch, a1.n_features, a1.resample) == ("relu", 4096, True)
+
+
+def test_shared_passes_equal_one_computation_per_dictionary(built, text_folder):
+    """The evaluation and feature data steps read each model once for all dictionaries; recomputed the plain way
+    (one `evaluate`, `build_feature_store`, `correlate`, `split_similarities` call each), they agree."""
+    import numpy as np
+
+    from saekit.activations.nnsight_api import load_model
+    from saekit.analysis.features import build_feature_store
+    from saekit.analysis.splitting import split_edges, split_similarities
+    from saekit.analysis.universality import best_match_tables, correlate
+    from saekit.evaluation import evaluate
+
+    out, demo, _ = built
+    profile = tiny_profile(text_folder)
+    models = {m: load_model(out / f"model_{m}") for m in ("A", "B")}
+    windows = D.mixed_heldout_windows(out / "tokens" / "heldout.npy", models["A"], profile.seed)
+    saes = {name: demo.sae(name) for name in demo.sae_names()}
+
+    table = demo.eval_table().set_index("name")
+    eval_windows = D.first_windows(windows, profile.eval_tokens)
+    for spec in profile.saes:
+        alone = evaluate(saes[spec.name], models[spec.model], eval_windows, hook=D.HOOK, max_tokens=None,
+                         batch_size=D.EVAL_BATCH, progress=False)
+        for key, value in alone.to_dict().items():
+            if isinstance(value, float):
+                assert table.loc[spec.name, key] == pytest.approx(value, rel=1e-12, abs=1e-12), (spec.name, key)
+        assert (demo.density(spec.name) == alone.densities).all()
+
+    budgets = {"A-relu-128": profile.store_tokens, "A-neurons": profile.store_tokens}
+    for name in ("A-relu-32", "A-relu-64", "B-relu-128", "B-neurons"):
+        budgets[name] = profile.family_store_tokens
+    for name, tokens in budgets.items():
+        model = models[name[0]]
+        expected = build_feature_store(model, D.first_windows(windows, tokens), saes.get(name), hook=D.HOOK,
+                                       progress=False)
+        got = demo.feature_store(name)
+        for part in ("features", "top", "intervals", "histograms"):
+            pd.testing.assert_frame_equal(getattr(got, part), getattr(expected, part), check_dtype=False)
+        np.testing.assert_array_equal(got.token_ids, expected.token_ids)
+
+    corr = correlate(models["A"], models["B"], D.first_windows(windows, profile.universality_tokens),
+                     saes["A-relu-128"], saes["B-relu-128"], hook=D.HOOK, progress=False)
+    universal = best_match_tables(corr)
+    pd.testing.assert_frame_equal(demo.universality().features, universal.features)
+    pd.testing.assert_frame_equal(demo.universality().neurons, universal.neurons)
+    family = [saes[n] for n in demo.family_names("A")]
+    split = split_similarities(models["A"], D.first_windows(windows, profile.splitting_tokens), family, hook=D.HOOK,
+                               progress=False)
+    pd.testing.assert_frame_equal(demo.splitting_edges(), split_edges(split))

@@ -11,7 +11,7 @@ from transformers import GPT2LMHeadModel
 
 import saekit
 from saekit.activations.text import TokenWindows
-from saekit.evaluation import evaluate
+from saekit.evaluation import evaluate, evaluate_many
 
 from helpers import HOOK
 
@@ -161,3 +161,34 @@ def test_missing_hook_and_text_are_input_errors(tiny_lm):
         evaluate(sae, tiny_lm, _windows(), progress=False)
     with pytest.raises(saekit.InputError, match="no text given"):
         evaluate(sae, tiny_lm, None, hook=HOOK, progress=False)
+
+
+def _other_sae() -> saekit.SAE:
+    """A second dictionary of another size and weights, evaluated next to `_known_sae` on the same pass."""
+    sae = _known_sae(d_sae=40)
+    with torch.no_grad():
+        sae.W_enc.mul_(0.7)
+        sae.b_dec.mul_(-1)
+    return sae
+
+
+def test_many_saes_share_a_pass_and_each_matches_the_hand_computation(tiny_lm, tiny_lm_dir):
+    """evaluate_many shares the clean, zero- and mean-ablated forwards; each SAE's numbers stay its own."""
+    saes = [_known_sae(), _other_sae()]
+    results = evaluate_many(saes, tiny_lm, _windows(), batch_size=3, dense_threshold=0.2, progress=False)
+    assert results[0].l0 != pytest.approx(results[1].l0)
+    for sae, result in zip(saes, results):
+        expected = _hand_eval(tiny_lm_dir, sae, _windows(), dense_threshold=0.2)
+        got = result.to_dict()
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+        alone = evaluate(sae, tiny_lm, _windows(), batch_size=3, dense_threshold=0.2, progress=False)
+        assert alone.to_dict() == got and torch.equal(alone.densities, result.densities)
+
+
+def test_many_saes_must_read_alike(tiny_lm):
+    other = _other_sae()
+    other.metadata = {**other.metadata, "exclude_special_tokens": False}
+    with pytest.raises(saekit.InputError, match="separately"):
+        evaluate_many([_known_sae(), other], tiny_lm, _windows(), progress=False)
+    assert evaluate_many([], tiny_lm, _windows(), progress=False) == []

@@ -54,6 +54,36 @@ def test_group_best_keeps_the_n_lowest_scores_per_group():
         np.testing.assert_allclose(best.value[k][kept].numpy(), -score[order])
 
 
+def test_group_best_breaks_ties_by_arrival_across_and_within_batches():
+    """Equal scores (and −0.0 vs 0.0) keep the earliest offered entries: a stable sort of everything offered."""
+    g = torch.Generator().manual_seed(3)
+    best = F.GroupBest(5, 3)
+    groups, scores = [], []
+    for size in (40, 7, 60, 2, 30):
+        group = torch.randint(0, 5, (size,), generator=g)
+        score = torch.randint(-3, 3, (size,), generator=g).float() * 0.25
+        score[score == 0] = torch.tensor([0.0, -0.0])[torch.randint(0, 2, (int((score == 0).sum()),), generator=g)]
+        offset = sum(len(s) for s in scores)
+        best.update(group, score, -score, torch.arange(offset, offset + size))
+        groups.append(group)
+        scores.append(score)
+    group, score = torch.cat(groups).numpy(), torch.cat(scores).numpy()
+    for k in range(5):
+        members = np.flatnonzero(group == k)
+        expected = members[np.argsort(score[members], kind="stable")][:3]
+        assert best.token[k][torch.isfinite(best.score[k])].tolist() == expected.tolist()
+
+
+def test_fired_finds_the_entries_in_token_order():
+    f = torch.tensor([[0.0, 1.5, -2.0], [0.0, 0.0, 0.0], [3.0, -0.0, 0.5]])
+    codes, values = F.fired(f)
+    assert (codes.rows.tolist(), codes.cols.tolist(), values.tolist(), codes.n_rows) == ([0, 2, 2], [1, 0, 2],
+                                                                                       [1.5, 3.0, 0.5], 3)
+    codes, values = F.fired(f, positive=False)
+    assert (codes.rows.tolist(), codes.cols.tolist(), values.tolist()) == ([0, 0, 2, 2], [1, 2, 0, 2],
+                                                                           [1.5, -2.0, 3.0, 0.5])
+
+
 def test_binned_samples_are_exact_bottom_k_through_range_growth():
     """Bins merge when the running max grows; the samples must equal bottom-k of the final bins."""
     n_units, n_bins, n = 3, 16, 2
@@ -240,3 +270,37 @@ def test_a_model_without_lm_head_gets_a_store_without_logit_effects(tiny_bert_di
     feature = int(store.feature_table()["feature"].iloc[0])
     token = store.top_examples(feature)["token"].iloc[0]
     assert feature in set(store.search_token(token, exact=True)["feature"])
+
+
+# --- the shared pass (saekit demo's feature data) against one store per dictionary ----------------
+
+
+def _same_store(a: FeatureStore, b: FeatureStore) -> None:
+    for name in ("features", "top", "intervals", "histograms", "logits"):
+        pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name), check_exact=True)
+    np.testing.assert_array_equal(a.token_ids, b.token_ids)
+    np.testing.assert_array_equal(a.lengths, b.lengths)
+    assert a.meta == b.meta and a.vocab == b.vocab
+
+
+def test_shared_pass_stores_equal_one_pass_per_dictionary(setup, tiny_lm):
+    """Two SAEs and the neurons, some over a prefix of the windows (a batch cut mid-way), each encoded once
+    for all its jobs: every store equals `build_feature_store` run on its own windows."""
+    from saekit.analysis.corpus import Neurons, open_corpus
+    from saekit.analysis.harvest import Reader, StoreJob, cut_windows, shared_pass
+
+    windows, _, _, sae, _ = setup
+    acts, _ = dense_acts(tiny_lm, windows)
+    other = sparse_sae(acts, 24, density=0.3, seed=4)
+    corpora = {"m": open_corpus(tiny_lm, windows, sae, hook=HOOK)}
+    readers = {"neurons": Reader("m", Neurons(acts.shape[1])), "a": Reader("m", sae), "b": Reader("m", other)}
+    n = len(windows)
+    cuts = [m for m in range(n - 1, 0, -1) if m % CONFIG.batch_size]  # window counts that end mid-batch
+    jobs = {"a": StoreJob("a", n), "b": StoreJob("b", cuts[2]), "neurons": StoreJob("neurons", cuts[0])}
+    shared = shared_pass(corpora, readers, jobs, batch_size=CONFIG.batch_size, config=CONFIG, progress=False)
+    for name, job in jobs.items():
+        dictionary = None if name == "neurons" else readers[name].dictionary
+        expected = build_feature_store(tiny_lm, cut_windows(windows, job.n_windows), dictionary, hook=HOOK,
+                                       config=CONFIG, progress=False)
+        _same_store(shared.assemble(name), expected)
+    assert not shared.stores  # assembled stores are dropped from the result

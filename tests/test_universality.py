@@ -10,7 +10,7 @@ from saekit.activations import nnsight_api as api
 from saekit.analysis import universality as U
 from saekit.analysis.corpus import fired
 
-from helpers import build_tiny_gpt2, corpus, dense_acts, sparse_sae
+from helpers import HOOK, build_tiny_gpt2, corpus, dense_acts, sparse_sae
 
 
 def _numpy_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -110,3 +110,33 @@ def test_best_matches_table():
     assert table["best_match"].tolist()[0] == 1 and table["best_match"].tolist()[2] == 2
     assert table["best_match"].isna().tolist() == [False, True, False]
     np.testing.assert_allclose(table["correlation"], [0.9, np.nan, 0.4])
+
+
+def test_shared_pass_pairs_equal_correlate(tiny_lm, model_b):
+    """Universality from the shared pass (each side encoded once, also feeding a store and a pair over fewer
+    windows) gives `correlate`'s correlations and densities on the same windows."""
+    from saekit.analysis.corpus import Neurons, open_corpus
+    from saekit.analysis.harvest import PairJob, Reader, StoreJob, cut_windows, shared_pass
+
+    windows = corpus(tiny_lm)
+    acts_a, _ = dense_acts(tiny_lm, windows)
+    acts_b, _ = dense_acts(model_b, windows)
+    sae_a, sae_b = sparse_sae(acts_a, 32, seed=1), sparse_sae(acts_b, 24, seed=2)
+    corpora = {"A": open_corpus(tiny_lm, windows, sae_a, hook=HOOK), "B": open_corpus(model_b, windows, sae_a,
+                                                                                       hook=HOOK)}
+    readers = {"na": Reader("A", Neurons(128)), "a": Reader("A", sae_a), "nb": Reader("B", Neurons(128)),
+               "b": Reader("B", sae_b)}
+    n, cut = len(windows), len(windows) - 3  # correlate below takes one method for features and neurons
+    pairs = {"features": PairJob("a", "b", n, "sparse"), "neurons": PairJob("na", "nb", n, "sparse"),
+             "short": PairJob("b", "a", cut, "sparse")}
+    shared = shared_pass(corpora, readers, {"store": StoreJob("a", cut)}, pairs, batch_size=2, progress=False)
+    result = shared.pairs["features"].correlations(shared.pairs["neurons"])
+    expected = U.correlate(tiny_lm, model_b, windows, sae_a, sae_b, hook=HOOK, batch_size=2, method="sparse",
+                           progress=False)
+    for got, want in zip(result, expected):
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    short = shared.pairs["short"].correlations()
+    expected = U.correlate(model_b, tiny_lm, cut_windows(windows, cut), sae_b, sae_a, hook=HOOK, batch_size=2,
+                           method="sparse", progress=False)
+    torch.testing.assert_close(short.features, expected.features, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(short.density_a, expected.density_a, rtol=0, atol=0)
