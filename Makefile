@@ -45,8 +45,19 @@ $(SAELENS_VENV)/.installed:
 	$(SAELENS_VENV)/bin/pip install -q "$(SAELENS_SPEC)"
 	touch $@
 
-bench: venv $(SAELENS_VENV)/.installed
-	SAELENS_PYTHON=$(abspath $(SAELENS_VENV))/bin/python $(BIN)/python -m benchmarks.run
+# EleutherAI's sparsify, likewise in its own venv
+SPARSIFY_VENV ?= .venv-sparsify
+SPARSIFY_SPEC ?= eai-sparsify==1.3.3
+
+$(SPARSIFY_VENV)/.installed:
+	test -x $(SPARSIFY_VENV)/bin/python || $(PYTHON) -m venv $(SPARSIFY_VENV)
+	$(SPARSIFY_VENV)/bin/pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	$(SPARSIFY_VENV)/bin/pip install -q "$(SPARSIFY_SPEC)"
+	touch $@
+
+bench: venv $(SAELENS_VENV)/.installed $(SPARSIFY_VENV)/.installed
+	SAELENS_PYTHON=$(abspath $(SAELENS_VENV))/bin/python SPARSIFY_PYTHON=$(abspath $(SPARSIFY_VENV))/bin/python \
+		$(BIN)/python -m benchmarks.run
 
 demo: venv
 	$(BIN)/saekit demo --profile quick
