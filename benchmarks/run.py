@@ -1,7 +1,8 @@
 """`make bench`: every performance goal of saekit, measured on this machine, printed as one table.
 
-SAELens runs in its own virtual environment (`make bench` builds it: $SAELENS_PYTHON), so its pins never
-touch saekit's; the two trainers alternate, 3 runs each, and the medians are compared.
+SAELens and EleutherAI's sparsify run in their own virtual environments (`make bench` builds them: $SAELENS_PYTHON,
+$SPARSIFY_PYTHON), so their pins never touch saekit's; the trainers alternate, 3 runs each, and the medians are
+compared.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"topk": 5.0, "relu": 2.0}
+SPARSIFY_GOAL = 3.0  # saekit's TopK against sparsify's, on the same batches
 
 
-def _train_run(python: str, side: str, arch: str) -> dict[str, str]:
+def _train_run(python: str, side: str, arch: str, batch: int | None = None) -> dict[str, str]:
     """One benchmark run in a fresh process: {"TOKPS": ..., "DTYPE": ...} from its output lines."""
-    out = subprocess.run([python, "-m", "benchmarks.train_speed", side, arch], cwd=ROOT, capture_output=True,
-                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    args = [python, "-m", "benchmarks.train_speed", side, arch] + ([str(batch)] if batch else [])
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
     return dict(line.split(maxsplit=1) for line in out.stdout.splitlines() if line.startswith(("TOKPS", "DTYPE")))
 
 
@@ -46,6 +49,24 @@ def trainer_rows(saelens_python: str | None, runs: int = 3) -> list[dict]:
                          "saekit": f"{speed[side]:,.0f} tok/s", "reference": f"SAELens {peer:,.0f} tok/s",
                          "ratio": speed[side] / peer, "goal": f"≥ {GOALS[arch]}x" if side == "saekit" else "",
                          "met": speed[side] / peer >= GOALS[arch] if side == "saekit" else ""})
+    return rows
+
+
+def sparsify_rows(sparsify_python: str, runs: int = 3) -> list[dict]:
+    """saekit's TopK (its own dtype choice, Adam) against sparsify's (fp32 on CPU, its default signum optimiser),
+    alternating on the same batches, at the benchmark's batch 4096 and the demo's 1024; medians compared."""
+    rows = []
+    for batch in (4096, 1024):
+        runs_by_side: dict[str, list[dict[str, str]]] = {"saekit": [], "sparsify": []}
+        for _ in range(runs):
+            for side, python in (("saekit", sys.executable), ("sparsify", sparsify_python)):
+                runs_by_side[side].append(_train_run(python, side, "topk", batch))
+        speed = {side: statistics.median(float(r["TOKPS"]) for r in rs) for side, rs in runs_by_side.items()}
+        ratio = speed["saekit"] / speed["sparsify"]
+        dtype = runs_by_side["saekit"][0].get("DTYPE", "?")
+        rows.append({"benchmark": f"train topk 512→4096, batch {batch} (auto {dtype}) vs sparsify (float32, signum)",
+                     "saekit": f"{speed['saekit']:,.0f} tok/s", "reference": f"sparsify {speed['sparsify']:,.0f} tok/s",
+                     "ratio": ratio, "goal": f"≥ {SPARSIFY_GOAL}x", "met": ratio >= SPARSIFY_GOAL})
     return rows
 
 
@@ -87,15 +108,16 @@ def lm_rows() -> list[dict]:
 
 
 def main() -> None:
-    saelens = os.environ.get("SAELENS_PYTHON")
-    if saelens and not Path(saelens).exists():
-        saelens = None
+    saelens, sparsify = (os.environ.get(name) for name in ("SAELENS_PYTHON", "SPARSIFY_PYTHON"))
+    saelens, sparsify = (p if p and Path(p).exists() else None for p in (saelens, sparsify))
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     print(f"saekit benchmarks on {machine} (threads: {torch.get_num_threads()})")
     only = set(sys.argv[1:])
     rows = []
     if not only or "train" in only:
         rows += trainer_rows(saelens)
+    if sparsify and (not only or "train" in only or "sparsify" in only):
+        rows += sparsify_rows(sparsify)
     if not only or "analysis" in only:
         rows += analysis_rows()
     if not only or "lm" in only:
