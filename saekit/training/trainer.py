@@ -83,7 +83,7 @@ class Trainer:
 
     def __init__(self, sae: SAE, cfg: TrainConfig) -> None:
         self.sae, self.cfg = sae, cfg
-        self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+        self.optimizer = make_adam(sae, cfg)
         self.tracker = FiringTracker(sae.d_sae, cfg.dead_window_tokens, sae.device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.progress = _Progress(next_checkpoint=cfg.checkpoint_every_tokens)
@@ -161,7 +161,7 @@ class Trainer:
                 f"the learning rate (lr={cfg.lr}) or the sparsity coefficient; no weights were updated"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
+        torch.autograd.backward(out.total)  # not Tensor.backward: nnsight wraps it with a frame inspection per call
         if cfg.decoder_norm == "unit":
             sae.remove_parallel_decoder_grad()
         self.optimizer.step()
@@ -401,6 +401,13 @@ class Trainer:
         self.compute_dtype = getattr(torch, state.get("compute_dtype", ""), self.compute_dtype)  # the run's choice
         self._training_units = self.progress.started  # the saved weights are in training units
         self._checkpointed_tokens = self.progress.tokens
+
+
+def make_adam(sae: SAE, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam over the SAE's parameters: fused (one kernel per parameter instead of ~6 passes) on CPU and CUDA,
+    where torch has a fused Adam; the same update, computed in one pass."""
+    fused = sae.device.type in ("cpu", "cuda") and sae.dtype in (torch.float32, torch.float64)
+    return torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, fused=fused or None)
 
 
 def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig | None = None, *,
