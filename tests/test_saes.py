@@ -108,6 +108,21 @@ def test_topk_keeps_k_and_auxk_is_zero_without_dead():
     assert out.auxiliary == 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("width,k", [(1024, 32), (4096, 32), (1024, 3), (1000, 8), (64, 32)])
+def test_grouped_topk_selects_exactly_the_k_largest(dtype, width, k):
+    from saekit.saes.topk import grouped_topk
+
+    g = torch.Generator().manual_seed(width + k)
+    values = torch.randn(64, width, generator=g).to(dtype)
+    values[:8] = torch.randint(-3, 4, (8, width), generator=g).to(dtype)  # rows full of ties
+    values[8] = 1.0
+    top, idx = grouped_topk(values, k)
+    assert torch.equal(values.gather(1, idx), top)
+    assert (idx.sort(-1).values.diff(dim=-1) > 0).all()  # k distinct entries per row
+    assert torch.equal(top.sort(-1).values, values.topk(k, dim=-1).values.sort(-1).values)
+
+
 def test_auxk_matches_hand_computation():
     sae = make("topk")
     x = torch.randn(10, D_IN)
