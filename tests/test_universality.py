@@ -112,6 +112,22 @@ def test_best_matches_table():
     np.testing.assert_allclose(table["correlation"], [0.9, np.nan, 0.4])
 
 
+def test_universality_by_density_buckets_against_hand_medians():
+    import pandas as pd
+
+    features = pd.DataFrame({"unit": range(7), "best_match": range(7),
+                             "correlation": [0.9, 0.1, 0.5, 0.7, np.nan, 0.3, 0.8],
+                             "density": [2e-5, 5e-5, 3e-3, 4e-3, 0.0, 5e-3, 0.2]})
+    result = U.Universality(features, pd.DataFrame({"unit": [0], "best_match": [0], "correlation": [0.5]}))
+    table = U.universality_by_density(result, edges=(0.0, 1e-4, 1e-2, 1.0)).set_index("density_to")
+    assert table["n_features"].tolist() == [2, 3, 1]  # the silent feature (density 0) is in no bucket
+    np.testing.assert_allclose(table["median"], [0.5, 0.5, 0.8])
+    np.testing.assert_allclose(table["mean"], [0.5, 0.5, 0.8])
+    assert U.universality_by_density(result)["n_features"].sum() == 6
+    with pytest.raises(ValueError, match="density"):
+        U.universality_by_density(U.Universality(features.drop(columns="density"), result.neurons))
+
+
 def test_shared_pass_pairs_equal_correlate(tiny_lm, model_b):
     """Universality from the shared pass (each side encoded once, also feeding a store and a pair over fewer
     windows) gives `correlate`'s correlations and densities on the same windows."""

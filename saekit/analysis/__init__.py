@@ -27,6 +27,7 @@ from saekit.analysis.universality import (
     best_match_tables,
     best_matches,
     correlate,
+    universality_by_density,
     universality_summary,
 )
 
@@ -36,5 +37,5 @@ __all__ = [
     "compare_bases", "correlate", "edit_activations", "families", "feature_family", "feature_map", "hover_labels",
     "load_feature_store", "logit_effect_matrix", "model_logit_effects", "next_token_shift", "output_weights",
     "split_edges", "split_similarities", "steer_generate", "steering_sweep", "top_logit_effects", "unit_measures",
-    "universality_summary", "window_activations",
+    "universality_by_density", "universality_summary", "window_activations",
 ]

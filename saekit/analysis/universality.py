@@ -345,3 +345,24 @@ def universality_summary(result: Universality) -> pd.DataFrame:
         values = table["correlation"].dropna()
         rows.append({"basis": basis, "n_units": len(values), "median": values.median(), "mean": values.mean()})
     return pd.DataFrame(rows)
+
+
+DENSITY_EDGES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+"""Density buckets of `universality_by_density`: a decade each, the paper's log-density axis."""
+
+
+def universality_by_density(result: Universality, edges: tuple[float, ...] = DENSITY_EDGES) -> pd.DataFrame:
+    """Best-match correlation of A's features per density bucket (low, high]: where universality is won or lost.
+
+    Columns: density_from, density_to, n_features, median, mean (NaN where a bucket is empty); silent
+    features (density 0) are counted in no bucket, as they have no correlation."""
+    table = result.features
+    if "density" not in table:
+        raise ValueError("the features table has no density column: build it with best_match_tables(correlate(...))")
+    rows = []
+    for low, high in zip(edges, edges[1:]):
+        values = table.loc[(table["density"] > low) & (table["density"] <= high), "correlation"].dropna()
+        rows.append({"density_from": low, "density_to": high, "n_features": len(values),
+                     "median": values.median() if len(values) else np.nan,
+                     "mean": values.mean() if len(values) else np.nan})
+    return pd.DataFrame(rows)
