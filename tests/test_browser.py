@@ -251,8 +251,9 @@ PAYLOAD_CELLS = [
     "n = store.n_features\n"
     "grid = pd.DataFrame({{'dictionary': PAYLOADS[2], 'size': n, 'feature': np.arange(n), 'x': np.arange(n) % 16,"
     " 'y': np.arange(n) // 16, 'hover': hover_labels(store, 6), 'cluster': -1}})\n"
-    "other = pd.DataFrame({{'dictionary': 'other', 'size': 999, 'feature': [0], 'x': [20], 'y': [0], 'hover': [''],"
-    " 'cluster': -1}})  # a second trace, so plotly draws the legend\nFeatureMap(pd.concat([grid, other]))",
+    "other = pd.DataFrame({{'dictionary': 'other', 'size': 1, 'feature': [0], 'x': [20], 'y': [0], 'hover': [''],"
+    " 'cluster': -1}})  # a smaller second trace for the legend, drawn after the grid's points\n"
+    "FeatureMap(pd.concat([grid, other]))",
     "sae = make_sae('relu', 128, 64)\nsae.metadata = {{'hook': HOOK}}\n"
     "view = SteeringView(model, sae, prompt=' '.join(PAYLOADS), max_new_tokens=3, k=4)\nview.run()\nview",
 ]

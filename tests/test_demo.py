@@ -166,7 +166,8 @@ def test_shared_passes_equal_one_computation_per_dictionary(built, text_folder):
                      saes["A-relu-128"], saes["B-relu-128"], hook=D.HOOK, progress=False)
     universal = best_match_tables(corr)
     pd.testing.assert_frame_equal(demo.universality().features, universal.features)
-    pd.testing.assert_frame_equal(demo.universality().neurons, universal.neurons)
+    # neurons are dense: their float32 products are summed per batch, and the two passes batch differently
+    pd.testing.assert_frame_equal(demo.universality().neurons, universal.neurons, check_exact=False, rtol=1e-4)
     family = [saes[n] for n in demo.family_names("A")]
     split = split_similarities(models["A"], D.first_windows(windows, profile.splitting_tokens), family, hook=D.HOOK,
                                progress=False)
