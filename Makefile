@@ -39,20 +39,17 @@ lint: venv
 SAELENS_VENV ?= .venv-saelens
 SAELENS_SPEC ?= sae-lens==6.54.12
 
-$(SAELENS_VENV)/.installed:
-	test -x $(SAELENS_VENV)/bin/python || $(PYTHON) -m venv $(SAELENS_VENV)
-	$(SAELENS_VENV)/bin/pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
-	$(SAELENS_VENV)/bin/pip install -q "$(SAELENS_SPEC)"
-	touch $@
-
 # EleutherAI's sparsify, likewise in its own venv
 SPARSIFY_VENV ?= .venv-sparsify
 SPARSIFY_SPEC ?= eai-sparsify==1.3.3
 
-$(SPARSIFY_VENV)/.installed:
-	test -x $(SPARSIFY_VENV)/bin/python || $(PYTHON) -m venv $(SPARSIFY_VENV)
-	$(SPARSIFY_VENV)/bin/pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
-	$(SPARSIFY_VENV)/bin/pip install -q "$(SPARSIFY_SPEC)"
+# a peer toolkit's venv: our torch first, then the pinned peer (PEER_SPEC per venv)
+$(SAELENS_VENV)/.installed: PEER_SPEC = $(SAELENS_SPEC)
+$(SPARSIFY_VENV)/.installed: PEER_SPEC = $(SPARSIFY_SPEC)
+$(SAELENS_VENV)/.installed $(SPARSIFY_VENV)/.installed:
+	test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)
+	$(@D)/bin/pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	$(@D)/bin/pip install -q "$(PEER_SPEC)"
 	touch $@
 
 bench: venv $(SAELENS_VENV)/.installed $(SPARSIFY_VENV)/.installed
