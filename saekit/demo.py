@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,10 @@ from saekit.embedded.threads import available_cores, torch_threads
 from saekit.folder_lock import folder_lock
 from saekit.pipeline import code_version, input_key, run_step, write_json_atomic, write_text_atomic
 from saekit.training.precision import resolve_compute_dtype
+
+if TYPE_CHECKING:
+    from saekit.analysis.corpus import Corpus
+    from saekit.analysis.harvest import PairJob, Reader, StoreJob
 
 DEMO_DIR_ENV = "SAEKIT_DEMO_DIR"
 INDEX = "demo.json"
@@ -327,10 +331,10 @@ def feature_data(profile: DemoProfile, out: Path, models: dict[str, Path], heldo
 class FeaturePlan:
     """The feature data step's analyses as jobs of one shared pass (see `saekit.analysis.harvest`)."""
 
-    corpora: dict[str, Any]  # "A"/"B" → Corpus over the windows the largest budget needs
-    readers: dict[str, Any]  # store/dictionary name → Reader, in encoding order
-    stores: dict[str, Any]  # store name → StoreJob
-    pairs: dict[str, Any]  # "universality", "neurons", "split-<size>" → PairJob
+    corpora: dict[str, Corpus]  # "A"/"B" → the windows the largest budget needs, read through that model
+    readers: dict[str, Reader]  # store/dictionary name → its reader, in encoding order
+    stores: dict[str, StoreJob]  # store name → its job
+    pairs: dict[str, PairJob]  # "universality", "neurons", "split-<size>" → its job
 
 
 def feature_plan(profile: DemoProfile, out: Path, models: dict[str, Path], heldout: Path) -> FeaturePlan:
