@@ -237,9 +237,9 @@ def evaluate_many(
     settings = eval_settings(saes[0], hook, side, context_len, exclude_special_tokens)
     for sae in saes[1:]:
         other = eval_settings(sae, hook, side, context_len, exclude_special_tokens)
-        if other != settings or (sae.dtype, sae.device) != (saes[0].dtype, saes[0].device):
-            raise InputError(f"evaluate_many: the SAEs read differently ({settings} vs {other}, or dtype/device); "
-                             "evaluate them separately")
+        if other != settings or (sae.d_in, sae.dtype, sae.device) != (saes[0].d_in, saes[0].dtype, saes[0].device):
+            raise InputError(f"evaluate_many: the SAEs read differently ({settings} vs {other}, or d_in/dtype/"
+                             "device); evaluate them separately")
     model = api.load_model(model)
     api.check_hook(model, settings.hook)
     tokenizer = tokenizer if tokenizer is not None else api.get_tokenizer(model)
@@ -254,8 +254,7 @@ def evaluate_many(
     for batch in tqdm(batches, desc="evaluate", disable=not progress):
         keep = keep_positions(batch, special)
         x = _clean_pass(saes[0], model, settings, batch, keep, shared if lm else None)
-        for sae, sae_stats, sae_loss in zip(saes, stats, spliced):
-            check_width(sae, model, settings.hook, x.shape[-1])
+        for sae, sae_stats, sae_loss in zip(saes, stats, spliced):  # one d_in: _clean_pass checked the width
             f = sae.encode(x)
             x_hat = sae.decode(f)
             sae_stats.update(x, f, x_hat)

@@ -191,4 +191,6 @@ def test_many_saes_must_read_alike(tiny_lm):
     other.metadata = {**other.metadata, "exclude_special_tokens": False}
     with pytest.raises(saekit.InputError, match="separately"):
         evaluate_many([_known_sae(), other], tiny_lm, _windows(), progress=False)
+    with pytest.raises(saekit.InputError, match="separately"):  # another width: caught before any forward
+        evaluate_many([_known_sae(), _known_sae(d_in=64)], tiny_lm, _windows(), progress=False)
     assert evaluate_many([], tiny_lm, _windows(), progress=False) == []
