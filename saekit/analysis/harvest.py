@@ -30,7 +30,7 @@ from saekit.analysis.corpus import (
     positive_entries,
 )
 from saekit.analysis.features import FeatureStats, FeatureStore, StoreConfig, assemble_store
-from saekit.analysis.universality import DENSE_ABOVE, PROBE_ROWS, CoactivationSums, Correlations, Method, _density
+from saekit.analysis.universality import DENSE_ABOVE, PROBE_ROWS, CoactivationSums, Correlations, Method, probe_density
 from saekit.saes.sparse import Codes
 
 
@@ -206,7 +206,7 @@ class _Codes:
         self.n_rows, self.width = f.shape
         self.f: Tensor | None = f
         self._entries: dict[bool, tuple[Codes, Tensor]] = {}
-        if _density(f) <= KEEP_DENSE:
+        if probe_density(f) <= KEEP_DENSE:
             self.entries(self.n_rows, False)
             if True not in self._entries:
                 self.entries(self.n_rows, True)
@@ -239,9 +239,9 @@ class _Codes:
         return f
 
     def density(self, rows: int) -> float:
-        """`universality._density(f[:rows])` (the share of non-zeros in the first PROBE_ROWS tokens)."""
+        """`universality.probe_density(f[:rows])` (the share of non-zeros in the first PROBE_ROWS tokens)."""
         if self.f is not None:
-            return _density(self.f[:rows])
+            return probe_density(self.f[:rows])
         probe = min(PROBE_ROWS, rows)
         count = int(np.searchsorted(self.entries(rows, False)[0].rows.numpy(), probe, side="left"))
         return count / max(probe * self.width, 1)

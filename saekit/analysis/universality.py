@@ -88,7 +88,8 @@ class CoactivationSums:
 
     def uses_dense(self, f_a: Tensor, f_b: Tensor) -> bool:
         """Whether `update` adds this batch by a dense product (else from the firing entries)."""
-        return self.method == "dense" or (self.method == "auto" and _density(f_a) * _density(f_b) > DENSE_ABOVE)
+        return self.method == "dense" or (
+            self.method == "auto" and probe_density(f_a) * probe_density(f_b) > DENSE_ABOVE)
 
     def _add_dense(self, f_a: Tensor, f_b: Tensor) -> None:
         for f, total, squares in ((f_a, self.sum_a, self.sq_a), (f_b, self.sum_b, self.sq_b)):
@@ -150,10 +151,10 @@ def _stacked(batches: list[tuple[Codes, Tensor]]) -> tuple[Codes, Tensor]:
     return Codes(rows, cols, int(offsets[-1])), torch.cat([values for _, values in batches])
 
 
-PROBE_ROWS = 256  # tokens `_density` looks at
+PROBE_ROWS = 256  # tokens `probe_density` looks at
 
 
-def _density(f: Tensor, probe_rows: int = PROBE_ROWS) -> float:
+def probe_density(f: Tensor, probe_rows: int = PROBE_ROWS) -> float:
     """The fraction of non-zero entries, estimated on the first `probe_rows` tokens (cheap)."""
     probe = f[:probe_rows]
     return int(torch.count_nonzero(probe)) / max(probe.numel(), 1)
