@@ -58,6 +58,9 @@ class TrainConfig:
     compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """dtype of the [batch, n_features] products (weights, Adam and losses stay fp32): "auto" takes bf16 where the
     hardware declares native bf16 products (AVX512-BF16/AMX CPUs, CUDA capability ≥ 8.0), never from a timing."""
+    decoder_refit_tokens: int = 0
+    """After training, refit W_dec and b_dec by least squares on the codes of this many further tokens (encoder
+    frozen: the same features fire; the L1's shrinkage leaves the reconstruction); 0 = no refit."""
     log_every_steps: int = 10
     """Steps between rows of the history (and progress-bar updates)."""
     checkpoint_dir: str | None = None
@@ -89,6 +92,7 @@ class TrainConfig:
         need(self.resample_pool_tokens > 0, "resample_pool_tokens must be positive")
         need(0 < self.sparse_max_density <= 1, "sparse_max_density is a share of features: use (0, 1]")
         need(0 < self.dense_threshold <= 1, "dense_threshold is a firing rate: use a value in (0, 1]")
+        need(self.decoder_refit_tokens >= 0, f"decoder_refit_tokens must be ≥ 0 (0: no refit; got {self.decoder_refit_tokens})")
         need(self.log_every_steps > 0, "log_every_steps must be positive")
         need(self.checkpoint_every_tokens is None or self.checkpoint_every_tokens > 0,
              "checkpoint_every_tokens must be positive, or None")

@@ -33,6 +33,7 @@ from saekit.training.checkpoint import (
     write_checkpoint,
 )
 from saekit.training.config import TrainConfig
+from saekit.training.decoder_refit import DecoderRefit, refit_decoder
 from saekit.training.geometric_median import geometric_median
 from saekit.training.interrupts import interrupts_between_steps
 from saekit.training.precision import resolve_compute_dtype
@@ -93,6 +94,7 @@ class Trainer:
         self.compute_dtype = resolve_compute_dtype(cfg.compute_dtype, sae.dtype, sae.device, sae.d_in, sae.d_sae)
         self._training_units = False  # whether the SAE currently expects inputs multiplied by the scale
         self._checkpointed_tokens: int | None = None  # tokens at the last checkpoint written
+        self.refit: DecoderRefit | None = None  # the decoder refit after training, when the config asks for one
         self.progress.last_density = sae.initial_density()
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -122,11 +124,22 @@ class Trainer:
                 self._checkpoint_if_new()
                 if interrupted():
                     raise KeyboardInterrupt
+                if cfg.decoder_refit_tokens and p.tokens >= cfg.total_tokens:
+                    self._refit_decoder(stream, bar)
         finally:
             self._to_input_units()
             self.sae.release_scratch()
             bar.close()
         return self._result()
+
+    def _refit_decoder(self, stream: Iterator[Tensor], bar: tqdm) -> None:
+        """The least-squares decoder for the trained encoder's codes, on the next inputs of the stream (after the
+        last checkpoint: a resumed run reads the same inputs and ends with the same weights)."""
+        scale = self.progress.scale
+        self.refit = refit_decoder(self.sae, (self._prepare(x) * scale for x in stream), self.cfg.decoder_refit_tokens)
+        if self.refit.tokens < self.cfg.decoder_refit_tokens:
+            bar.write(f"saekit.train: the batches ran out after {self.refit.tokens:,} of the decoder refit's "
+                      f"{self.cfg.decoder_refit_tokens:,} tokens; refit on those")
 
     def _train_on(self, x: Tensor, bar: tqdm) -> None:
         p = self.progress
@@ -332,6 +345,7 @@ class Trainer:
             "resampled_features": self.progress.resampled_features,
             "compute_dtype": str(self.compute_dtype).removeprefix("torch."),
             **{k: last[k] for k in ("mse", "fvu", "l0", "dead_fraction", "dense_fraction") if k in last},
+            **({"decoder_refit": self.refit._asdict()} if self.refit else {}),
             "config": dataclasses.asdict(self.cfg),
         }
         self.sae.metadata["training"] = summary
