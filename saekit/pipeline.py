@@ -82,6 +82,12 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def is_built(folder: str | Path, inputs: dict[str, Any]) -> bool:
+    """Whether `folder` holds a finished build of the step for these inputs."""
+    done = _read(Path(folder) / DONE)
+    return bool(done and done.get("key") == input_key(inputs))
+
+
 def run_step(folder: str | Path, name: str, inputs: dict[str, Any],
              build: Callable[[Path], dict[str, Any]], log: Callable[[str], None] = print) -> StepResult:
     """The outputs of `build(folder)` for these inputs, built only if the folder holds no finished build."""

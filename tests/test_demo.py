@@ -19,7 +19,8 @@ def tiny_profile(text_folder, **changes) -> D.DemoProfile:
                   threads=1, log_every=20)
     embedded = EmbeddedConfig(CorpusConfig(source="folder", folder=text_folder, target_bytes=400_000),
                               TokenizerConfig(vocab_size=320), lm)
-    relu = lambda model, n: D.SAESpec(model, "relu", n, 8192, lr=3e-3, l1_coefficient=1.0)  # noqa: E731
+    relu = lambda model, n: D.SAESpec(model, "relu", n, 8192, lr=3e-3, l1_coefficient=1.0,  # noqa: E731
+                                      recipe="april_2024", refit_tokens=1024)
     saes = (relu("A", 32), relu("A", 64), relu("A", 128), D.SAESpec("A", "topk", 128, 8192, lr=3e-3, k=4),
             relu("B", 128))
     profile = D.DemoProfile("tiny", saes, batch_size=512, eval_tokens=2048, store_tokens=4096,
@@ -89,6 +90,7 @@ def test_interrupted_sae_training_resumes(text_folder, tmp_path, monkeypatch):
         return original(spec, *args, **kwargs)
 
     monkeypatch.setattr(D, "train_demo_sae", interrupt_once)
+    monkeypatch.setattr(D, "available_cores", lambda: 1)  # SAEs in this process, where the patch reaches
     with pytest.raises(KeyboardInterrupt):
         D.run_demo(profile, tmp_path, progress=False, log=lambda m: None)
     logs: list[str] = []
@@ -119,8 +121,26 @@ def test_recipes_reach_the_trainer(tmp_path):
     assert cfg.l1_coefficient == 1.5 and cfg.total_tokens == 100_000 and cfg.compute_dtype == "auto"
     topk = D._train_config(D.SAESpec("A", "topk", 256, 100_000, k=8), tmp_path)
     assert topk.resample_at == () and not topk.l1_weighted_by_decoder_norm and topk.dead_window_tokens == 5_000
-    a1 = D.PROFILES["full"].a1
-    assert (a1.arch, a1.n_features, a1.resample) == ("relu", 4096, True)
+    full = D.PROFILES["full"]
+    a1, b1 = full.a1, next(s for s in full.saes if s.name == "B-relu-4096")
+    assert (a1.arch, a1.n_features, a1.recipe, a1.resample) == ("relu", 4096, "april_2024", False)
+    assert dataclasses.replace(b1, model="A") == a1  # B/1 is trained exactly as A/1, as in the paper
+    cfg = D._train_config(a1, tmp_path)
+    assert cfg.decoder_refit_tokens == a1.refit_tokens > 0 and cfg.resample_at == ()
+
+
+def test_saes_side_by_side_equal_one_at_a_time(built, text_folder, tmp_path, monkeypatch):
+    """Each demo SAE trains with SAE_THREADS threads wherever it runs: the side-by-side build (the fixture, on a
+    machine with 2+ cores) and a one-at-a-time build give the same weights, byte for byte."""
+    out, demo, _ = built
+    if D.available_cores() < 2:
+        pytest.skip("one core: the fixture built the SAEs one at a time too")
+    monkeypatch.setattr(D, "available_cores", lambda: 1)
+    alone = tmp_path / "alone"
+    D.run_demo(tiny_profile(text_folder), alone, progress=False, log=lambda m: None)
+    for name in demo.sae_names():
+        weights = "sae_weights.safetensors"
+        assert (alone / "saes" / name / weights).read_bytes() == (out / "saes" / name / weights).read_bytes(), name
 
 
 def test_shared_passes_equal_one_computation_per_dictionary(built, text_folder):
