@@ -105,6 +105,9 @@ def _add_train(commands) -> None:
     train.add_argument("--l1", type=float, default=None, help="relu: L1 coefficient")
     train.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default: 3e-4)")
     train.add_argument("--recipe", choices=RECIPES, default="default", help="training recipe preset")
+    train.add_argument("--refit-tokens", type=int, default=0, metavar="N",
+                       help="after training, refit the decoder by least squares on the codes of N more tokens "
+                            "(undoes the L1's shrinkage; the features stay as trained; default 0: no refit)")
     train.add_argument("--batch-size", type=int, default=4096, help="activations per step (default: 4096)")
     train.add_argument("--context-len", type=int, default=128, help="tokens per context window (default: 128)")
     train.add_argument("--hook-side", choices=("output", "input"), default="output", help="module output or input")
@@ -286,6 +289,8 @@ def check_train_args(args: argparse.Namespace) -> None:
     check_positive(args, ("features", "tokens", "batch_size", "context_len", "buffer_mb", "k"))
     check_arch(args)
     check_rates(args)
+    if args.refit_tokens < 0:
+        raise CliError(f"--refit-tokens must be ≥ 0 (got {args.refit_tokens}): 0 trains without a decoder refit")
     check_dtype_name(args.dtype)
     check_out(args.out)
     check_device(args.device)
@@ -321,6 +326,7 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         "text_column": args.text_column, "split": args.split, "batch_size": args.batch_size,
         "context_len": args.context_len, "include_special_tokens": args.include_special_tokens,
         "buffer_mb": args.buffer_mb, "dtype": args.dtype, "seed": args.seed,
+        **({"refit_tokens": args.refit_tokens} if args.refit_tokens else {}),
     }
 
 
@@ -415,7 +421,7 @@ def _train_config(args: argparse.Namespace, checkpoint_dir: Path | None, every: 
 
     kwargs: dict[str, Any] = {"total_tokens": args.tokens, "lr": args.lr, "seed": args.seed,
                               "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
-                              "checkpoint_every_tokens": every}
+                              "checkpoint_every_tokens": every, "decoder_refit_tokens": args.refit_tokens}
     if args.l1 is not None:
         kwargs["l1_coefficient"] = args.l1
     try:
@@ -466,7 +472,8 @@ def _train_in(out: Path, args: argparse.Namespace) -> int:
     config = ActivationConfig(
         hook=args.hook, hook_side=args.hook_side, context_len=args.context_len, batch_size=args.batch_size,
         buffer_bytes=args.buffer_mb * 2**20, dtype=args.dtype, device=args.device,
-        exclude_special_tokens=not args.include_special_tokens, total_tokens=args.tokens, seed=args.seed,
+        exclude_special_tokens=not args.include_special_tokens, total_tokens=args.tokens + args.refit_tokens,
+        seed=args.seed,
     )
     model = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     source = ActivationSource(model, text, config, progress=False)

@@ -55,6 +55,17 @@ def test_train_saves_a_loadable_sae_with_metadata(trained, tiny_lm_dir, text_dir
     assert (trained / "history.csv").is_file()
 
 
+def test_train_refits_the_decoder_on_further_tokens(tiny_lm_dir, text_dir, tmp_path):
+    out = tmp_path / "refit"
+    args = _train_args(tiny_lm_dir, text_dir, out, **{"--arch": "relu", "--l1": 1.0, "--refit-tokens": 128})
+    k = args.index("--k")
+    assert main(args[:k] + args[k + 2:]) == 0
+    training = saekit.load_sae(out).metadata["training"]
+    assert training["decoder_refit"]["tokens"] == 128 and training["tokens"] >= 256
+    assert training["decoder_refit"]["mse_after"] <= training["decoder_refit"]["mse_before"]
+    assert json.loads((out / "run.json").read_text())["settings"]["refit_tokens"] == 128
+
+
 def test_eval_json_from_metadata_alone(trained, capsys):
     capsys.readouterr()
     assert main(["eval", str(trained), "--json", "--tokens", "64", "--quiet"]) == 0

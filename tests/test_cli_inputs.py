@@ -117,6 +117,7 @@ def test_format_errors_and_remote_code_are_input_errors():
     ({"--arch": "relu", "--k": None, "--l1": -1}, ["--l1 must be a number ≥ 0 (got -1.0)"]),
     ({"--arch": "relu", "--k": None, "--l1": "nan"}, ["--l1 must be a number"]),
     ({"--lr": 0}, ["--lr must be a positive number (got 0.0)"]),
+    ({"--refit-tokens": -1}, ["--refit-tokens must be ≥ 0 (got -1)"]),
     ({"--lr": -1e-3}, ["--lr must be a positive number"]),
     ({"--dtype": "int64"}, ["--dtype 'int64' is not a floating dtype", "float32"]),
     ({"--dtype": "float33"}, ["--dtype 'float33'"]),

@@ -52,6 +52,28 @@ def test_refit_is_the_least_squares_decoder_and_keeps_the_codes(arch):
     assert result.mse_after < result.mse_before
 
 
+def test_the_ridge_keeps_rarely_firing_features_near_their_trained_rows():
+    """With the default ridge, a feature that fires on a single token stays near its trained direction (exact least
+    squares would fit that one token), and the reported MSE is still the new decoder's own."""
+    x = _inputs()
+    sae = make_sae("relu")
+    with torch.no_grad():
+        sae.b_enc[0] = -1e3
+        sae.W_enc[:, 0] = x[0] - sae.b_dec  # feature 0 fires on x[0] (and on little else)
+        sae.b_enc[0] = -0.9 * (x[0] - sae.b_dec).pow(2).sum()
+    codes = sae.encode(x)
+    assert 1 <= int((codes[:, 0] > 0).sum()) <= 3
+    trained = sae.W_dec[0].detach().clone()
+    exact = make_sae("relu")
+    exact.load_state_dict(sae.state_dict())
+    refit_decoder(exact, _batches(x), len(x), ridge=0.0)
+    result = refit_decoder(sae, _batches(x), len(x))
+    moved, moved_exact = (sae.W_dec[0] - trained).norm(), (exact.W_dec[0] - trained).norm()
+    assert moved < 0.5 * moved_exact
+    mse = (x - sae.decode(sae.encode(x))).pow(2).mean().item()
+    assert result.mse_after == pytest.approx(mse, rel=1e-4)
+
+
 def test_refit_reads_only_the_tokens_asked_for_and_tolerates_a_short_stream():
     x = _inputs(n=300)
     sae = make_sae("relu")

@@ -92,7 +92,8 @@ class TrainConfig:
         need(self.resample_pool_tokens > 0, "resample_pool_tokens must be positive")
         need(0 < self.sparse_max_density <= 1, "sparse_max_density is a share of features: use (0, 1]")
         need(0 < self.dense_threshold <= 1, "dense_threshold is a firing rate: use a value in (0, 1]")
-        need(self.decoder_refit_tokens >= 0, f"decoder_refit_tokens must be ≥ 0 (0: no refit; got {self.decoder_refit_tokens})")
+        need(self.decoder_refit_tokens >= 0,
+             f"decoder_refit_tokens must be ≥ 0 (0: no refit; got {self.decoder_refit_tokens})")
         need(self.log_every_steps > 0, "log_every_steps must be positive")
         need(self.checkpoint_every_tokens is None or self.checkpoint_every_tokens > 0,
              "checkpoint_every_tokens must be positive, or None")
