@@ -278,8 +278,8 @@ def train_demo_sae(spec: SAESpec, model_folder: Path, train_tokens: Path, profil
 
 SAE_THREADS = 1
 """Torch threads per demo SAE. The SAEs train side by side, one process per core: on 2 cores two 1-thread runs
-make ~1.4x the tokens/s of one 2-thread run (an SAE step's Python and optimizer work is serial), and a dictionary's
-numbers do not depend on how many cores built it."""
+make ~1.4x the tokens/s of one 2-thread run (an SAE step's Python and optimizer work is serial). The relu
+dictionaries come out the same side by side or one at a time; a TopK one does not yet (tests/test_demo.py)."""
 
 
 @dataclass(frozen=True)
@@ -318,8 +318,7 @@ def _run_sae_job(job: SAEJob) -> str:
 
 
 def train_demo_saes(jobs: list[SAEJob], log=print) -> dict[str, str]:
-    """Every SAE's step key, training those not built yet side by side (one process per core, longest first;
-    the same weights as one at a time)."""
+    """Every SAE's step key, training those not built yet side by side (one process per core, longest first)."""
     keys = {job.spec.name: job.run(log) for job in jobs if is_built(job.folder, job.inputs)}
     todo = sorted((job for job in jobs if job.spec.name not in keys), key=lambda job: -job.cost)
     workers = min(len(todo), max(1, available_cores() // SAE_THREADS))
