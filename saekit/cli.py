@@ -108,6 +108,10 @@ def _add_train(commands) -> None:
     train.add_argument("--refit-tokens", type=int, default=0, metavar="N",
                        help="after training, refit the decoder by least squares on the codes of N more tokens "
                             "(undoes the L1's shrinkage; the features stay as trained; default 0: no refit)")
+    train.add_argument("--finetune-tokens", type=int, default=0, metavar="N",
+                       help="then tune the decoder on the KL from the model's next-token distribution to the one with "
+                            "the SAE spliced in, over the text's first N tokens (codes fixed; needs an LM head; "
+                            "default 0: none)")
     train.add_argument("--batch-size", type=int, default=4096, help="activations per step (default: 4096)")
     train.add_argument("--context-len", type=int, default=128, help="tokens per context window (default: 128)")
     train.add_argument("--hook-side", choices=("output", "input"), default="output", help="module output or input")
@@ -291,6 +295,9 @@ def check_train_args(args: argparse.Namespace) -> None:
     check_rates(args)
     if args.refit_tokens < 0:
         raise CliError(f"--refit-tokens must be ≥ 0 (got {args.refit_tokens}): 0 trains without a decoder refit")
+    if args.finetune_tokens < 0:
+        raise CliError(f"--finetune-tokens must be ≥ 0 (got {args.finetune_tokens}): 0 trains without the decoder's "
+                       "fine-tune")
     check_dtype_name(args.dtype)
     check_out(args.out)
     check_device(args.device)
@@ -327,6 +334,7 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         "context_len": args.context_len, "include_special_tokens": args.include_special_tokens,
         "buffer_mb": args.buffer_mb, "dtype": args.dtype, "seed": args.seed,
         **({"refit_tokens": args.refit_tokens} if args.refit_tokens else {}),
+        **({"finetune_tokens": args.finetune_tokens} if args.finetune_tokens else {}),
     }
 
 
@@ -454,10 +462,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_in(out: Path, args: argparse.Namespace) -> int:
     """`saekit train` with the output folder locked: resume, skip a finished run, or train from scratch."""
-    from saekit.activations.nnsight_api import load_model
+    from saekit.activations.nnsight_api import get_tokenizer, has_lm_head, load_model
     from saekit.activations.source import ActivationConfig, ActivationSource, torch_dtype
+    from saekit.activations.text import token_source
     from saekit.saes import SAE
     from saekit.training import train
+    from saekit.training.decoder_finetune import finetune_decoder
 
     settings = run_settings(args)
     if check_existing_run(out, settings):
@@ -476,6 +486,9 @@ def _train_in(out: Path, args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     model = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    if args.finetune_tokens and not has_lm_head(model):
+        raise CliError(f"--finetune-tokens needs next-token logits and {args.model} has no language-model head: "
+                       "drop the flag (--refit-tokens fits the decoder without one)")
     source = ActivationSource(model, text, config, progress=False)
     sae_kwargs = {"k": args.k} if args.k is not None else {}
     sae = SAE.create(
@@ -487,6 +500,11 @@ def _train_in(out: Path, args: argparse.Namespace) -> int:
     extra = {"device": args.device, "checkpoint_every_tokens": every}
     write_run_record(out, "running", settings, extra)
     run = train(sae, source, train_cfg, resume=resume, progress=not args.quiet)
+    if args.finetune_tokens:
+        windows = token_source(text, get_tokenizer(model), args.context_len, batch_size=64).take(args.finetune_tokens)
+        tuned = finetune_decoder(run.sae, model, windows, args.hook, args.finetune_tokens, side=args.hook_side,
+                                 progress=not args.quiet)
+        run.summary["decoder_finetune"] = tuned._asdict()
     save_run(out, run, settings, extra)
     print(f"saved {args.arch} SAE ({run.sae.d_sae} features on {args.hook}) to {out}")
     return 0

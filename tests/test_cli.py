@@ -66,6 +66,26 @@ def test_train_refits_the_decoder_on_further_tokens(tiny_lm_dir, text_dir, tmp_p
     assert json.loads((out / "run.json").read_text())["settings"]["refit_tokens"] == 128
 
 
+def test_train_finetunes_the_decoder_on_the_kl(trained, tiny_lm_dir, text_dir, tmp_path):
+    out = tmp_path / "tuned"
+    assert main(_train_args(tiny_lm_dir, text_dir, out, **{"--finetune-tokens": 512})) == 0
+    plain, tuned = saekit.load_sae(trained), saekit.load_sae(out)
+    record = tuned.metadata["training"]["decoder_finetune"]
+    assert record["tokens"] >= 512 and record["steps"] >= 2
+    assert json.loads((out / "run.json").read_text())["settings"]["finetune_tokens"] == 512
+    assert (plain.W_enc == tuned.W_enc).all() and not (plain.W_dec == tuned.W_dec).all()  # the same run, then tuned
+    assert record["kl_start"] > 0 and record["kl_end"] > 0  # the KL itself falls in tests/test_decoder_finetune.py
+
+
+def test_finetune_without_an_lm_head_stops_before_training(tiny_bert_dir, text_dir, tmp_path, capsys):
+    out = tmp_path / "bert"
+    args = _train_args(tiny_bert_dir, text_dir, out, **{"--hook": "encoder.layer.0.intermediate",
+                                                        "--finetune-tokens": 256})
+    assert main(args) != 0
+    assert "no language-model head" in capsys.readouterr().err
+    assert not (out / "cfg.json").exists()
+
+
 def test_eval_json_from_metadata_alone(trained, capsys):
     capsys.readouterr()
     assert main(["eval", str(trained), "--json", "--tokens", "64", "--quiet"]) == 0

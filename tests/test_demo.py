@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 
 from saekit import demo as D
 from saekit.embedded import CorpusConfig, EmbeddedConfig, LMConfig, TokenizerConfig
+from saekit.pipeline import DONE
 
 from helpers import write_topic_folder
 
@@ -20,7 +22,8 @@ def tiny_profile(text_folder, **changes) -> D.DemoProfile:
     embedded = EmbeddedConfig(CorpusConfig(source="folder", folder=text_folder, target_bytes=400_000),
                               TokenizerConfig(vocab_size=320), lm)
     relu = lambda model, n: D.SAESpec(model, "relu", n, 8192, lr=3e-3, l1_coefficient=1.0,  # noqa: E731
-                                      recipe="april_2024", refit_tokens=1024)
+                                      recipe="april_2024", refit_tokens=1024,
+                                      finetune_tokens=2048)
     saes = (relu("A", 32), relu("A", 64), relu("A", 128), D.SAESpec("A", "topk", 128, 8192, lr=3e-3, k=4),
             relu("B", 128))
     profile = D.DemoProfile("tiny", saes, batch_size=512, eval_tokens=2048, store_tokens=4096,
@@ -118,15 +121,29 @@ def test_recipes_reach_the_trainer(tmp_path):
     cfg = D._train_config(relu, tmp_path)
     assert cfg.l1_weighted_by_decoder_norm and cfg.decoder_norm == "free"  # the 2024 loss
     assert cfg.resample_at == (0.1, 0.2, 0.3, 0.4) and cfg.dead_window_tokens == 5_000  # the 2023 resampling
+    assert cfg.resample_pool_tokens == 100_000 // D.RESAMPLE_POOL_SHARE  # drawn from the run's latest inputs
     assert cfg.l1_coefficient == 1.5 and cfg.total_tokens == 100_000 and cfg.compute_dtype == "auto"
     topk = D._train_config(D.SAESpec("A", "topk", 256, 100_000, k=8), tmp_path)
     assert topk.resample_at == () and not topk.l1_weighted_by_decoder_norm and topk.dead_window_tokens == 5_000
     full = D.PROFILES["full"]
     a1, b1 = full.a1, next(s for s in full.saes if s.name == "B-relu-4096")
     assert (a1.arch, a1.n_features, a1.recipe, a1.resample) == ("relu", 4096, "april_2024", False)
-    assert dataclasses.replace(b1, model="A") == a1  # B/1 is trained exactly as A/1, as in the paper
+    # B/1 is trained exactly as A/1, as in the paper (its decoder is not fine-tuned: only its codes are read)
+    assert dataclasses.replace(b1, model="A", finetune_tokens=a1.finetune_tokens) == a1
     cfg = D._train_config(a1, tmp_path)
     assert cfg.decoder_refit_tokens == a1.refit_tokens > 0 and cfg.resample_at == ()
+    assert a1.finetune_tokens > 0
+    with pytest.raises(ValueError, match="finetune_tokens must be >= 0"):
+        D.SAESpec("A", "relu", 256, 100_000, finetune_tokens=-1)
+
+
+def test_finetuned_decoders_are_recorded(built):
+    """The tiny profile's relu dictionaries get the decoder's KL fine-tune after training: recorded in the step."""
+    out, _, _ = built
+
+    tuned = json.loads((out / "saes" / "A-relu-128" / DONE).read_text())["outputs"]["decoder_finetune"]
+    assert tuned["tokens"] >= 2048 and tuned["kl_end"] < tuned["kl_start"]
+    assert "decoder_finetune" not in json.loads((out / "saes" / "A-topk-128" / DONE).read_text())["outputs"]
 
 
 @pytest.mark.xfail(strict=False, reason="open: the TopK dictionary trained in a worker process differs from the same "

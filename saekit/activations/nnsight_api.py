@@ -327,6 +327,18 @@ def spliced_logits(
     side: Side = "output",
 ) -> Tensor:
     """Logits [batch, seq, vocab] with the hook's activations [batch, seq, d] replaced by `replace(acts)`."""
+    return differentiable_spliced_logits(model, input_ids, attention_mask, hook, replace, side)
+
+
+def differentiable_spliced_logits(
+    model,
+    input_ids: Tensor,
+    attention_mask: Tensor | None,
+    hook: str,
+    replace: Callable[[Tensor], Tensor],
+    side: Side = "output",
+) -> Tensor:
+    """`spliced_logits` with autograd on: gradients reach whatever `replace` computes from (a decoder's weights)."""
     _check_side(side)
     envoy = _envoy(model, hook)
     with model.trace(**_forward_kwargs(model, input_ids, attention_mask)):
