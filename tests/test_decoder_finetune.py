@@ -63,7 +63,9 @@ def test_spliced_gradient_matches_a_plain_torch_splice(tiny_lm, windows, acts):
         return (torch.sparse.mm(codes, sae.W_dec) + sae.b_dec).view(value.shape)
 
     clean = api.clean_logits(tiny_lm, windows.input_ids, windows.attention_mask)
-    spliced = api.differentiable_spliced_logits(tiny_lm, windows.input_ids, windows.attention_mask, HOOK, decode)
+    spliced = api.spliced_logits(tiny_lm, windows.input_ids, windows.attention_mask, HOOK, decode, grad=True)
+    assert spliced.requires_grad
+    assert not api.spliced_logits(tiny_lm, windows.input_ids, windows.attention_mask, HOOK, decode).requires_grad
     ours = torch.autograd.grad(_kl_per_token(clean, spliced, windows.attention_mask), [sae.W_dec, sae.b_dec])
     reference = torch.autograd.grad(_kl_by_torch_hooks(tiny_lm, sae, windows, sae), [sae.W_dec, sae.b_dec])
     assert ours[0].abs().sum() > 0

@@ -317,7 +317,6 @@ def activations_and_logits(
     return acts, _logits(output)
 
 
-@torch.no_grad()
 def spliced_logits(
     model,
     input_ids: Tensor,
@@ -325,23 +324,14 @@ def spliced_logits(
     hook: str,
     replace: Callable[[Tensor], Tensor],
     side: Side = "output",
+    *,
+    grad: bool = False,
 ) -> Tensor:
-    """Logits [batch, seq, vocab] with the hook's activations [batch, seq, d] replaced by `replace(acts)`."""
-    return differentiable_spliced_logits(model, input_ids, attention_mask, hook, replace, side)
-
-
-def differentiable_spliced_logits(
-    model,
-    input_ids: Tensor,
-    attention_mask: Tensor | None,
-    hook: str,
-    replace: Callable[[Tensor], Tensor],
-    side: Side = "output",
-) -> Tensor:
-    """`spliced_logits` with autograd on: gradients reach whatever `replace` computes from (a decoder's weights)."""
+    """Logits [batch, seq, vocab] with the hook's activations [batch, seq, d] replaced by `replace(acts)`; with
+    `grad`, autograd stays on so gradients reach whatever `replace` computes from (a decoder's weights)."""
     _check_side(side)
     envoy = _envoy(model, hook)
-    with model.trace(**_forward_kwargs(model, input_ids, attention_mask)):
+    with torch.set_grad_enabled(grad), model.trace(**_forward_kwargs(model, input_ids, attention_mask)):
         if side == "output":
             envoy.output = _with_first(envoy.output, replace(_first_tensor(envoy.output)))
         else:

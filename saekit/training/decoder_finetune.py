@@ -87,7 +87,7 @@ def finetune_decoder(sae: SAE, model, windows: TokenWindows, hook: str, tokens: 
             acts, clean = api.activations_and_logits(model, ids, mask, hook, side)  # [b, s, d_in], [b, s, vocab]
             codes = encoder.encode(acts.reshape(-1, sae.d_in).to(sae.dtype)).to_sparse()  # [b·s, d_sae]
 
-        spliced = api.differentiable_spliced_logits(model, ids, mask, hook, partial(_decode, sae, codes), side)
+        spliced = api.spliced_logits(model, ids, mask, hook, partial(_decode, sae, codes), side, grad=True)
         kl = _kl_per_token(clean, spliced, mask)
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (steps - step) / max(1, steps - decay_from))
