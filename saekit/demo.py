@@ -167,7 +167,7 @@ rises as L0 falls (0.44 at L0 36, 0.53 at 14, 0.59 at 8; neurons 0.34), and so d
 touching the codes (A/1: +0.35 -> +0.23 nats), so the sparsity universality needs no longer costs the loss."""
 FINETUNE_TOKENS = 200_000
 """Tokens of the decoder's KL fine-tune for model A's dictionaries (measured on the full demo's A/1: 100k at lr 2e-3
-left +0.24 nats, 200k at 1e-3 +0.20; 400k +0.19)."""
+left +0.24 nats, 200k at 1e-3 +0.20)."""
 
 
 def _april(model: str, n: int, tokens: int, finetune: bool = True) -> SAESpec:
