@@ -286,7 +286,8 @@ def train_demo_sae(spec: SAESpec, model_folder: Path, train_tokens: Path, profil
 
     model = load_model(model_folder)
     context = model._module.config.n_positions
-    windows = shuffled_windows(np.load(train_tokens, mmap_mode="r"), context, profile.seed)
+    tokens = np.load(train_tokens, mmap_mode="r")
+    windows = shuffled_windows(tokens, context, profile.seed)
     source = ActivationSource(model, windows, ActivationConfig(
         hook=HOOK, context_len=context, batch_size=profile.batch_size, total_tokens=spec.tokens + spec.refit_tokens,
         seed=profile.seed), progress=False)
@@ -295,9 +296,11 @@ def train_demo_sae(spec: SAESpec, model_folder: Path, train_tokens: Path, profil
     checkpoints = folder / "checkpoints"
     cfg = _train_config(spec, folder, compute_dtype or sae_compute_dtype(spec, source.d_in))
     run = train(sae, source, cfg, resume=latest_checkpoint(checkpoints), progress=progress)
-    tuned = finetune_decoder(sae, model, shuffled_windows(np.load(train_tokens, mmap_mode="r"), context,
-                                                          profile.seed + 1),
-                             HOOK, spec.finetune_tokens, progress=progress) if spec.finetune_tokens else None
+    tuned = None
+    if spec.finetune_tokens:
+        tuned = finetune_decoder(sae, model, shuffled_windows(tokens, context, profile.seed + 1), HOOK,
+                                 spec.finetune_tokens, progress=progress)._asdict()
+        run.summary["decoder_finetune"] = tuned  # the summary is the SAE's metadata["training"]
     sae.metadata.update(source.metadata())
     sae.metadata["text"] = str(train_tokens)
     sae.save(folder)
@@ -305,7 +308,7 @@ def train_demo_sae(spec: SAESpec, model_folder: Path, train_tokens: Path, profil
     shutil.rmtree(checkpoints, ignore_errors=True)
     return {"tokens": run.summary["tokens"], "l0": run.summary.get("l0"),
             "resampled_features": run.summary["resampled_features"], "compute_dtype": run.summary["compute_dtype"],
-            **({"decoder_finetune": tuned._asdict()} if tuned else {})}
+            **({"decoder_finetune": tuned} if tuned else {})}
 
 
 FINETUNE_COST = 8192

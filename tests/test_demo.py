@@ -143,6 +143,7 @@ def test_finetuned_decoders_are_recorded(built):
 
     tuned = json.loads((out / "saes" / "A-relu-128" / DONE).read_text())["outputs"]["decoder_finetune"]
     assert tuned["tokens"] >= 2048 and tuned["kl_end"] < tuned["kl_start"]
+    assert D.open_demo(out).sae("A-relu-128").metadata["training"]["decoder_finetune"] == tuned  # saved with it
     assert "decoder_finetune" not in json.loads((out / "saes" / "A-topk-128" / DONE).read_text())["outputs"]
 
 
