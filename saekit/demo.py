@@ -91,10 +91,11 @@ class SAESpec:
     held fixed (0: none; see saekit.training.decoder_finetune): the reconstruction the model reads best."""
 
     def __post_init__(self) -> None:
-        for name in ("tokens", "refit_tokens", "finetune_tokens"):
-            if getattr(self, name) < (1 if name == "tokens" else 0):
-                raise ValueError(f"SAESpec {self.name}: {name} must be {'positive' if name == 'tokens' else '>= 0'} "
-                                 f"(got {getattr(self, name)})")
+        if self.tokens < 1:
+            raise ValueError(f"SAESpec {self.name}: tokens must be positive (got {self.tokens})")
+        for name in ("refit_tokens", "finetune_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SAESpec {self.name}: {name} must be >= 0 (got {getattr(self, name)}; 0: none)")
 
     @property
     def name(self) -> str:

@@ -241,6 +241,14 @@ class SAE(nn.Module):
     def after_step(self, out: SAELoss) -> None:
         """Hook for state an architecture updates after each optimiser step (e.g. BatchTopK's threshold)."""
 
+    @torch.no_grad()
+    def set_b_dec_keeping_codes(self, b_dec: Tensor) -> None:
+        """Set b_dec [d_in]; where the encoder reads x − b_dec, b_enc moves by (b_dec_new − b_dec) W_enc so that every
+        input's codes stay exactly what they were (a decoder refit or fine-tune changes the readout only)."""
+        if self.apply_b_dec_to_input:
+            self.b_enc += (b_dec - self.b_dec) @ self.W_enc
+        self.b_dec.copy_(b_dec)
+
     # --- decoder norms ----------------------------------------------------------------------------
 
     @torch.no_grad()

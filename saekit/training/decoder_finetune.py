@@ -15,7 +15,6 @@ refit, so the codes stay what they were. A lower KL lowers the spliced cross-ent
 
 from __future__ import annotations
 
-import copy
 import math
 from functools import partial
 from typing import NamedTuple
@@ -58,9 +57,9 @@ def _kl_per_token(clean: Tensor, spliced: Tensor, mask: Tensor) -> Tensor:
     return (kl * weight).sum() / weight.sum().clamp_min(1)
 
 
-def _decode(sae: SAE, codes: Tensor, value: Tensor) -> Tensor:
+def _decode(W_dec: Tensor, b_dec: Tensor, codes: Tensor, value: Tensor) -> Tensor:
     """x̂ = f W_dec + b_dec for sparse codes f [tokens, d_sae], shaped and typed as the hook's value [..., d_in]."""
-    return (torch.sparse.mm(codes, sae.W_dec) + sae.b_dec).view(value.shape).to(value.dtype)
+    return (torch.sparse.mm(codes, W_dec) + b_dec).view(value.shape).to(value.dtype)
 
 
 def finetune_decoder(sae: SAE, model, windows: TokenWindows, hook: str, tokens: int, *, side: api.Side = "output",
@@ -73,11 +72,11 @@ def finetune_decoder(sae: SAE, model, windows: TokenWindows, hook: str, tokens: 
                          "(use the least-squares refit, decoder_refit_tokens, instead)")
     if tokens <= 0 or len(windows) == 0:
         return DecoderFinetune(0, 0, float("nan"), float("nan"))
-    encoder = copy.deepcopy(sae).requires_grad_(False)  # the codes as trained, whatever the decoder becomes
     per_window = max(1, windows.n_tokens // len(windows))
     steps = min(math.ceil(tokens / (windows_per_step * per_window)), math.ceil(len(windows) / windows_per_step))
     decay_from = int(steps * (1 - DECAY_FRACTION))
-    params = [sae.W_dec, sae.b_dec]
+    b_dec = torch.nn.Parameter(sae.b_dec.detach().clone())  # tuned apart: the encoder reads x − sae.b_dec
+    params = [sae.W_dec, b_dec]
     fused = sae.device.type in ("cpu", "cuda") and sae.dtype in (torch.float32, torch.float64)
     optimizer = torch.optim.Adam(params, lr=lr, fused=fused or None)
     kls, seen = [], 0
@@ -86,9 +85,9 @@ def finetune_decoder(sae: SAE, model, windows: TokenWindows, hook: str, tokens: 
         mask = windows.attention_mask[step * windows_per_step:(step + 1) * windows_per_step]
         with torch.no_grad():
             acts, clean = api.activations_and_logits(model, ids, mask, hook, side)  # [b, s, d_in], [b, s, vocab]
-            codes = encoder.encode(acts.reshape(-1, sae.d_in).to(sae.dtype)).to_sparse()  # [b·s, d_sae]
+            codes = sae.encode(acts.reshape(-1, sae.d_in).to(sae.dtype)).to_sparse()  # [b·s, d_sae], as trained
 
-        spliced = api.spliced_logits(model, ids, mask, hook, partial(_decode, sae, codes), side, grad=True)
+        spliced = api.spliced_logits(model, ids, mask, hook, partial(_decode, sae.W_dec, b_dec, codes), side, grad=True)
         kl = _kl_per_token(clean, spliced, mask)
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (steps - step) / max(1, steps - decay_from))
@@ -98,9 +97,7 @@ def finetune_decoder(sae: SAE, model, windows: TokenWindows, hook: str, tokens: 
         optimizer.step()
         kls.append(kl.item())
         seen += int(mask.sum())
-    with torch.no_grad():
-        sae.W_dec.grad = sae.b_dec.grad = None
-        if sae.apply_b_dec_to_input:
-            sae.b_enc.copy_(encoder.b_enc + (sae.b_dec - encoder.b_dec) @ encoder.W_enc)
+    sae.W_dec.grad = None
+    sae.set_b_dec_keeping_codes(b_dec.detach())
     tenth = max(1, steps // 10)
     return DecoderFinetune(seen, steps, sum(kls[:tenth]) / tenth, sum(kls[-tenth:]) / tenth)

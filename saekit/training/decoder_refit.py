@@ -92,10 +92,7 @@ def refit_decoder(sae: SAE, batches: Iterator[Tensor], tokens: int, ridge: float
     solution = torch.cholesky_solve(target, factor) if int(info) == 0 else torch.linalg.lstsq(g, target).solution
     # SSE of the new readout from the sums, Σ‖x‖² − 2⟨S, R⟩ + ⟨S, G S⟩, with G S = R + shift·(S_old − S)
     sse_after = sum_sq - (solution * r).sum().item() + shift.item() * (solution * (old - solution)).sum().item()
-    new_b_dec = solution[-1].to(sae.dtype)
-    if sae.apply_b_dec_to_input:
-        sae.b_enc += (new_b_dec - sae.b_dec) @ sae.W_enc
+    sae.set_b_dec_keeping_codes(solution[-1].to(sae.dtype))
     sae.W_dec[fired] = solution[:-1].to(sae.dtype)
-    sae.b_dec.copy_(new_b_dec)
     n_values = seen * d_in
     return DecoderRefit(seen, int(fired.sum()), sse_before / n_values, max(sse_after, 0.0) / n_values)
