@@ -124,6 +124,29 @@ def test_mask_entries_are_numpys_nonzero(density, rows, width, start):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("density", [0.0, 0.001, 0.05, 0.5])
+@pytest.mark.parametrize("rows,width,start", [(512, 4096, 0), (33, 12, 1), (7, 5, 0)])
+def test_positive_codes_are_numpys_nonzero(dtype, density, rows, width, start):
+    """The positive entries of a pre-activation block (with zeros, negative zeros and NaNs among them) against
+    numpy, and the block ReLU'd in place."""
+    from saekit.saes.sparse import positive_codes
+
+    g = torch.Generator().manual_seed(rows + width)
+    pre = torch.where(torch.rand(rows + start, width, generator=g) < density, 1.0, -1.0)
+    pre *= torch.rand(pre.shape, generator=g)
+    pre.view(-1)[::97] = -0.0
+    pre.view(-1)[::101] = 0.0
+    pre.view(-1)[::103] = float("nan")
+    pre = pre.to(dtype)[start:]  # start: a view at a storage offset
+    want = np.nonzero(pre.float().numpy() > 0)
+    relu = torch.relu(pre)
+    codes = positive_codes(pre)
+    assert np.array_equal(codes.rows.numpy(), want[0]) and np.array_equal(codes.cols.numpy(), want[1])
+    assert codes.n_rows == pre.shape[0]
+    torch.testing.assert_close(pre, relu, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("width,k", [(1024, 32), (4096, 32), (1024, 3), (1000, 8), (64, 32)])
 def test_grouped_topk_selects_exactly_the_k_largest(dtype, width, k):
     from saekit.saes.topk import grouped_topk

@@ -146,7 +146,12 @@ class SAE(nn.Module):
         straight from mmap on CPUs, and first touching it costs a page fault per 4 KiB (18k per step: ~10%
         of a TopK step here). The buffer is overwritten by the next call: use the result within the step."""
         dtype = dtype or self.dtype
-        return self.pre_acts(x, out=self.scratch("pre", x.shape[0], dtype), dtype=dtype)
+        out = self.scratch("pre", x.shape[0], dtype)
+        if dtype == self.W_enc.dtype:
+            return self.pre_acts(x, out=out)
+        x_bar = x - self.b_dec if self.apply_b_dec_to_input else x
+        W_enc = self.scratch("W_enc", self.d_in, dtype).copy_(self.W_enc)  # [d_in, d_sae], into kept memory too
+        return torch.addmm(self.b_enc.to(dtype), x_bar.to(dtype), W_enc, out=out)
 
     def scratch(self, name: str, batch: int, dtype: torch.dtype | None = None) -> Tensor:
         """A [batch, d_sae] buffer named `name` (default dtype: the SAE's), kept between training steps

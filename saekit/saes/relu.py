@@ -17,7 +17,7 @@ from torch import Tensor
 from saekit.saes.base import SAE, LossContext, SAELoss
 from saekit.saes.fused_relu import Buffers, dense_relu_loss
 from saekit.saes.registry import register
-from saekit.saes.sparse import codes_from_mask, gather
+from saekit.saes.sparse import gather, positive_codes, sparse_decode, sparse_decode_with_norms
 
 
 @register
@@ -47,12 +47,15 @@ class ReLUSAE(SAE):
     def sparse_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
         with torch.no_grad():
             pre = self.scratch_pre_acts(x, ctx.compute_dtype)  # [batch, d_sae], the one dense product
-            codes = codes_from_mask(pre > 0)
+            codes = positive_codes(pre)
             values = gather(pre, codes)
         f = self.selected(x, codes, values)  # all > 0, so ReLU is the identity here
-        x_hat, mse = self.sparse_mse(x, codes, f)
         if ctx.l1_weighted_by_decoder_norm:
-            f = f * torch.index_select(self.W_dec.norm(dim=1), 0, codes.cols)  # index_add backward: deterministic
-        sparsity = f.sum() / x.shape[0]
+            x_hat, norms = sparse_decode_with_norms(codes, f, self.W_dec, self.b_dec)  # norms [nnz]: ‖W_dec[col]‖
+            sparsity = (f * norms).sum() / x.shape[0]
+        else:
+            x_hat = sparse_decode(codes, f, self.W_dec, self.b_dec)
+            sparsity = f.sum() / x.shape[0]
+        mse = (x_hat - x).pow(2).sum(-1).mean()
         total = mse + ctx.sparsity_coefficient * sparsity
         return SAELoss(total, mse, sparsity, mse.new_zeros(()), x_hat, codes=codes, values=f.detach())

@@ -8,9 +8,11 @@ the active (token, feature) entries. Codes are kept as flat COO lists sorted by 
 
     x̂_t = Σ_{entries of t} f · W_dec[col] + b_dec               F.embedding_bag over W_dec
     ∂L/∂W_enc[:, i] = Σ_{entries with col i} ∂L/∂pre · x̄_row     embedding_bag over x̄, grouped by feature
+    ∂L/∂W_dec[i] = Σ_{entries with col i} f · ∂L/∂x̂_row           embedding_bag over ∂L/∂x̂, grouped by feature
     ∂L/∂b_enc[i] = Σ_{entries with col i} ∂L/∂pre,   ∂L/∂b_dec (via x̄) = −W_enc ∂L/∂b_enc
 
-A step then costs ≈ 2·d·n FLOPs per token (the encoder) plus O(nnz·d), instead of 6·d·n.
+A step then costs ≈ 2·d·n FLOPs per token (the encoder) plus O(nnz·d), instead of 6·d·n. The weight gradients
+are computed for the features that fired in the batch only and written into zeros.
 """
 
 from __future__ import annotations
@@ -36,11 +38,77 @@ def bag_offsets(rows: Tensor, n_rows: int) -> Tensor:
     return torch.cumsum(counts, 0) - counts
 
 
+class FeatureGroups(NamedTuple):
+    """The entries regrouped by feature: `order` [nnz] sorts them by feature (stably), `features` [U] are the
+    distinct features that fired, `offsets` [U] where each one's entries start in that order, and `of_entry`
+    [nnz] which of the U each entry belongs to."""
+
+    order: Tensor
+    features: Tensor
+    offsets: Tensor
+    of_entry: Tensor
+
+
+def group_by_feature(cols: Tensor) -> FeatureGroups:
+    """Group entries by their feature, for the per-feature sums of the weight gradients."""
+    sorted_cols, order = torch.sort(cols, stable=True)
+    features, of_sorted, counts = torch.unique_consecutive(sorted_cols, return_inverse=True, return_counts=True)
+    of_entry = torch.empty_like(of_sorted).index_copy_(0, order, of_sorted)
+    return FeatureGroups(order, features, torch.cumsum(counts, 0) - counts, of_entry)
+
+
+def feature_sums(groups: FeatureGroups, rows: Tensor, dense: Tensor, weights: Tensor) -> Tensor:
+    """Σ_{entries e of feature i} weights_e · dense[rows_e] for each fired feature i: [U, d]."""
+    return F.embedding_bag(rows[groups.order], dense, groups.offsets, mode="sum",
+                           per_sample_weights=weights[groups.order])
+
+
+class _SparseDecode(torch.autograd.Function):
+    """x̂ = f W_dec + b_dec from entries f [nnz], and ‖W_dec[col]‖ at each entry (for the norm-weighted L1),
+    with a backward that touches only the rows of W_dec whose features fired:
+
+        ∂L/∂f_e = ∂L/∂x̂_row · W_dec[col]    (an L1 weighted by the norms adds its own term through autograd)
+        ∂L/∂W_dec[i] = Σ_{e of i} f_e ∂L/∂x̂_row + (Σ_{e of i} ∂L/∂norm_e) W_dec[i] / ‖W_dec[i]‖
+
+    forward(f, W_dec, b_dec, rows, cols, n_rows, with_norms) → (x̂ [n_rows, d_in], norms [nnz], empty without them).
+    """
+
+    @staticmethod
+    def forward(ctx, f, W_dec, b_dec, rows, cols, n_rows, with_norms):
+        x_hat = F.embedding_bag(cols, W_dec, bag_offsets(rows, n_rows), mode="sum", per_sample_weights=f) + b_dec
+        groups = group_by_feature(cols)
+        norms = W_dec.index_select(0, groups.features).norm(dim=1) if with_norms else W_dec.new_empty(0)  # [U]
+        ctx.save_for_backward(f, W_dec, rows, cols, norms, *groups)
+        ctx.with_norms = with_norms
+        return x_hat, norms[groups.of_entry] if with_norms else W_dec.new_empty(0)
+
+    @staticmethod
+    def backward(ctx, grad_x_hat: Tensor, grad_norms: Tensor | None):
+        f, W_dec, rows, cols, norms, *group_parts = ctx.saved_tensors
+        groups = FeatureGroups(*group_parts)
+        grad_x_hat = grad_x_hat.contiguous()  # [n_rows, d_in]
+        grad_f = grad_W_dec = grad_b_dec = None
+        if ctx.needs_input_grad[0]:
+            grad_f = torch.linalg.vecdot(grad_x_hat.index_select(0, rows), W_dec.index_select(0, cols))
+        if ctx.needs_input_grad[1]:
+            fired = feature_sums(groups, rows, grad_x_hat, f)  # [U, d_in]
+            if ctx.with_norms and grad_norms is not None:
+                per_feature = norms.new_zeros(len(norms)).index_add_(0, groups.of_entry, grad_norms)  # [U]
+                fired += (per_feature / norms.clamp_min(1e-12))[:, None] * W_dec.index_select(0, groups.features)
+            grad_W_dec = torch.zeros_like(W_dec).index_copy_(0, groups.features, fired)
+        if ctx.needs_input_grad[2]:
+            grad_b_dec = grad_x_hat.sum(0)
+        return grad_f, grad_W_dec, grad_b_dec, None, None, None, None
+
+
 def sparse_decode(codes: Codes, f: Tensor, W_dec: Tensor, b_dec: Tensor) -> Tensor:
     """x̂ = f W_dec + b_dec for sparse f given as values [nnz] at `codes`: → [n_rows, d_in]."""
-    offsets = bag_offsets(codes.rows, codes.n_rows)
-    out = F.embedding_bag(codes.cols, W_dec, offsets, mode="sum", per_sample_weights=f)
-    return out + b_dec
+    return _SparseDecode.apply(f, W_dec, b_dec, codes.rows, codes.cols, codes.n_rows, False)[0]
+
+
+def sparse_decode_with_norms(codes: Codes, f: Tensor, W_dec: Tensor, b_dec: Tensor) -> tuple[Tensor, Tensor]:
+    """(x̂ [n_rows, d_in], ‖W_dec[col]‖ at each entry [nnz]), both differentiable, for the norm-weighted L1."""
+    return _SparseDecode.apply(f, W_dec, b_dec, codes.rows, codes.cols, codes.n_rows, True)
 
 
 class _SelectedPreActs(torch.autograd.Function):
@@ -63,11 +131,9 @@ class _SelectedPreActs(torch.autograd.Function):
         grad_b_enc = torch.zeros(d_sae, dtype=grad.dtype, device=grad.device).index_add_(0, cols, grad)
         grad_W_enc = grad_b_dec = grad_x = None
         if ctx.needs_input_grad[2]:
-            order = torch.argsort(cols, stable=True)  # group entries by feature
-            offsets = bag_offsets(cols[order], d_sae)
-            x_bar = x - b_dec  # [tokens, d_in]
-            grad_W_enc_t = F.embedding_bag(rows[order], x_bar, offsets, mode="sum", per_sample_weights=grad[order])
-            grad_W_enc = grad_W_enc_t.T.contiguous()  # [d_in, d_sae]
+            groups = group_by_feature(cols)
+            fired = feature_sums(groups, rows, x - b_dec, grad).T.contiguous()  # [d_in, U]
+            grad_W_enc = W_enc.new_zeros(d_in, d_sae).scatter_(1, groups.features.expand(d_in, -1), fired)
         if ctx.needs_input_grad[1]:
             grad_b_dec = -(W_enc @ grad_b_enc)
         if ctx.needs_input_grad[0]:
@@ -102,6 +168,27 @@ def mask_entries(mask: Tensor) -> tuple[Tensor, Tensor]:
     candidates = (hot[:, None] * WORD_BYTES + torch.arange(WORD_BYTES)).reshape(-1)
     entries = candidates[flat[candidates]]
     return entries // mask.shape[1], entries % mask.shape[1]
+
+
+def positive_codes(pre: Tensor) -> Codes:
+    """Entries of pre [tokens, d_sae] above zero, row-major; `pre` is ReLU'd in place on the way.
+
+    Once ReLU'd, a 64-bit word of `pre` is non-zero exactly when one of its entries is positive, so only the
+    few such words are expanded and checked, as in `mask_entries`, without building a bool mask first (the
+    comparison alone costs more than the scan: 17 ms for a bf16 [512, 16384] block on one CPU core)."""
+    pre.relu_()
+    flat = pre.reshape(-1)
+    per_word = WORD_BYTES // pre.element_size()
+    words = flat.numel() // max(per_word, 1)
+    if (pre.device.type != "cpu" or not pre.dtype.is_floating_point or per_word < 1 or words == 0
+            or not flat.is_contiguous() or flat.numel() % per_word or flat.storage_offset() % per_word):
+        return codes_from_mask(pre > 0)
+    hot = flat.view(torch.int64).nonzero().squeeze(1)  # words with a non-zero entry (-0.0 and NaN included)
+    if hot.numel() > words // per_word:
+        return codes_from_mask(pre > 0)
+    candidates = (hot[:, None] * per_word + torch.arange(per_word)).reshape(-1)
+    entries = candidates[flat[candidates] > 0]
+    return Codes(entries // pre.shape[1], entries % pre.shape[1], pre.shape[0])
 
 
 def codes_from_mask(mask: Tensor) -> Codes:
