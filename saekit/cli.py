@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from saekit.errors import InputError
+from saekit.training.allocator import retain_freed_memory
 
 EPILOG = """\
 examples:
@@ -575,6 +576,7 @@ INPUT_ERRORS = (InputError, FileNotFoundError, FileExistsError, NotADirectoryErr
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    retain_freed_memory()  # the command line owns its process: large training blocks reused, not re-faulted
     try:
         return COMMANDS[args.command](args)
     except INPUT_ERRORS as error:

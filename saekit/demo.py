@@ -34,6 +34,7 @@ from saekit.embedded.lm import model_identity
 from saekit.embedded.threads import available_cores, torch_threads
 from saekit.folder_lock import folder_lock
 from saekit.pipeline import code_version, input_key, is_built, run_step, write_json_atomic, write_text_atomic
+from saekit.training.allocator import retain_freed_memory
 from saekit.training.decoder_finetune import finetune_decoder
 from saekit.training.precision import resolve_compute_dtype
 
@@ -353,6 +354,8 @@ class SAEJob:
 
 
 def _run_sae_job(job: SAEJob) -> str:
+    """A worker process's job: its own process, so freed training blocks are kept for reuse."""
+    retain_freed_memory()
     return job.run()
 
 

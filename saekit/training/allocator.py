@@ -1,0 +1,34 @@
+"""Keep freed memory in the process for reuse, so that a training step's large blocks cost no page faults.
+
+glibc's malloc serves large blocks with fresh mmap'd pages and gives them back to the kernel when they are freed, so
+each step that allocates a [d_sae, d_in] gradient or a [batch, d_sae] block anew first-touches every 4 KiB page of
+it again (8,192 page faults per 32 MiB block). With freed blocks kept and reused instead, a ReLU SAE's training step
+at 16,384 features went from 161-174 to 116-135 ms on one core of this project's machine (batches of 512 activations
+of width 512, bf16 products, two runs each); at 4,096 features the difference was within the noise.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+KEEP_BYTES = 1 << 30
+"""Blocks up to this size come from (and go back to) the process's heap; freed memory up to it is not trimmed."""
+
+
+def retain_freed_memory() -> bool:
+    """Ask glibc's malloc to serve blocks up to KEEP_BYTES from the heap and keep freed memory for reuse; True where
+    it took (Linux with glibc), False elsewhere, where nothing changes.
+
+    A process-wide setting that never changes a number: entry points that own their process call it (`saekit
+    train`, the demo's workers). The process then keeps the memory it has freed until it exits."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
