@@ -39,7 +39,11 @@ def timed_stream(data: list[torch.Tensor], stamps: list[float]):
 
 
 def train_saekit(arch: str, stream, total: int, compute: str = "auto") -> None:
+    """saekit's trainer as `saekit train` runs it: in a process that keeps freed blocks for reuse."""
     import saekit
+    from saekit.training.allocator import retain_freed_memory
+
+    retain_freed_memory()
 
     kw = {"k": K} if arch == "topk" else {}
     sae = saekit.SAE.create(arch, d_in=D_IN, n_features=N_FEATURES, **kw)

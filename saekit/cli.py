@@ -463,6 +463,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_in(out: Path, args: argparse.Namespace) -> int:
     """`saekit train` with the output folder locked: resume, skip a finished run, or train from scratch."""
+    import torch
+
     from saekit.activations.nnsight_api import get_tokenizer, has_lm_head, load_model
     from saekit.activations.source import ActivationConfig, ActivationSource, torch_dtype
     from saekit.activations.text import token_source
@@ -504,7 +506,7 @@ def _train_in(out: Path, args: argparse.Namespace) -> int:
     if args.finetune_tokens:
         windows = token_source(text, get_tokenizer(model), args.context_len, batch_size=64).take(args.finetune_tokens)
         tuned = finetune_decoder(run.sae, model, windows, args.hook, args.finetune_tokens, side=args.hook_side,
-                                 progress=not args.quiet)
+                                 compute_dtype=getattr(torch, run.summary["compute_dtype"]), progress=not args.quiet)
         run.summary["decoder_finetune"] = tuned._asdict()
     save_run(out, run, settings, extra)
     print(f"saved {args.arch} SAE ({run.sae.d_sae} features on {args.hook}) to {out}")

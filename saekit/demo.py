@@ -301,7 +301,8 @@ def train_demo_sae(spec: SAESpec, model_folder: Path, train_tokens: Path, profil
     tuned = None
     if spec.finetune_tokens:
         tuned = finetune_decoder(sae, model, shuffled_windows(tokens, context, profile.seed + 1), HOOK,
-                                 spec.finetune_tokens, progress=progress)._asdict()
+                                 spec.finetune_tokens, compute_dtype=getattr(torch, run.summary["compute_dtype"]),
+                                 progress=progress)._asdict()
         run.summary["decoder_finetune"] = tuned  # the summary is the SAE's metadata["training"]
     sae.metadata.update(source.metadata())
     sae.metadata["text"] = str(train_tokens)

@@ -3,6 +3,8 @@ while the codes stay as they were (every architecture), and a model without next
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ import torch.nn.functional as F
 import saekit
 from saekit.activations import nnsight_api as api
 from saekit.errors import InputError
-from saekit.training.decoder_finetune import _kl_per_token, finetune_decoder
+from saekit.training.decoder_finetune import _splice, finetune_decoder, fixed_codes, kl_to_clean
 
 from helpers import ARCHS, HOOK, corpus
 
@@ -56,21 +58,43 @@ def acts(tiny_lm, windows):
 
 
 def test_spliced_gradient_matches_a_plain_torch_splice(tiny_lm, windows, acts):
+    """The fine-tune's KL and its gradients in W_dec and b_dec (blockwise KL, sparse decode through nnsight) against
+    F.kl_div on the bare module with a forward hook and a dense decode."""
     sae = _sae("relu", acts)
-    codes = sae.encode(acts).detach().to_sparse()
-
-    def decode(value):
-        return (torch.sparse.mm(codes, sae.W_dec) + sae.b_dec).view(value.shape)
+    codes, values = fixed_codes(sae, acts, None)
+    splice = partial(_splice, sae.W_dec, sae.b_dec, codes, values)
 
     clean = api.clean_logits(tiny_lm, windows.input_ids, windows.attention_mask)
-    spliced = api.spliced_logits(tiny_lm, windows.input_ids, windows.attention_mask, HOOK, decode, grad=True)
+    spliced = api.spliced_logits(tiny_lm, windows.input_ids, windows.attention_mask, HOOK, splice, grad=True)
     assert spliced.requires_grad
-    assert not api.spliced_logits(tiny_lm, windows.input_ids, windows.attention_mask, HOOK, decode).requires_grad
-    ours = torch.autograd.grad(_kl_per_token(clean, spliced, windows.attention_mask), [sae.W_dec, sae.b_dec])
-    reference = torch.autograd.grad(_kl_by_torch_hooks(tiny_lm, sae, windows, sae), [sae.W_dec, sae.b_dec])
+    assert not api.spliced_logits(tiny_lm, windows.input_ids, windows.attention_mask, HOOK, splice).requires_grad
+    kl = kl_to_clean(clean, spliced, windows.attention_mask)
+    ours = torch.autograd.grad(kl, [sae.W_dec, sae.b_dec])
+    reference_kl = _kl_by_torch_hooks(tiny_lm, sae, windows, sae)
+    reference = torch.autograd.grad(reference_kl, [sae.W_dec, sae.b_dec])
+    torch.testing.assert_close(kl, reference_kl, rtol=1e-5, atol=1e-7)
     assert ours[0].abs().sum() > 0
     for got, want in zip(ours, reference):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fixed_codes_are_the_encoders(acts, arch):
+    """The codes held fixed: exactly encode's with fp32 products. With bf16 products (as the SAEs were trained), the
+    values within bf16's rounding of pre, and only entries within that rounding of the threshold (zero, or TopK's
+    k-th value) chosen differently: under 0.1 % of the entries."""
+    sae = _sae(arch, acts)
+    want = sae.encode(acts).detach()
+    for dtype in (None, torch.bfloat16):
+        codes, values = fixed_codes(sae, acts, dtype)
+        got = torch.zeros_like(want).index_put_((codes.rows, codes.cols), values)
+        assert codes.n_rows == len(acts) and (values > 0).all()
+        if dtype is None:
+            assert torch.equal(got, want)
+            continue
+        both = (got != 0) & (want != 0)
+        torch.testing.assert_close(got[both], want[both], rtol=2e-2, atol=2e-2 * float(want.abs().max()))
+        assert ((got != 0) != (want != 0)).float().mean() < 1e-3
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -88,8 +88,9 @@ class _SparseDecode(torch.autograd.Function):
         groups = FeatureGroups(*group_parts)
         grad_x_hat = grad_x_hat.contiguous()  # [n_rows, d_in]
         grad_f = grad_W_dec = grad_b_dec = None
-        if ctx.needs_input_grad[0]:
-            grad_f = torch.linalg.vecdot(grad_x_hat.index_select(0, rows), W_dec.index_select(0, cols))
+        if ctx.needs_input_grad[0]:  # grad_x_hat[row] · W_dec[col] per entry, without gathering either: embedding_bag's
+            grad_f = torch.ops.aten._embedding_bag_per_sample_weights_backward(  # own kernel (offset2bag = rows)
+                grad_x_hat, W_dec, cols, bag_offsets(rows, len(grad_x_hat)), rows, 0)
         if ctx.needs_input_grad[1]:
             fired = feature_sums(groups, rows, grad_x_hat, f)  # [U, d_in]
             if ctx.with_norms and grad_norms is not None:

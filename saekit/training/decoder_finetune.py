@@ -27,6 +27,7 @@ from saekit.activations import nnsight_api as api
 from saekit.activations.text import TokenWindows
 from saekit.errors import InputError
 from saekit.saes import SAE
+from saekit.saes.sparse import Codes, gather, positive_codes, sparse_decode
 
 FINETUNE_LR = 1e-3
 """Adam's rate (measured on a study A/1 at λ 5 with its least-squares decoder, +0.30 nats on held-out text; over 200k
@@ -45,28 +46,65 @@ class DecoderFinetune(NamedTuple):
     kl_end: float
 
 
-def _kl_per_token(clean: Tensor, spliced: Tensor, mask: Tensor) -> Tensor:
-    """Mean over real tokens of KL(softmax(clean) ‖ softmax(spliced)); logits [batch, seq, vocab], mask [batch, seq].
-    Σ p log p is a constant for the gradient, so only Σ p log q carries one."""
-    with torch.no_grad():
-        log_p = clean.float().log_softmax(-1)
-        p = log_p.exp()
-        neg_entropy = torch.linalg.vecdot(p, log_p)  # [batch, seq]
-    kl = neg_entropy - torch.linalg.vecdot(p, spliced.float().log_softmax(-1))
-    weight = mask.to(kl.dtype)
-    return (kl * weight).sum() / weight.sum().clamp_min(1)
+KL_BLOCK_ELEMENTS = 2**19
+"""Logits per block of the KL (2 MiB of fp32: a block's softmaxes and gradient stay in cache)."""
 
 
-def _decode(W_dec: Tensor, b_dec: Tensor, codes: Tensor, value: Tensor) -> Tensor:
-    """x̂ = f W_dec + b_dec for sparse codes f [tokens, d_sae], shaped and typed as the hook's value [..., d_in]."""
-    return (torch.sparse.mm(codes, W_dec) + b_dec).view(value.shape).to(value.dtype)
+class _KLToClean(torch.autograd.Function):
+    """Weighted mean over tokens of KL(softmax(clean) ‖ softmax(spliced)), for logits [tokens, vocab] and weights
+    [tokens]; the gradient (softmax(spliced) − softmax(clean)) · w_t / Σ w is computed in the forward, block by block
+    of rows, while each block is in cache (Σ p log p is a constant for it)."""
+
+    @staticmethod
+    def forward(ctx, spliced: Tensor, clean: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
+        rows = max(1, KL_BLOCK_ELEMENTS // spliced.shape[1])
+        scale = weight.sum().clamp_min(1)
+        grad = torch.empty(spliced.shape, dtype=torch.float32, device=spliced.device)
+        total = torch.zeros((), dtype=torch.float64, device=spliced.device)
+        for first in range(0, len(spliced), rows):
+            block = slice(first, first + rows)
+            log_p, log_q = clean[block].float().log_softmax(-1), spliced[block].float().log_softmax(-1)
+            p = log_p.exp()
+            total += torch.linalg.vecdot(p, log_p - log_q).mul(weight[block]).sum(dtype=torch.float64)
+            grad[block] = log_q.exp_().sub_(p).mul_((weight[block] / scale)[:, None])
+        ctx.save_for_backward(grad)
+        ctx.spliced_dtype = spliced.dtype
+        return (total / scale).float()
+
+    @staticmethod
+    def backward(ctx, grad_kl: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad.mul_(grad_kl).to(ctx.spliced_dtype), None, None  # the graph is freed after: no second backward
+
+
+def kl_to_clean(clean: Tensor, spliced: Tensor, mask: Tensor) -> Tensor:
+    """Mean over real tokens of KL(softmax(clean) ‖ softmax(spliced)); logits [batch, seq, vocab], mask [batch, seq];
+    differentiable in `spliced`."""
+    vocab = spliced.shape[-1]
+    return _KLToClean.apply(spliced.reshape(-1, vocab), clean.detach().reshape(-1, vocab),
+                            mask.reshape(-1).to(torch.float32))
+
+
+@torch.no_grad()
+def fixed_codes(sae: SAE, x: Tensor, compute_dtype: torch.dtype | None) -> tuple[Codes, Tensor]:
+    """The SAE's codes of x [tokens, d_in] as (entries, values [nnz]), held fixed while the decoder moves: f = σ(pre)
+    with the encoder's product in `compute_dtype` (the dtype it was trained in; bf16 rounds pre by under 0.4 %)."""
+    f = sae.activate(sae.pre_acts(x, dtype=compute_dtype))  # [tokens, d_sae], ≥ 0, in the product's dtype
+    codes = positive_codes(f)
+    return codes, gather(f, codes).to(sae.dtype)
+
+
+def _splice(W_dec: Tensor, b_dec: Tensor, codes: Codes, values: Tensor, value: Tensor) -> Tensor:
+    """x̂ = f W_dec + b_dec for the fixed codes, shaped and typed as the hook's value [..., d_in]."""
+    return sparse_decode(codes, values, W_dec, b_dec).view(value.shape).to(value.dtype)
 
 
 def finetune_decoder(sae: SAE, model, windows: TokenWindows, hook: str, tokens: int, *, side: api.Side = "output",
                      lr: float = FINETUNE_LR, windows_per_step: int = WINDOWS_PER_STEP,
-                     progress: bool = True) -> DecoderFinetune:
+                     compute_dtype: torch.dtype | None = None, progress: bool = True) -> DecoderFinetune:
     """Tune `sae`'s W_dec and b_dec in place on the KL to `model`'s clean outputs over the first `tokens` real tokens
-    of `windows` (fewer if they run out), with the codes of the SAE as given held fixed."""
+    of `windows` (fewer if they run out), with the codes of the SAE as given held fixed (the encoder's product in
+    `compute_dtype`, default the SAE's dtype)."""
     if not api.has_lm_head(model):
         raise InputError("the decoder's KL fine-tune needs next-token logits; this model has no language-model head "
                          "(use the least-squares refit, decoder_refit_tokens, instead)")
@@ -85,10 +123,10 @@ def finetune_decoder(sae: SAE, model, windows: TokenWindows, hook: str, tokens: 
         mask = windows.attention_mask[step * windows_per_step:(step + 1) * windows_per_step]
         with torch.no_grad():
             acts, clean = api.activations_and_logits(model, ids, mask, hook, side)  # [b, s, d_in], [b, s, vocab]
-            codes = sae.encode(acts.reshape(-1, sae.d_in).to(sae.dtype)).to_sparse()  # [b·s, d_sae], as trained
-
-        spliced = api.spliced_logits(model, ids, mask, hook, partial(_decode, sae.W_dec, b_dec, codes), side, grad=True)
-        kl = _kl_per_token(clean, spliced, mask)
+            codes, values = fixed_codes(sae, acts.reshape(-1, sae.d_in).to(sae.dtype), compute_dtype)
+        splice = partial(_splice, sae.W_dec, b_dec, codes, values)
+        spliced = api.spliced_logits(model, ids, mask, hook, splice, side, grad=True)
+        kl = kl_to_clean(clean, spliced, mask)
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (steps - step) / max(1, steps - decay_from))
         grads = torch.autograd.grad(kl, params)
