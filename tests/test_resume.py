@@ -131,11 +131,12 @@ def test_non_finite_activations_stop_training_naming_the_step(tmp_path, bad):
     assert all(torch.isfinite(t).all() for t in saekit.load_sae(checkpoints(tmp_path)[-1]).state_dict().values())
 
 
-def test_divergence_stops_before_the_weights_change():
+@pytest.mark.parametrize("value", [1e30, 3e37])  # 3e37: finite inputs whose sum overflows are not taken for NaNs
+def test_divergence_stops_before_the_weights_change(value):
     sae = saekit.SAE.create("relu", 16, 32, seed=0)
     before = {k: v.clone() for k, v in sae.state_dict().items()}
     with pytest.raises(NonFiniteError, match="training diverged; lower the learning rate"):
-        saekit.train(sae, [torch.full((8, 16), 1e30)],
+        saekit.train(sae, [torch.full((8, 16), value)],
                      saekit.TrainConfig(total_tokens=8, normalize_activations=False, init_b_dec="keep",
                                             decoder_norm="free"), progress=False)
     assert all(torch.equal(v, before[k]) for k, v in sae.state_dict().items())

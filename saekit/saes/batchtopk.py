@@ -45,7 +45,7 @@ class BatchTopKSAE(TopKSAE):
     def select(self, pre: Tensor) -> tuple[Codes, Tensor]:
         flat = pre.reshape(-1)
         k = min(self.k * pre.shape[0], flat.numel())
-        codes = codes_from_flat(flat.topk(k, sorted=False).indices, pre.shape[0], self.d_sae)
+        codes = codes_from_flat(flat.topk(k, sorted=False).indices, pre.shape[0], self.d_sae).grouped()
         return codes, gather(pre, codes)
 
     @torch.no_grad()

@@ -87,7 +87,8 @@ class JumpReLUSAE(SAE):
         # active entries, plus inactive ones within the estimator's window (they move θ)
         with torch.no_grad():
             pre = self.scratch_pre_acts(x, ctx.compute_dtype)  # [batch, d_sae], the one dense product
-            codes = codes_from_mask((pre > self.threshold) | ((pre - self.threshold).abs() < self.bandwidth / 2))
+            near = (pre - self.threshold).abs() < self.bandwidth / 2
+            codes = codes_from_mask((pre > self.threshold) | near).grouped()
             values = gather(pre, codes)
         pre_sel = self.selected(x, codes, values)
         theta = torch.index_select(self.threshold, 0, codes.cols)  # index_add backward: deterministic

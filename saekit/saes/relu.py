@@ -47,7 +47,7 @@ class ReLUSAE(SAE):
     def sparse_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
         with torch.no_grad():
             pre = self.scratch_pre_acts(x, ctx.compute_dtype)  # [batch, d_sae], the one dense product
-            codes = positive_codes(pre)
+            codes = positive_codes(pre).grouped()
             values = gather(pre, codes)
         f = self.selected(x, codes, values)  # all > 0, so ReLU is the identity here
         if ctx.l1_weighted_by_decoder_norm:

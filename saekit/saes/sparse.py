@@ -24,20 +24,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-class Codes(NamedTuple):
-    """Selected (token, feature) entries of a batch, sorted by token."""
-
-    rows: Tensor  # [nnz] int64
-    cols: Tensor  # [nnz] int64
-    n_rows: int  # tokens in the batch
-
-
-def bag_offsets(rows: Tensor, n_rows: int) -> Tensor:
-    """Start of each token's entries in the sorted `rows` list: [n_rows] (empty tokens allowed)."""
-    counts = torch.bincount(rows, minlength=n_rows)
-    return torch.cumsum(counts, 0) - counts
-
-
 class FeatureGroups(NamedTuple):
     """The entries regrouped by feature: `order` [nnz] sorts them by feature (stably), `features` [U] are the
     distinct features that fired, `offsets` [U] where each one's entries start in that order, and `of_entry`
@@ -57,6 +43,26 @@ def group_by_feature(cols: Tensor) -> FeatureGroups:
     return FeatureGroups(order, features, torch.cumsum(counts, 0) - counts, of_entry)
 
 
+class Codes(NamedTuple):
+    """Selected (token, feature) entries of a batch, sorted by token, with their grouping by feature once a training
+    step has asked for it (`grouped`: the encoder's and the decoder's gradients share one sort)."""
+
+    rows: Tensor  # [nnz] int64
+    cols: Tensor  # [nnz] int64
+    n_rows: int  # tokens in the batch
+    groups: FeatureGroups | None = None
+
+    def grouped(self) -> Codes:
+        """These codes with their feature grouping computed."""
+        return self if self.groups is not None else self._replace(groups=group_by_feature(self.cols))
+
+
+def bag_offsets(rows: Tensor, n_rows: int) -> Tensor:
+    """Start of each token's entries in the sorted `rows` list: [n_rows] (empty tokens allowed)."""
+    counts = torch.bincount(rows, minlength=n_rows)
+    return torch.cumsum(counts, 0) - counts
+
+
 def feature_sums(groups: FeatureGroups, rows: Tensor, dense: Tensor, weights: Tensor) -> Tensor:
     """Σ_{entries e of feature i} weights_e · dense[rows_e] for each fired feature i: [U, d]."""
     return F.embedding_bag(rows[groups.order], dense, groups.offsets, mode="sum",
@@ -70,13 +76,14 @@ class _SparseDecode(torch.autograd.Function):
         ∂L/∂f_e = ∂L/∂x̂_row · W_dec[col]    (an L1 weighted by the norms adds its own term through autograd)
         ∂L/∂W_dec[i] = Σ_{e of i} f_e ∂L/∂x̂_row + (Σ_{e of i} ∂L/∂norm_e) W_dec[i] / ‖W_dec[i]‖
 
-    forward(f, W_dec, b_dec, rows, cols, n_rows, with_norms) → (x̂ [n_rows, d_in], norms [nnz], empty without them).
+    forward(f, W_dec, b_dec, rows, cols, n_rows, with_norms, groups) → (x̂ [n_rows, d_in], norms [nnz], empty without
+    them); `groups`: the entries' FeatureGroups, or None to compute them.
     """
 
     @staticmethod
-    def forward(ctx, f, W_dec, b_dec, rows, cols, n_rows, with_norms):
+    def forward(ctx, f, W_dec, b_dec, rows, cols, n_rows, with_norms, groups):
         x_hat = F.embedding_bag(cols, W_dec, bag_offsets(rows, n_rows), mode="sum", per_sample_weights=f) + b_dec
-        groups = group_by_feature(cols)
+        groups = groups if groups is not None else group_by_feature(cols)
         norms = W_dec.index_select(0, groups.features).norm(dim=1) if with_norms else W_dec.new_empty(0)  # [U]
         ctx.save_for_backward(f, W_dec, rows, cols, norms, *groups)
         ctx.with_norms = with_norms
@@ -99,29 +106,31 @@ class _SparseDecode(torch.autograd.Function):
             grad_W_dec = torch.zeros_like(W_dec).index_copy_(0, groups.features, fired)
         if ctx.needs_input_grad[2]:
             grad_b_dec = grad_x_hat.sum(0)
-        return grad_f, grad_W_dec, grad_b_dec, None, None, None, None
+        return grad_f, grad_W_dec, grad_b_dec, None, None, None, None, None
 
 
 def sparse_decode(codes: Codes, f: Tensor, W_dec: Tensor, b_dec: Tensor) -> Tensor:
     """x̂ = f W_dec + b_dec for sparse f given as values [nnz] at `codes`: → [n_rows, d_in]."""
-    return _SparseDecode.apply(f, W_dec, b_dec, codes.rows, codes.cols, codes.n_rows, False)[0]
+    return _SparseDecode.apply(f, W_dec, b_dec, codes.rows, codes.cols, codes.n_rows, False, codes.groups)[0]
 
 
 def sparse_decode_with_norms(codes: Codes, f: Tensor, W_dec: Tensor, b_dec: Tensor) -> tuple[Tensor, Tensor]:
     """(x̂ [n_rows, d_in], ‖W_dec[col]‖ at each entry [nnz]), both differentiable, for the norm-weighted L1."""
-    return _SparseDecode.apply(f, W_dec, b_dec, codes.rows, codes.cols, codes.n_rows, True)
+    return _SparseDecode.apply(f, W_dec, b_dec, codes.rows, codes.cols, codes.n_rows, True, codes.groups)
 
 
 class _SelectedPreActs(torch.autograd.Function):
     """The pre-activations at chosen entries, with a backward that touches only those entries.
 
-    forward(x, b_dec, W_enc, b_enc, rows, cols, values) returns `values` (computed by the caller from
-    the dense no-grad encoder pass); backward gives W_enc, b_enc and b_dec their exact gradients.
+    forward(x, b_dec, W_enc, b_enc, rows, cols, values, groups) returns `values` (computed by the caller from
+    the dense no-grad encoder pass); backward gives W_enc, b_enc and b_dec their exact gradients (`groups`: the
+    entries' FeatureGroups, or None to compute them there).
     """
 
     @staticmethod
-    def forward(ctx, x, b_dec, W_enc, b_enc, rows, cols, values):
+    def forward(ctx, x, b_dec, W_enc, b_enc, rows, cols, values, groups):
         ctx.save_for_backward(x, b_dec, W_enc, rows, cols)
+        ctx.groups = groups
         return values.clone()
 
     @staticmethod
@@ -132,7 +141,7 @@ class _SelectedPreActs(torch.autograd.Function):
         grad_b_enc = torch.zeros(d_sae, dtype=grad.dtype, device=grad.device).index_add_(0, cols, grad)
         grad_W_enc = grad_b_dec = grad_x = None
         if ctx.needs_input_grad[2]:
-            groups = group_by_feature(cols)
+            groups = ctx.groups if ctx.groups is not None else group_by_feature(cols)
             fired = feature_sums(groups, rows, x - b_dec, grad).T.contiguous()  # [d_in, U]
             grad_W_enc = W_enc.new_zeros(d_in, d_sae).scatter_(1, groups.features.expand(d_in, -1), fired)
         if ctx.needs_input_grad[1]:
@@ -140,13 +149,13 @@ class _SelectedPreActs(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = F.embedding_bag(cols, W_enc.T, bag_offsets(rows, x.shape[0]), mode="sum",
                                      per_sample_weights=grad)
-        return grad_x, grad_b_dec, grad_W_enc, grad_b_enc, None, None, None
+        return grad_x, grad_b_dec, grad_W_enc, grad_b_enc, None, None, None, None
 
 
 def selected_pre_acts(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, codes: Codes,
                       values: Tensor) -> Tensor:
     """Differentiable pre-activations [nnz] at `codes`, given their values from a no-grad dense pass."""
-    return _SelectedPreActs.apply(x, b_dec, W_enc, b_enc, codes.rows, codes.cols, values)
+    return _SelectedPreActs.apply(x, b_dec, W_enc, b_enc, codes.rows, codes.cols, values, codes.groups)
 
 
 WORD_BYTES = 8  # a bool mask is scanned this many entries at a time by `mask_entries`

@@ -19,7 +19,7 @@ from torch import Tensor
 from saekit.errors import InputError
 from saekit.saes.base import SAE, LossContext, SAELoss
 from saekit.saes.registry import register
-from saekit.saes.sparse import Codes, codes_from_topk, sparse_decode
+from saekit.saes.sparse import Codes, codes_from_topk
 
 GROUP_SIZE = 8  # entries per group in `grouped_topk`
 
@@ -79,7 +79,7 @@ class TopKSAE(SAE):
     def select(self, pre: Tensor) -> tuple[Codes, Tensor]:
         """The entries training keeps (per token: its k largest) and their pre-activations [nnz]."""
         top_values, top_indices = grouped_topk(pre, self.k)
-        return codes_from_topk(top_indices), top_values.reshape(-1)
+        return codes_from_topk(top_indices).grouped(), top_values.reshape(-1)
 
     def sparse_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
         with torch.no_grad():
@@ -87,22 +87,25 @@ class TopKSAE(SAE):
             codes, values = self.select(pre)
         f = torch.relu(self.selected(x, codes, values))
         x_hat, mse = self.sparse_mse(x, codes, f)
-        aux = self.sparse_aux_loss(x, x_hat, pre, ctx)
+        aux = self.sparse_aux_loss(x, x_hat, ctx)
         total = mse + ctx.aux_coefficient * aux
         return SAELoss(total, mse, mse.new_zeros(()), aux, x_hat, codes=codes, values=f.detach())
 
-    def sparse_aux_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor, ctx: LossContext) -> Tensor:
-        """AuxK through sparse products: the same value and gradients as `aux_loss`."""
+    def sparse_aux_loss(self, x: Tensor, x_hat: Tensor, ctx: LossContext) -> Tensor:
+        """AuxK on the dead features' columns only: the same value and gradients as `aux_loss`.
+
+        With aux_k = d_in / 2 a token may use every dead feature, often more entries than the main codes hold, so
+        the dead features' pre-activations are computed as one small dense product [batch, n_dead] (in the SAE's
+        dtype) rather than as sparse entries."""
         if ctx.dead is None or ctx.aux_k < 1 or not bool(ctx.dead.any()):
             return x.new_zeros(())
-        dead_ids = ctx.dead.nonzero().squeeze(1)
-        with torch.no_grad():
-            top = pre[:, dead_ids].topk(min(ctx.aux_k, dead_ids.numel()), dim=-1, sorted=False)
-            rows = codes_from_topk(top.indices).rows
-            codes = Codes(rows, dead_ids[top.indices.reshape(-1)], x.shape[0])
-        f_aux = torch.relu(self.selected(x, codes, top.values.reshape(-1)))
+        dead_ids = ctx.dead.nonzero().squeeze(1)  # [n_dead]
+        x_bar = x - self.b_dec if self.apply_b_dec_to_input else x
+        pre_dead = torch.addmm(self.b_enc[dead_ids], x_bar, self.W_enc[:, dead_ids])  # [batch, n_dead]
+        k_aux = min(ctx.aux_k, len(dead_ids))
+        f_aux = pre_dead.relu() if k_aux == len(dead_ids) else scatter_topk(pre_dead, k_aux)
         e = (x - x_hat).detach()
-        e_hat = sparse_decode(codes, f_aux, self.W_dec, torch.zeros_like(self.b_dec))
+        e_hat = f_aux @ self.W_dec[dead_ids]  # [batch, d_in]
         return (e_hat - e).pow(2).sum(-1).mean() / (e - e.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
 
     def hyperparams(self) -> dict:

@@ -227,7 +227,9 @@ class Trainer:
                 f"or cast the activations with .to({sae.dtype})"
             )
         x = x.to(sae.device, non_blocking=True)
-        finite = torch.isfinite(x)
+        if torch.isfinite(x.sum()):  # one pass instead of isfinite's three: any NaN or inf makes the sum non-finite
+            return x
+        finite = torch.isfinite(x)  # exactly, as finite values can also sum past the dtype's range
         if not finite.all():
             bad = int((~finite).sum())
             raise NonFiniteError(
