@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from saekit.saes import SAE
+from saekit.saes.sparse import gather, positive_codes
 
 RIDGE = 0.1
 """Pull toward the trained decoder, relative to G's mean diagonal (measured on the full demo's A family, refit on
@@ -64,16 +65,19 @@ def refit_decoder(sae: SAE, batches: Iterator[Tensor], tokens: int, ridge: float
     d_sae, d_in = sae.d_sae, sae.d_in
     gram = torch.zeros(d_sae + 1, d_sae + 1, dtype=torch.float64, device=sae.device)  # G = f̃ᵀ f̃
     cross = torch.zeros(d_sae + 1, d_in, dtype=torch.float64, device=sae.device)  # R = f̃ᵀ x
+    W_dec64, b_dec64 = sae.W_dec.double(), sae.b_dec.double()
     sum_sq, sse_before, seen = 0.0, 0.0, 0
     while seen < tokens:
         x = next(batches, None)
         if x is None:
             break
         x = x[: tokens - seen].to(sae.dtype)
-        f = sae.encode(x)  # [batch, d_sae]
-        codes = f.double().to_sparse()
+        f = sae.encode(x)  # [batch, d_sae], ≥ 0
+        active = positive_codes(f)  # read sparsely, then only the active values widened to float64
+        codes = torch.sparse_coo_tensor(torch.stack([active.rows, active.cols]), gather(f, active).double(), f.shape,
+                                        is_coalesced=True, check_invariants=False)  # row-major and distinct already
         x64 = x.double()
-        x_hat = torch.sparse.mm(codes, sae.W_dec.double()) + sae.b_dec.double()  # decode, paying only for active codes
+        x_hat = torch.sparse.mm(codes, W_dec64) + b_dec64  # decode, paying only for active codes
         sse_before += (x64 - x_hat).pow(2).sum().item()
         sum_sq += x64.pow(2).sum().item()
         _add_sums(gram, cross, codes, x64)
@@ -81,10 +85,10 @@ def refit_decoder(sae: SAE, batches: Iterator[Tensor], tokens: int, ridge: float
     if seen == 0:
         return DecoderRefit(0, 0, float("nan"), float("nan"))
     fired = gram.diagonal()[:d_sae] > 0
-    keep = torch.cat([fired, torch.ones(1, dtype=torch.bool, device=fired.device)])  # the bias column always
-    g, r = gram[keep][:, keep], cross[keep]
+    keep = torch.cat([fired, torch.ones(1, dtype=torch.bool, device=fired.device)]).nonzero().squeeze(1)  # + bias
+    g, r = gram[keep[:, None], keep], cross[keep]  # one gather of the fired block
     del gram
-    old = torch.cat([sae.W_dec.double()[fired], sae.b_dec.double()[None]])  # [n_fired + 1, d_in]
+    old = torch.cat([W_dec64[fired], b_dec64[None]])  # [n_fired + 1, d_in]
     shift = ridge * g.diagonal()[:-1].mean()
     g.diagonal().add_(shift)
     target = r + shift * old
