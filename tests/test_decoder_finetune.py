@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import saekit
 from saekit.activations import nnsight_api as api
 from saekit.errors import InputError
-from saekit.training.decoder_finetune import _splice, finetune_decoder, fixed_codes, kl_to_clean
+from saekit.training.decoder_finetune import _splice, finetune_decoder, kl_to_clean
 
 from helpers import ARCHS, HOOK, corpus
 
@@ -61,7 +61,7 @@ def test_spliced_gradient_matches_a_plain_torch_splice(tiny_lm, windows, acts):
     """The fine-tune's KL and its gradients in W_dec and b_dec (blockwise KL, sparse decode through nnsight) against
     F.kl_div on the bare module with a forward hook and a dense decode."""
     sae = _sae("relu", acts)
-    codes, values = fixed_codes(sae, acts, None)
+    codes, values = sae.sparse_encode(acts)
     splice = partial(_splice, sae.W_dec, sae.b_dec, codes, values)
 
     clean = api.clean_logits(tiny_lm, windows.input_ids, windows.attention_mask)
@@ -79,14 +79,14 @@ def test_spliced_gradient_matches_a_plain_torch_splice(tiny_lm, windows, acts):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_fixed_codes_are_the_encoders(acts, arch):
+def test_sparse_codes_are_the_encoders(acts, arch):
     """The codes held fixed: exactly encode's with fp32 products. With bf16 products (as the SAEs were trained), the
     values within bf16's rounding of pre, and only entries within that rounding of the threshold (zero, or TopK's
     k-th value) chosen differently: under 0.1 % of the entries."""
     sae = _sae(arch, acts)
     want = sae.encode(acts).detach()
     for dtype in (None, torch.bfloat16):
-        codes, values = fixed_codes(sae, acts, dtype)
+        codes, values = sae.sparse_encode(acts, dtype)
         got = torch.zeros_like(want).index_put_((codes.rows, codes.cols), values)
         assert codes.n_rows == len(acts) and (values > 0).all()
         if dtype is None:

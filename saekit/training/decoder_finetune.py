@@ -27,7 +27,7 @@ from saekit.activations import nnsight_api as api
 from saekit.activations.text import TokenWindows
 from saekit.errors import InputError
 from saekit.saes import SAE
-from saekit.saes.sparse import Codes, gather, positive_codes, sparse_decode
+from saekit.saes.sparse import Codes, sparse_decode
 
 FINETUNE_LR = 1e-3
 """Adam's rate (measured on a study A/1 at λ 5 with its least-squares decoder, +0.30 nats on held-out text; over 200k
@@ -85,15 +85,6 @@ def kl_to_clean(clean: Tensor, spliced: Tensor, mask: Tensor) -> Tensor:
                             mask.reshape(-1).to(torch.float32))
 
 
-@torch.no_grad()
-def fixed_codes(sae: SAE, x: Tensor, compute_dtype: torch.dtype | None) -> tuple[Codes, Tensor]:
-    """The SAE's codes of x [tokens, d_in] as (entries, values [nnz]), held fixed while the decoder moves: f = σ(pre)
-    with the encoder's product in `compute_dtype` (the dtype it was trained in; bf16 rounds pre by under 0.4 %)."""
-    f = sae.activate(sae.pre_acts(x, dtype=compute_dtype))  # [tokens, d_sae], ≥ 0, in the product's dtype
-    codes = positive_codes(f)
-    return codes, gather(f, codes).to(sae.dtype)
-
-
 def _splice(W_dec: Tensor, b_dec: Tensor, codes: Codes, values: Tensor, value: Tensor) -> Tensor:
     """x̂ = f W_dec + b_dec for the fixed codes, shaped and typed as the hook's value [..., d_in]."""
     return sparse_decode(codes, values, W_dec, b_dec).view(value.shape).to(value.dtype)
@@ -123,7 +114,7 @@ def finetune_decoder(sae: SAE, model, windows: TokenWindows, hook: str, tokens: 
         mask = windows.attention_mask[step * windows_per_step:(step + 1) * windows_per_step]
         with torch.no_grad():
             acts, clean = api.activations_and_logits(model, ids, mask, hook, side)  # [b, s, d_in], [b, s, vocab]
-            codes, values = fixed_codes(sae, acts.reshape(-1, sae.d_in).to(sae.dtype), compute_dtype)
+            codes, values = sae.sparse_encode(acts.reshape(-1, sae.d_in).to(sae.dtype), compute_dtype)
         splice = partial(_splice, sae.W_dec, b_dec, codes, values)
         spliced = api.spliced_logits(model, ids, mask, hook, splice, side, grad=True)
         kl = kl_to_clean(clean, spliced, mask)

@@ -21,7 +21,6 @@ import torch
 from torch import Tensor
 
 from saekit.saes import SAE
-from saekit.saes.sparse import gather, positive_codes
 
 RIDGE = 0.1
 """Pull toward the trained decoder, relative to G's mean diagonal (measured on the full demo's A family, refit on
@@ -72,9 +71,8 @@ def refit_decoder(sae: SAE, batches: Iterator[Tensor], tokens: int, ridge: float
         if x is None:
             break
         x = x[: tokens - seen].to(sae.dtype)
-        f = sae.encode(x)  # [batch, d_sae], ≥ 0
-        active = positive_codes(f)  # read sparsely, then only the active values widened to float64
-        codes = torch.sparse_coo_tensor(torch.stack([active.rows, active.cols]), gather(f, active).double(), f.shape,
+        active, values = sae.sparse_encode(x)  # only the active values widened to float64
+        codes = torch.sparse_coo_tensor(torch.stack([active.rows, active.cols]), values.double(), (len(x), d_sae),
                                         is_coalesced=True, check_invariants=False)  # row-major and distinct already
         x64 = x.double()
         x_hat = torch.sparse.mm(codes, W_dec64) + b_dec64  # decode, paying only for active codes
