@@ -18,17 +18,29 @@ KEEP_BYTES = 1 << 30
 """Blocks up to this size come from (and go back to) the process's heap; freed memory up to it is not trimmed."""
 
 
-def retain_freed_memory() -> bool:
-    """Ask glibc's malloc to serve blocks up to KEEP_BYTES from the heap and keep freed memory for reuse; True where
-    it took (Linux with glibc), False elsewhere, where nothing changes.
-
-    A process-wide setting that never changes a number: entry points that own their process call it (`saekit
-    train`, the demo's workers). The process then keeps the memory it has freed until it exits."""
+def glibc_malloc_in_use() -> bool:
+    """Whether this process's `malloc` is glibc's: not on other systems, nor where another allocator is preloaded
+    (jemalloc, tcmalloc and mimalloc accept or ignore `mallopt`, so its return value alone does not tell)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        process, libc = ctypes.CDLL(None), ctypes.CDLL("libc.so.6")
+        in_use, glibc = process.malloc, libc.malloc
+        if not hasattr(libc, "gnu_get_libc_version"):  # glibc's own symbol
+            return False
     except (OSError, AttributeError):
         return False
+    return ctypes.cast(in_use, ctypes.c_void_p).value == ctypes.cast(glibc, ctypes.c_void_p).value
+
+
+def retain_freed_memory() -> bool:
+    """Ask glibc's malloc to serve blocks up to KEEP_BYTES from the heap and keep freed memory for reuse; True where
+    it took (glibc's malloc in use), False elsewhere, where nothing changes.
+
+    A process-wide setting that never changes a number: entry points that own their process call it (`saekit
+    train`, the demo's workers). The process then keeps the memory it has freed until it exits."""
+    if not glibc_malloc_in_use():
+        return False
+    mallopt = ctypes.CDLL("libc.so.6").mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
