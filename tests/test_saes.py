@@ -147,7 +147,7 @@ def test_positive_codes_are_numpys_nonzero(dtype, density, rows, width, start):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("width,k", [(1024, 32), (4096, 32), (1024, 3), (1000, 8), (64, 32)])
+@pytest.mark.parametrize("width,k", [(1024, 32), (4096, 32), (16384, 32), (1024, 3), (1000, 8), (64, 32), (512, 32)])
 def test_grouped_topk_selects_exactly_the_k_largest(dtype, width, k):
     from saekit.saes.topk import grouped_topk
 
@@ -286,3 +286,20 @@ def test_bf16_products_follow_the_fp32_reference(arch, path):
         if g.abs().sum() > 0:
             assert _cosine(grads[1][name], g) > 0.99, name
             assert grads[1][name].dtype == torch.float32
+
+
+@pytest.mark.parametrize("d_sae", [7, 4096, 40_000, 2**31 + 5])
+def test_group_by_feature_matches_a_stable_argsort(d_sae):
+    """Entries grouped by feature in a stable order, whatever integer width the sort narrows them to."""
+    from saekit.saes.sparse import group_by_feature
+
+    g = torch.Generator().manual_seed(d_sae % 1000)
+    cols = torch.randint(0, 50, (3000,), generator=g) * (d_sae // 50) + torch.randint(0, 2, (3000,), generator=g)
+    cols[0] = d_sae - 1
+    groups = group_by_feature(cols)
+    order = np.argsort(cols.numpy(), kind="stable")
+    assert np.array_equal(groups.order.numpy(), order)
+    features, counts = np.unique(cols.numpy(), return_counts=True)
+    assert groups.features.dtype == torch.int64 and np.array_equal(groups.features.numpy(), features)
+    assert np.array_equal(groups.offsets.numpy(), np.cumsum(counts) - counts)
+    assert np.array_equal(groups.features[groups.of_entry].numpy(), cols.numpy())

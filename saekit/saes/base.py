@@ -240,14 +240,15 @@ class SAE(nn.Module):
         """The loss through sparse products; architectures that support it override this."""
         raise NotImplementedError(f"{self.arch} has no sparse training path")
 
-    def selected(self, x: Tensor, codes: Codes, values: Tensor) -> Tensor:
+    def selected(self, x: Tensor, codes: Codes, values: Tensor, grad_dtype: torch.dtype | None = None) -> Tensor:
         """Differentiable pre-activations [nnz] at `codes` (values from a no-grad dense encoder pass, in any
-        compute dtype: they come back in the SAE's)."""
-        return selected_pre_acts(x, self.b_dec, self.W_enc, self.b_enc, codes, values.to(self.dtype))
+        compute dtype: they come back in the SAE's; W_enc's gradient products in `grad_dtype` if given)."""
+        return selected_pre_acts(x, self.b_dec, self.W_enc, self.b_enc, codes, values.to(self.dtype), grad_dtype)
 
-    def sparse_mse(self, x: Tensor, codes: Codes, f: Tensor) -> tuple[Tensor, Tensor]:
-        """(x̂ [batch, d_in], mse) for activations f [nnz] at `codes`."""
-        x_hat = sparse_decode(codes, f, self.W_dec, self.b_dec)
+    def sparse_mse(self, x: Tensor, codes: Codes, f: Tensor,
+                   grad_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+        """(x̂ [batch, d_in], mse) for activations f [nnz] at `codes` (W_dec's gradient products in `grad_dtype`)."""
+        x_hat = sparse_decode(codes, f, self.W_dec, self.b_dec, grad_dtype)
         return x_hat, (x_hat - x).pow(2).sum(-1).mean()
 
     @torch.no_grad()

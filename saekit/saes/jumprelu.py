@@ -90,10 +90,10 @@ class JumpReLUSAE(SAE):
             near = (pre - self.threshold).abs() < self.bandwidth / 2
             codes = codes_from_mask((pre > self.threshold) | near).grouped()
             values = gather(pre, codes)
-        pre_sel = self.selected(x, codes, values)
+        pre_sel = self.selected(x, codes, values, ctx.compute_dtype)
         theta = torch.index_select(self.threshold, 0, codes.cols)  # index_add backward: deterministic
         f = _JumpReLU.apply(pre_sel, theta, self.bandwidth)
-        x_hat, mse = self.sparse_mse(x, codes, f)
+        x_hat, mse = self.sparse_mse(x, codes, f, ctx.compute_dtype)
         sparsity = _Step.apply(pre_sel, theta, self.bandwidth).sum() / x.shape[0]
         total = mse + ctx.sparsity_coefficient * sparsity
         return SAELoss(total, mse, sparsity, mse.new_zeros(()), x_hat, codes=codes, values=f.detach())

@@ -49,12 +49,13 @@ class ReLUSAE(SAE):
             pre = self.scratch_pre_acts(x, ctx.compute_dtype)  # [batch, d_sae], the one dense product
             codes = positive_codes(pre).grouped()
             values = gather(pre, codes)
-        f = self.selected(x, codes, values)  # all > 0, so ReLU is the identity here
+        f = self.selected(x, codes, values, ctx.compute_dtype)  # all > 0, so ReLU is the identity here
         if ctx.l1_weighted_by_decoder_norm:
-            x_hat, norms = sparse_decode_with_norms(codes, f, self.W_dec, self.b_dec)  # norms [nnz]: ‖W_dec[col]‖
+            # norms [nnz]: ‖W_dec[col]‖
+            x_hat, norms = sparse_decode_with_norms(codes, f, self.W_dec, self.b_dec, ctx.compute_dtype)
             sparsity = (f * norms).sum() / x.shape[0]
         else:
-            x_hat = sparse_decode(codes, f, self.W_dec, self.b_dec)
+            x_hat = sparse_decode(codes, f, self.W_dec, self.b_dec, ctx.compute_dtype)
             sparsity = f.sum() / x.shape[0]
         mse = (x_hat - x).pow(2).sum(-1).mean()
         total = mse + ctx.sparsity_coefficient * sparsity

@@ -38,10 +38,21 @@ class FeatureGroups(NamedTuple):
 
 def group_by_feature(cols: Tensor) -> FeatureGroups:
     """Group entries by their feature, for the per-feature sums of the weight gradients."""
-    sorted_cols, order = torch.sort(cols, stable=True)
+    sorted_cols, order = torch.sort(_narrowest(cols), stable=True)
     features, of_sorted, counts = torch.unique_consecutive(sorted_cols, return_inverse=True, return_counts=True)
+    features = features.long()
     of_entry = torch.empty_like(of_sorted).index_copy_(0, order, of_sorted)
     return FeatureGroups(order, features, torch.cumsum(counts, 0) - counts, of_entry)
+
+
+def _narrowest(indices: Tensor) -> Tensor:
+    """Non-negative int64 indices in the narrowest integer dtype that holds them: sorting 131k feature indices takes
+    1.3 ms as int16 and 4.2 ms as int64 on one core of this project's CPU (the order is the same)."""
+    top = int(indices.max()) if indices.numel() else 0
+    for dtype in (torch.int16, torch.int32):
+        if top <= torch.iinfo(dtype).max:
+            return indices.to(dtype)
+    return indices
 
 
 class Codes(NamedTuple):
@@ -64,10 +75,20 @@ def bag_offsets(rows: Tensor, n_rows: int) -> Tensor:
     return torch.cumsum(counts, 0) - counts
 
 
-def feature_sums(groups: FeatureGroups, rows: Tensor, dense: Tensor, weights: Tensor) -> Tensor:
-    """Σ_{entries e of feature i} weights_e · dense[rows_e] for each fired feature i: [U, d]."""
+def feature_sums(groups: FeatureGroups, rows: Tensor, dense: Tensor, weights: Tensor,
+                 dtype: torch.dtype | None = None) -> Tensor:
+    """Σ_{entries e of feature i} weights_e · dense[rows_e] for each fired feature i: [U, d] in dense's dtype, the
+    products read in `dtype` if given (bf16 halves the bytes gathered; the sums are rounded once, by ~0.2 %)."""
+    if dtype is not None and dtype != dense.dtype:
+        return feature_sums(groups, rows, dense.to(dtype), weights.to(dtype)).to(dense.dtype)
     return F.embedding_bag(rows[groups.order], dense, groups.offsets, mode="sum",
                            per_sample_weights=weights[groups.order])
+
+
+def transposed(a: Tensor, block: int = 256) -> Tensor:
+    """a.T [d, U] as a contiguous tensor, copied in blocks of rows: 3x faster than `a.T.contiguous()` for a
+    [3342, 512] fp32 gradient on this project's CPU (each block's transpose stays in cache)."""
+    return torch.cat([a[i:i + block].T for i in range(0, len(a), block)], 1) if len(a) > block else a.T.contiguous()
 
 
 class _SparseDecode(torch.autograd.Function):
@@ -77,17 +98,18 @@ class _SparseDecode(torch.autograd.Function):
         ∂L/∂f_e = ∂L/∂x̂_row · W_dec[col]    (an L1 weighted by the norms adds its own term through autograd)
         ∂L/∂W_dec[i] = Σ_{e of i} f_e ∂L/∂x̂_row + (Σ_{e of i} ∂L/∂norm_e) W_dec[i] / ‖W_dec[i]‖
 
-    forward(f, W_dec, b_dec, rows, cols, n_rows, with_norms, groups) → (x̂ [n_rows, d_in], norms [nnz], empty without
-    them); `groups`: the entries' FeatureGroups, or None to compute them.
+    forward(f, W_dec, b_dec, rows, cols, n_rows, with_norms, groups, grad_dtype) → (x̂ [n_rows, d_in], norms [nnz],
+    empty without them); `groups`: the entries' FeatureGroups, or None to compute them; `grad_dtype`: the dtype
+    W_dec's gradient sums read their products in (None: W_dec's).
     """
 
     @staticmethod
-    def forward(ctx, f, W_dec, b_dec, rows, cols, n_rows, with_norms, groups):
+    def forward(ctx, f, W_dec, b_dec, rows, cols, n_rows, with_norms, groups, grad_dtype):
         x_hat = F.embedding_bag(cols, W_dec, bag_offsets(rows, n_rows), mode="sum", per_sample_weights=f) + b_dec
         groups = groups if groups is not None else group_by_feature(cols)
         norms = W_dec.index_select(0, groups.features).norm(dim=1) if with_norms else W_dec.new_empty(0)  # [U]
         ctx.save_for_backward(f, W_dec, rows, cols, norms, *groups)
-        ctx.with_norms = with_norms
+        ctx.with_norms, ctx.grad_dtype = with_norms, grad_dtype
         return x_hat, norms[groups.of_entry] if with_norms else W_dec.new_empty(0)
 
     @staticmethod
@@ -100,38 +122,43 @@ class _SparseDecode(torch.autograd.Function):
             grad_f = torch.ops.aten._embedding_bag_per_sample_weights_backward(  # own kernel (offset2bag = rows)
                 grad_x_hat, W_dec, cols, bag_offsets(rows, len(grad_x_hat)), rows, 0)
         if ctx.needs_input_grad[1]:
-            fired = feature_sums(groups, rows, grad_x_hat, f)  # [U, d_in]
+            fired = feature_sums(groups, rows, grad_x_hat, f, ctx.grad_dtype)  # [U, d_in]
             if ctx.with_norms and grad_norms is not None:
                 per_feature = norms.new_zeros(len(norms)).index_add_(0, groups.of_entry, grad_norms)  # [U]
                 fired += (per_feature / norms.clamp_min(1e-12))[:, None] * W_dec.index_select(0, groups.features)
             grad_W_dec = torch.zeros_like(W_dec).index_copy_(0, groups.features, fired)
         if ctx.needs_input_grad[2]:
             grad_b_dec = grad_x_hat.sum(0)
-        return grad_f, grad_W_dec, grad_b_dec, None, None, None, None, None
+        return grad_f, grad_W_dec, grad_b_dec, None, None, None, None, None, None
 
 
-def sparse_decode(codes: Codes, f: Tensor, W_dec: Tensor, b_dec: Tensor) -> Tensor:
-    """x̂ = f W_dec + b_dec for sparse f given as values [nnz] at `codes`: → [n_rows, d_in]."""
-    return _SparseDecode.apply(f, W_dec, b_dec, codes.rows, codes.cols, codes.n_rows, False, codes.groups)[0]
+def sparse_decode(codes: Codes, f: Tensor, W_dec: Tensor, b_dec: Tensor,
+                  grad_dtype: torch.dtype | None = None) -> Tensor:
+    """x̂ = f W_dec + b_dec for sparse f given as values [nnz] at `codes`: → [n_rows, d_in] (W_dec's gradient sums
+    read their products in `grad_dtype` if given)."""
+    return _SparseDecode.apply(f, W_dec, b_dec, codes.rows, codes.cols, codes.n_rows, False, codes.groups,
+                               grad_dtype)[0]
 
 
-def sparse_decode_with_norms(codes: Codes, f: Tensor, W_dec: Tensor, b_dec: Tensor) -> tuple[Tensor, Tensor]:
+def sparse_decode_with_norms(codes: Codes, f: Tensor, W_dec: Tensor, b_dec: Tensor,
+                             grad_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
     """(x̂ [n_rows, d_in], ‖W_dec[col]‖ at each entry [nnz]), both differentiable, for the norm-weighted L1."""
-    return _SparseDecode.apply(f, W_dec, b_dec, codes.rows, codes.cols, codes.n_rows, True, codes.groups)
+    return _SparseDecode.apply(f, W_dec, b_dec, codes.rows, codes.cols, codes.n_rows, True, codes.groups,
+                               grad_dtype)
 
 
 class _SelectedPreActs(torch.autograd.Function):
     """The pre-activations at chosen entries, with a backward that touches only those entries.
 
-    forward(x, b_dec, W_enc, b_enc, rows, cols, values, groups) returns `values` (computed by the caller from
-    the dense no-grad encoder pass); backward gives W_enc, b_enc and b_dec their exact gradients (`groups`: the
-    entries' FeatureGroups, or None to compute them there).
+    forward(x, b_dec, W_enc, b_enc, rows, cols, values, groups, grad_dtype) returns `values` (computed by the caller
+    from the dense no-grad encoder pass); backward gives W_enc, b_enc and b_dec their gradients (`groups`: the
+    entries' FeatureGroups, or None to compute them there; W_enc's sums read their products in `grad_dtype`).
     """
 
     @staticmethod
-    def forward(ctx, x, b_dec, W_enc, b_enc, rows, cols, values, groups):
+    def forward(ctx, x, b_dec, W_enc, b_enc, rows, cols, values, groups, grad_dtype):
         ctx.save_for_backward(x, b_dec, W_enc, rows, cols)
-        ctx.groups = groups
+        ctx.groups, ctx.grad_dtype = groups, grad_dtype
         return values.clone()
 
     @staticmethod
@@ -143,20 +170,21 @@ class _SelectedPreActs(torch.autograd.Function):
         grad_W_enc = grad_b_dec = grad_x = None
         if ctx.needs_input_grad[2]:
             groups = ctx.groups if ctx.groups is not None else group_by_feature(cols)
-            fired = feature_sums(groups, rows, x - b_dec, grad).T.contiguous()  # [d_in, U]
+            fired = transposed(feature_sums(groups, rows, x - b_dec, grad, ctx.grad_dtype))  # [d_in, U]
             grad_W_enc = W_enc.new_zeros(d_in, d_sae).scatter_(1, groups.features.expand(d_in, -1), fired)
         if ctx.needs_input_grad[1]:
             grad_b_dec = -(W_enc @ grad_b_enc)
         if ctx.needs_input_grad[0]:
             grad_x = F.embedding_bag(cols, W_enc.T, bag_offsets(rows, x.shape[0]), mode="sum",
                                      per_sample_weights=grad)
-        return grad_x, grad_b_dec, grad_W_enc, grad_b_enc, None, None, None, None
+        return grad_x, grad_b_dec, grad_W_enc, grad_b_enc, None, None, None, None, None
 
 
 def selected_pre_acts(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, codes: Codes,
-                      values: Tensor) -> Tensor:
-    """Differentiable pre-activations [nnz] at `codes`, given their values from a no-grad dense pass."""
-    return _SelectedPreActs.apply(x, b_dec, W_enc, b_enc, codes.rows, codes.cols, values, codes.groups)
+                      values: Tensor, grad_dtype: torch.dtype | None = None) -> Tensor:
+    """Differentiable pre-activations [nnz] at `codes`, given their values from a no-grad dense pass (W_enc's
+    gradient sums read their products in `grad_dtype` if given)."""
+    return _SelectedPreActs.apply(x, b_dec, W_enc, b_enc, codes.rows, codes.cols, values, codes.groups, grad_dtype)
 
 
 WORD_BYTES = 8  # entries are scanned one 64-bit word at a time by `mask_entries` and `positive_codes`
