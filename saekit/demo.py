@@ -318,8 +318,8 @@ FINETUNE_COST = 8192
 """A token of decoder fine-tune costs about what one training token of an SAE this wide does (measured, 1 thread)."""
 SAE_THREADS = 1
 """Torch threads per demo SAE. The SAEs train side by side, one process per core: on 2 cores two 1-thread runs
-make ~1.4x the tokens/s of one 2-thread run (an SAE step's Python and optimizer work is serial). The relu
-dictionaries come out the same side by side or one at a time; a TopK one does not yet (tests/test_demo.py)."""
+make ~1.4x the tokens/s of one 2-thread run (an SAE step's Python and optimizer work is serial). Every dictionary
+comes out the same, byte for byte, side by side or one at a time (tests/test_demo.py)."""
 
 
 @dataclass(frozen=True)
