@@ -21,10 +21,13 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from saekit.errors import InputError
 from saekit.training.allocator import retain_freed_memory
+
+if TYPE_CHECKING:
+    from saekit.training import TrainConfig
 
 EPILOG = """\
 examples:
@@ -425,7 +428,9 @@ def checkpoint_every(args: argparse.Namespace) -> int | None:
     return -(-every // args.batch_size) * args.batch_size
 
 
-def _train_config(args: argparse.Namespace, checkpoint_dir: Path | None, every: int | None):
+def _train_config_from_args(args: argparse.Namespace, checkpoint_dir: Path | None,
+                            every: int | None) -> TrainConfig:
+    """The TrainConfig `saekit train`'s flags ask for (preset, coefficients, schedule, checkpoints)."""
     from saekit.training import TrainConfig
 
     kwargs: dict[str, Any] = {"total_tokens": args.tokens, "lr": args.lr, "seed": args.seed,
@@ -479,7 +484,7 @@ def _train_in(out: Path, args: argparse.Namespace) -> int:
         return 0
     every = checkpoint_every(args)
     checkpoints = out / CHECKPOINTS
-    train_cfg = _train_config(args, checkpoints if every else None, every)
+    train_cfg = _train_config_from_args(args, checkpoints if every else None, every)
     resume = _resume_point(args, checkpoints)
     text = _text(args)
     config = ActivationConfig(

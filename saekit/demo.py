@@ -30,22 +30,23 @@ from saekit.activations.nnsight_api import load_model
 from saekit.activations.source import ActivationConfig, ActivationSource
 from saekit.activations.text import TokenSource, TokenWindows, windows_from_tokens
 from saekit.embedded import EmbeddedConfig, build_embedded
-from saekit.embedded.lm import model_identity
+from saekit.embedded.lm import MLP_HOOK, model_identity
 from saekit.embedded.threads import available_cores, torch_threads
 from saekit.folder_lock import folder_lock
 from saekit.pipeline import code_version, input_key, is_built, run_step, write_json_atomic, write_text_atomic
+from saekit.saes.registry import sae_class
 from saekit.training.allocator import retain_freed_memory
 from saekit.training.decoder_finetune import finetune_decoder
 from saekit.training.precision import resolve_compute_dtype
 
 if TYPE_CHECKING:
     from saekit.analysis.corpus import Corpus
+    from saekit.training import TrainConfig
     from saekit.analysis.harvest import PairJob, Reader, StoreJob
 
 DEMO_DIR_ENV = "SAEKIT_DEMO_DIR"
 INDEX = "demo.json"
 LATEST = "latest.json"
-HOOK = "transformer.h.0.mlp.act"
 SAE_VERSION = 1  # bump when SAE training computes something different: built demos retrain their SAEs
 EVAL_VERSION = 4  # bump when the evaluation step computes something different: built demos re-evaluate
 FEATURES_VERSION = 2  # bump when the feature data step computes something different
@@ -92,6 +93,7 @@ class SAESpec:
     held fixed (0: none; see saekit.training.decoder_finetune): the reconstruction the model reads best."""
 
     def __post_init__(self) -> None:
+        sae_class(self.arch)  # an unknown architecture fails here, naming the known ones
         if self.tokens < 1:
             raise ValueError(f"SAESpec {self.name}: tokens must be positive (got {self.tokens})")
         for name in ("refit_tokens", "finetune_tokens"):
@@ -101,6 +103,10 @@ class SAESpec:
     @property
     def name(self) -> str:
         return f"{self.model}-{self.arch}-{self.n_features}"
+
+    def hyperparams(self) -> dict[str, Any]:
+        """The architecture's own `SAE.create` arguments this spec sets (k, for the architectures that take it)."""
+        return {"k": self.k} if "k" in sae_class(self.arch).hyperparameter_names() else {}
 
 
 @dataclass(frozen=True)
@@ -126,15 +132,18 @@ class DemoProfile:
     seed: int = 0
     """Seed for window order and SAE initialisation."""
     a1_features: int = 4096
-    """Size of the A/1 analogue (the relu dictionary on model A studied in depth)."""
+    """Size of the A/1 analogue (the dictionary on model A studied in depth)."""
+    a1_arch: str = "relu"
+    """Architecture of A/1, B/1 and the size family (the paper's: ReLU with an L1 penalty)."""
     embedded: EmbeddedConfig | None = None
     """Corpus, tokenizer and language models; None: saekit.embedded's settings for the profile name."""
 
     def __post_init__(self) -> None:
         keys = {(s.model, s.arch, s.n_features) for s in self.saes}
         for model in ("A", "B"):
-            if (model, "relu", self.a1_features) not in keys:
-                raise ValueError(f"DemoProfile {self.name!r}: add a relu SAE with {self.a1_features} features on "
+            if (model, self.a1_arch, self.a1_features) not in keys:
+                raise ValueError(f"DemoProfile {self.name!r}: add a {self.a1_arch} SAE with {self.a1_features} "
+                                 f"features on "
                                  f"model {model} (A/1 and B/1 are compared for universality), or change a1_features")
         if len({s.name for s in self.saes}) != len(self.saes):
             raise ValueError(f"DemoProfile {self.name!r}: two SAEs share a name (model-arch-size); make them differ")
@@ -149,11 +158,12 @@ class DemoProfile:
     @property
     def a1(self) -> SAESpec:
         """The paper's A/1 analogue: relu, 4096 features, on model A."""
-        return next(s for s in self.saes if (s.model, s.arch, s.n_features) == ("A", "relu", self.a1_features))
+        return next(s for s in self.saes if (s.model, s.arch, s.n_features) == ("A", self.a1_arch, self.a1_features))
 
     def family(self, model: str = "A") -> list[SAESpec]:
-        """The relu dictionaries of one model, small → large (for splitting)."""
-        return sorted((s for s in self.saes if s.model == model and s.arch == "relu"), key=lambda s: s.n_features)
+        """The dictionaries of A/1's architecture on one model, small → large (for splitting)."""
+        return sorted((s for s in self.saes if s.model == model and s.arch == self.a1_arch),
+                      key=lambda s: s.n_features)
 
 
 def _relu(model: str, n: int, tokens: int, l1: float, lr: float = 3e-3, **more: Any) -> SAESpec:
@@ -254,7 +264,9 @@ def sae_compute_dtype(spec: SAESpec, d_in: int) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _train_config(spec: SAESpec, folder: Path, compute_dtype: str = "auto"):
+def spec_train_config(spec: SAESpec, folder: Path, compute_dtype: str = "auto") -> TrainConfig:
+    """The TrainConfig a demo SAE trains with: its recipe's preset with the spec's settings, checkpointing into
+    `folder`."""
     from saekit.training import TrainConfig
 
     common = dict(total_tokens=spec.tokens, lr=spec.lr, l1_coefficient=spec.l1_coefficient,
@@ -291,16 +303,15 @@ def train_demo_sae(spec: SAESpec, model_folder: Path, train_tokens: Path, profil
     tokens = np.load(train_tokens, mmap_mode="r")
     windows = shuffled_windows(tokens, context, profile.seed)
     source = ActivationSource(model, windows, ActivationConfig(
-        hook=HOOK, context_len=context, batch_size=profile.batch_size, total_tokens=spec.tokens + spec.refit_tokens,
+        hook=MLP_HOOK, context_len=context, batch_size=profile.batch_size, total_tokens=spec.tokens + spec.refit_tokens,
         seed=profile.seed), progress=False)
-    extra = {"k": spec.k} if spec.arch in ("topk", "batchtopk") else {}
-    sae = SAE.create(spec.arch, source.d_in, spec.n_features, seed=profile.seed, **extra)
+    sae = SAE.create(spec.arch, source.d_in, spec.n_features, seed=profile.seed, **spec.hyperparams())
     checkpoints = folder / "checkpoints"
-    cfg = _train_config(spec, folder, compute_dtype or sae_compute_dtype(spec, source.d_in))
+    cfg = spec_train_config(spec, folder, compute_dtype or sae_compute_dtype(spec, source.d_in))
     run = train(sae, source, cfg, resume=latest_checkpoint(checkpoints), progress=progress)
     tuned = None
     if spec.finetune_tokens:
-        tuned = finetune_decoder(sae, model, shuffled_windows(tokens, context, profile.seed + 1), HOOK,
+        tuned = finetune_decoder(sae, model, shuffled_windows(tokens, context, profile.seed + 1), MLP_HOOK,
                                  spec.finetune_tokens, compute_dtype=getattr(torch, run.summary["compute_dtype"]),
                                  progress=progress)._asdict()
         run.summary["decoder_finetune"] = tuned  # the summary is the SAE's metadata["training"]
@@ -398,14 +409,14 @@ def evaluate_demo(profile: DemoProfile, out: Path, models: dict[str, Path], held
     results = {}
     for model in dict.fromkeys(spec.model for spec in profile.saes):  # one clean pass per model, shared by its SAEs
         names = [spec.name for spec in profile.saes if spec.model == model]
-        evaluated = evaluate_many([saes[n] for n in names], loaded[model], windows, hook=HOOK, max_tokens=None,
+        evaluated = evaluate_many([saes[n] for n in names], loaded[model], windows, hook=MLP_HOOK, max_tokens=None,
                                   batch_size=EVAL_BATCH, progress=progress)
         results.update(zip(names, evaluated))
     rows, densities = [], {}
     for spec in profile.saes:
         result, training = results[spec.name], saes[spec.name].metadata.get("training", {})
         rows.append({"name": spec.name, "model": spec.model, "arch": spec.arch, "n_features": spec.n_features,
-                     "k": spec.k if spec.arch in ("topk", "batchtopk") else None,
+                     "k": spec.hyperparams().get("k"),
                      "recipe": spec.recipe + (" + resampling" if spec.resample else ""),
                      "train_tokens": training.get("tokens"), "compute_dtype": training.get("compute_dtype"),
                      **result.to_dict(), "corpus_manifest": corpus_manifest})
@@ -474,10 +485,10 @@ def feature_plan(profile: DemoProfile, out: Path, models: dict[str, Path], heldo
     family = profile.family("A")
     a1, b1 = profile.a1.name, f"B-relu-{profile.a1.n_features}"
     saes = {name: load_sae(out / "saes" / name) for name in [s.name for s in family] + [b1]}
-    settings = {eval_settings(sae, HOOK)._replace(context_len=0) for sae in [*saes.values(), Neurons(1)]}
+    settings = {eval_settings(sae, MLP_HOOK)._replace(context_len=0) for sae in [*saes.values(), Neurons(1)]}
     if len(settings) != 1:
         raise ValueError(f"the demo's dictionaries read their hook differently ({settings}); one pass needs one way")
-    corpora = {m: open_corpus(loaded[m], windows, saes[a1], hook=HOOK) for m in ("A", "B")}
+    corpora = {m: open_corpus(loaded[m], windows, saes[a1], hook=MLP_HOOK) for m in ("A", "B")}
     d_in = {"A": saes[a1].d_in, "B": saes[b1].d_in}
     # encoding order: a batch's codes are kept until the last reader paired with them is encoded
     readers = {"A-neurons": Reader("A", Neurons(d_in["A"])), "B-neurons": Reader("B", Neurons(d_in["B"]))}

@@ -22,11 +22,10 @@ from safetensors.torch import save_file
 
 from saekit.errors import InputError
 from saekit.saes import SAE, sae_class
+from saekit.saes.registry import saelens_architectures, saelens_class
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
-# SAELens "architecture" -> saekit arch, for folders SAELens wrote
-FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}
 # cfg.json layout version we follow; SAELens treats folders without one as pre-6.0 and converts them
 SAELENS_FORMAT_VERSION = "6.0.0"
 # Largest d_in and d_sae accepted: tensor sizes a real model or dictionary can have, far below overflow.
@@ -78,8 +77,7 @@ def sae_config(sae: SAE) -> dict[str, Any]:
         },
         "architecture": sae.saelens_architecture,
     }
-    if sae.saelens_architecture == "topk":
-        cfg.update(k=sae.k, rescale_acts_by_decoder_norm=False)
+    cfg.update(sae.saelens_config())
     cfg["saekit"] = {"arch": sae.arch, "hyperparams": sae.hyperparams(), **meta}
     return cfg
 
@@ -130,9 +128,10 @@ def _arch_and_hyperparams(cfg: dict[str, Any], cfg_path: Path) -> tuple[str, dic
             raise SAEFormatError(f"{cfg_path}: saekit.arch must be a name and saekit.hyperparams a JSON object")
         return own["arch"], dict(hyper)
     arch = cfg.get("architecture", "standard")
-    if arch not in FROM_SAELENS:
+    cls = saelens_class(arch) if isinstance(arch, str) else None
+    if cls is None:
         raise SAEFormatError(
-            f"{cfg_path}: architecture {arch!r} is not supported; saekit reads {sorted(FROM_SAELENS)}"
+            f"{cfg_path}: architecture {arch!r} is not supported; saekit reads {saelens_architectures()}"
         )
     norm = cfg.get("normalize_activations", "none")
     if norm not in (None, "none"):
@@ -140,8 +139,7 @@ def _arch_and_hyperparams(cfg: dict[str, Any], cfg_path: Path) -> tuple[str, dic
             f"{cfg_path}: normalize_activations={norm!r} needs statistics SAELens keeps outside the folder; "
             "fold the normalisation into the weights in SAELens before saving, then load again"
         )
-    hyper = {"k": cfg["k"]} if arch in ("topk", "batchtopk") and "k" in cfg else {}
-    return FROM_SAELENS[arch], hyper
+    return cls.arch, cls.hyperparams_from_saelens(cfg)
 
 
 def _check_header(weights_path: Path, file, expected: dict[str, torch.Tensor]) -> None:

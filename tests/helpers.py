@@ -9,24 +9,39 @@ from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, Pre
 
 import saekit
 from saekit.activations import nnsight_api as api
+from saekit.saes.registry import sae_class
 from saekit.activations.source import keep_positions
 from saekit.activations.text import TokenWindows, special_token_ids, token_source
 from saekit.analysis.features import StoreConfig, build_feature_store
 
-ARCHS = ["relu", "topk", "batchtopk", "jumprelu"]
+ARCHS = saekit.architectures()  # every registered architecture: a new one is tested wherever these are
+
+
+def with_k(arch: str, k: int) -> dict:
+    """`SAE.create` arguments for `arch`: k where the architecture takes one."""
+    return {"k": k} if "k" in sae_class(arch).hyperparameter_names() else {}
+
+
+def set_thresholds(sae: saekit.SAE, per_feature: tuple[float, float] = (0.0, 0.3), single: float = 0.15) -> None:
+    """Non-zero thresholds for the architectures that have them: uniform in `per_feature` where each feature has
+    its own (JumpReLU), `single` where one is shared (BatchTopK's inference threshold)."""
+    threshold = getattr(sae, "threshold", None)
+    if threshold is None:
+        return
+    with torch.no_grad():
+        if threshold.numel() == sae.d_sae:
+            threshold.uniform_(*per_feature)
+        else:
+            threshold.fill_(single)
 
 
 def make_sae(arch: str, d_in: int = 16, d_sae: int = 48, **kw) -> saekit.SAE:
     """An SAE with non-trivial biases and thresholds, so every term of its equations matters."""
-    extra = {"k": 5} if arch in ("topk", "batchtopk") else {}
-    sae = saekit.SAE.create(arch, d_in, d_sae, seed=1, **{**extra, **kw})
+    sae = saekit.SAE.create(arch, d_in, d_sae, seed=1, **{**with_k(arch, 5), **kw})
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.2)
         sae.b_dec.normal_(0, 0.5)
-        if arch == "jumprelu":
-            sae.threshold.uniform_(0.0, 0.3)
-        if arch == "batchtopk":
-            sae.threshold.fill_(0.15)
+    set_thresholds(sae)
     return sae
 
 

@@ -14,19 +14,15 @@ from saekit.activations import nnsight_api as api
 from saekit.errors import InputError
 from saekit.training.decoder_finetune import _splice, finetune_decoder, kl_to_clean
 
-from helpers import ARCHS, HOOK, corpus
+from helpers import ARCHS, HOOK, corpus, set_thresholds, with_k
 
 
 def _sae(arch: str, acts: torch.Tensor) -> saekit.SAE:
     """A dictionary of the tiny model's 128 neurons whose reconstruction is rough: room for the fine-tune."""
-    extra = {"k": 8} if arch in ("topk", "batchtopk") else {}
-    sae = saekit.SAE.create(arch, acts.shape[-1], 256, seed=3, **extra)
+    sae = saekit.SAE.create(arch, acts.shape[-1], 256, seed=3, **with_k(arch, 8))
     with torch.no_grad():
         sae.b_dec.copy_(acts.mean(0))
-        if arch == "jumprelu":
-            sae.threshold.fill_(0.01)
-        if arch == "batchtopk":
-            sae.threshold.fill_(0.05)
+    set_thresholds(sae, per_feature=(0.01, 0.01), single=0.05)
     return sae
 
 

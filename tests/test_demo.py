@@ -120,19 +120,19 @@ def test_profiles_are_checked(text_folder):
 
 def test_recipes_reach_the_trainer(tmp_path):
     relu = D.SAESpec("A", "relu", 256, 100_000, l1_coefficient=1.5, recipe="april_2024", resample=True)
-    cfg = D._train_config(relu, tmp_path)
+    cfg = D.spec_train_config(relu, tmp_path)
     assert cfg.l1_weighted_by_decoder_norm and cfg.decoder_norm == "free"  # the 2024 loss
     assert cfg.resample_at == (0.1, 0.2, 0.3, 0.4) and cfg.dead_window_tokens == 5_000  # the 2023 resampling
     assert cfg.resample_pool_tokens == 100_000 // D.RESAMPLE_POOL_SHARE  # drawn from the run's latest inputs
     assert cfg.l1_coefficient == 1.5 and cfg.total_tokens == 100_000 and cfg.compute_dtype == "auto"
-    topk = D._train_config(D.SAESpec("A", "topk", 256, 100_000, k=8), tmp_path)
+    topk = D.spec_train_config(D.SAESpec("A", "topk", 256, 100_000, k=8), tmp_path)
     assert topk.resample_at == () and not topk.l1_weighted_by_decoder_norm and topk.dead_window_tokens == 5_000
     full = D.PROFILES["full"]
     a1, b1 = full.a1, next(s for s in full.saes if s.name == "B-relu-4096")
     assert (a1.arch, a1.n_features, a1.recipe, a1.resample) == ("relu", 4096, "april_2024", False)
     # B/1 is trained exactly as A/1, as in the paper (its decoder is not fine-tuned: only its codes are read)
     assert dataclasses.replace(b1, model="A", finetune_tokens=a1.finetune_tokens) == a1
-    cfg = D._train_config(a1, tmp_path)
+    cfg = D.spec_train_config(a1, tmp_path)
     assert cfg.decoder_refit_tokens == a1.refit_tokens > 0 and cfg.resample_at == ()
     assert a1.finetune_tokens > 0
     with pytest.raises(ValueError, match="finetune_tokens must be >= 0"):
@@ -183,7 +183,7 @@ def test_shared_passes_equal_one_computation_per_dictionary(built, text_folder):
     table = demo.eval_table().set_index("name")
     eval_windows = D.first_windows(windows, profile.eval_tokens)
     for spec in profile.saes:
-        alone = evaluate(saes[spec.name], models[spec.model], eval_windows, hook=D.HOOK, max_tokens=None,
+        alone = evaluate(saes[spec.name], models[spec.model], eval_windows, hook=D.MLP_HOOK, max_tokens=None,
                          batch_size=D.EVAL_BATCH, progress=False)
         for key, value in alone.to_dict().items():
             if isinstance(value, float):
@@ -195,7 +195,7 @@ def test_shared_passes_equal_one_computation_per_dictionary(built, text_folder):
         budgets[name] = profile.family_store_tokens
     for name, tokens in budgets.items():
         model = models[name[0]]
-        expected = build_feature_store(model, D.first_windows(windows, tokens), saes.get(name), hook=D.HOOK,
+        expected = build_feature_store(model, D.first_windows(windows, tokens), saes.get(name), hook=D.MLP_HOOK,
                                        progress=False)
         got = demo.feature_store(name)
         for part in ("features", "top", "intervals", "histograms"):
@@ -203,13 +203,13 @@ def test_shared_passes_equal_one_computation_per_dictionary(built, text_folder):
         np.testing.assert_array_equal(got.token_ids, expected.token_ids)
 
     corr = correlate(models["A"], models["B"], D.first_windows(windows, profile.universality_tokens),
-                     saes["A-relu-128"], saes["B-relu-128"], hook=D.HOOK, progress=False)
+                     saes["A-relu-128"], saes["B-relu-128"], hook=D.MLP_HOOK, progress=False)
     universal = best_match_tables(corr)
     # float32 products summed per batch, and the two passes batch differently (the refit relu codes are not sparse
     # enough here for the sums to come out exact, as the neurons' never are)
     pd.testing.assert_frame_equal(demo.universality().features, universal.features, check_exact=False, rtol=1e-4)
     pd.testing.assert_frame_equal(demo.universality().neurons, universal.neurons, check_exact=False, rtol=1e-4)
     family = [saes[n] for n in demo.family_names("A")]
-    split = split_similarities(models["A"], D.first_windows(windows, profile.splitting_tokens), family, hook=D.HOOK,
+    split = split_similarities(models["A"], D.first_windows(windows, profile.splitting_tokens), family, hook=D.MLP_HOOK,
                                progress=False)
     pd.testing.assert_frame_equal(demo.splitting_edges(), split_edges(split))

@@ -13,7 +13,7 @@ import saekit
 from saekit.saes import LossContext
 from saekit.synthetic import SparseDictionary
 
-from helpers import ARCHS
+from helpers import ARCHS, with_k
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def busy_core_and_two_threads():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_sparse_gradients_do_not_depend_on_timing(arch, busy_core_and_two_threads):
     x = SparseDictionary(d_in=256, n_features=1024, p_active=0.02).sample(1024, torch.Generator().manual_seed(0))
-    sae = saekit.SAE.create(arch, 256, 2048, seed=0, **({"k": 64} if arch in ("topk", "batchtopk") else {}))
+    sae = saekit.SAE.create(arch, 256, 2048, seed=0, **with_k(arch, 64))
     ctx = LossContext(sparsity_coefficient=0.4, l1_weighted_by_decoder_norm=True, dead=torch.arange(2048) < 512,
                       aux_coefficient=1 / 32, aux_k=128)
 

@@ -5,6 +5,8 @@ import saekit
 from saekit.synthetic import SparseDictionary
 from saekit.training import precision
 
+from helpers import with_k
+
 
 def test_explicit_choices_win_and_small_or_non_fp32_saes_keep_their_dtype():
     cpu = torch.device("cpu")
@@ -63,8 +65,7 @@ def test_training_with_bf16_products_ends_where_fp32_does(arch):
     truth = SparseDictionary(d_in=32, n_features=64, p_active=0.03)
     ends = []
     for compute in ("float32", "bfloat16"):
-        extra = {"k": 4} if arch == "topk" else {}
-        sae = saekit.SAE.create(arch, 32, 128, seed=0, **extra)
+        sae = saekit.SAE.create(arch, 32, 128, seed=0, **with_k(arch, 4))
         cfg = saekit.TrainConfig(total_tokens=1024 * 150, lr=3e-3, l1_coefficient=0.5, compute_dtype=compute)
         result = saekit.train(sae, truth.batches(1024, 150), cfg, progress=False)
         assert result.summary["compute_dtype"] == compute

@@ -16,7 +16,7 @@ from saekit.activations.source import ActivationConfig, ActivationSource
 from saekit.training.checkpoint import ResumeMismatchError, checkpoint_name, checkpoints
 from saekit.training.trainer import NonFiniteError
 
-from helpers import ARCHS, HOOK
+from helpers import ARCHS, HOOK, with_k
 
 BATCH, STEPS = 64, 48
 TOTAL = BATCH * STEPS
@@ -30,7 +30,7 @@ def _source(lm, text_dir) -> ActivationSource:
 
 
 def _sae(arch: str, seed: int = 0) -> saekit.SAE:
-    sae = saekit.SAE.create(arch, 128, 256, seed=seed, **({"k": 8} if arch in ("topk", "batchtopk") else {}))
+    sae = saekit.SAE.create(arch, 128, 256, seed=seed, **with_k(arch, 8))
     with torch.no_grad():
         sae.b_enc[:16] = -1e3  # 16 features that cannot fire: resampling has work to do
     return sae

@@ -5,14 +5,13 @@ import torch
 import saekit
 from saekit.synthetic import SparseDictionary, matched_fraction
 
-from helpers import ARCHS
+from helpers import ARCHS, with_k
 
 TRUTH = SparseDictionary(d_in=32, n_features=64, p_active=0.03)
 
 
 def run(arch, n_batches=300, batch=1024, cfg=None, **kw):
-    extra = {"k": 4} if arch in ("topk", "batchtopk") else {}
-    sae = saekit.SAE.create(arch, 32, 128, seed=0, **extra)
+    sae = saekit.SAE.create(arch, 32, 128, seed=0, **with_k(arch, 4))
     cfg = cfg or saekit.TrainConfig(total_tokens=batch * n_batches, lr=3e-3, l1_coefficient=0.5, **kw)
     return saekit.train(sae, TRUTH.batches(batch, n_batches), cfg, progress=False)
 
@@ -106,7 +105,7 @@ def _interrupting(batches, after):
 def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path, arch):
     """Resampling, AuxK, LR/λ schedules, Adam state and RNG all survive a checkpoint exactly."""
     n, batch = 80, 512
-    extra = {"k": 4} if arch == "topk" else {}
+    extra = with_k(arch, 4)
 
     def cfg(folder):
         return saekit.TrainConfig.towards_monosemanticity(

@@ -12,7 +12,9 @@ Weights use SAELens's layout and names, so folders move between the two toolkits
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, NamedTuple
+import inspect
+
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -69,10 +71,15 @@ class SAELoss(NamedTuple):
 
 
 class SAE(nn.Module):
-    """Base sparse autoencoder; subclasses set `arch` and define `activate` and `sparsity_loss`."""
+    """Base sparse autoencoder; an architecture subclasses it in its own file, sets the class attributes below
+    (what the trainer and the formats read about it) and defines `activate` and its losses."""
 
-    arch: ClassVar[str] = ""
-    saelens_architecture: ClassVar[str] = ""  # the `architecture` value SAELens knows it by
+    arch: ClassVar[str] = ""  # the name `SAE.create`, `saekit train --arch` and cfg.json use
+    saelens_architecture: ClassVar[str] = ""  # the `architecture` value it is saved under for SAELens
+    saelens_reads: ClassVar[tuple[str, ...]] = ()  # SAELens `architecture` values loaded as this class
+    sparsity_penalty: ClassVar[Literal["l1", "l0"] | None] = None
+    """Which TrainConfig coefficient scales `sparsity_loss`: l1_coefficient, l0_coefficient, or none (L0 fixed)."""
+    uses_aux_k: ClassVar[bool] = False  # whether `aux_loss` (AuxK on dead features) is part of training
     normalizes_decoder: ClassVar[bool] = True  # whether the default recipe keeps ‖W_dec_i‖ = 1
 
     def __init__(
@@ -124,6 +131,22 @@ class SAE(nn.Module):
         from saekit.saes.registry import sae_class
 
         return sae_class(arch)(d_in, n_features, **kwargs)
+
+    @classmethod
+    def hyperparameter_names(cls) -> tuple[str, ...]:
+        """The architecture's own keyword arguments to `create` (TopK's k, JumpReLU's bandwidth, ...)."""
+        shared = inspect.signature(SAE.__init__).parameters
+        own = inspect.signature(cls.__init__).parameters.values()
+        return tuple(p.name for p in own if p.kind is p.KEYWORD_ONLY and p.name not in shared)
+
+    def saelens_config(self) -> dict[str, Any]:
+        """The keys SAELens's cfg.json needs for this architecture besides the shared ones."""
+        return {}
+
+    @classmethod
+    def hyperparams_from_saelens(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        """The `create` arguments a SAELens cfg.json of this architecture holds."""
+        return {}
 
     # --- the forward maps -------------------------------------------------------------------------
 

@@ -25,7 +25,8 @@ from saekit.saes.topk import TopKSAE, scatter_topk
 @register
 class BatchTopKSAE(TopKSAE):
     arch = "batchtopk"
-    saelens_architecture = "jumprelu"
+    saelens_architecture = "jumprelu"  # saved with θ in every feature, as SAELens saves a trained BatchTopK
+    saelens_reads = ("batchtopk",)
 
     def __init__(self, d_in: int, d_sae: int, *, k: int = 32, threshold_lr: float = 0.01, **kwargs) -> None:
         if not 0 < threshold_lr <= 1:
@@ -78,3 +79,6 @@ class BatchTopKSAE(TopKSAE):
 
     def hyperparams(self) -> dict:
         return {"k": self.k, "threshold_lr": self.threshold_lr}
+
+    def saelens_config(self) -> dict:
+        return {}  # a SAELens JumpReLU: its thresholds are in the weights

@@ -60,6 +60,8 @@ class _Step(torch.autograd.Function):
 class JumpReLUSAE(SAE):
     arch = "jumprelu"
     saelens_architecture = "jumprelu"
+    saelens_reads = ("jumprelu",)
+    sparsity_penalty = "l0"
     supports_sparse = True
 
     def __init__(

@@ -24,6 +24,8 @@ from saekit.saes.sparse import gather, positive_codes, sparse_decode, sparse_dec
 class ReLUSAE(SAE):
     arch = "relu"
     saelens_architecture = "standard"
+    saelens_reads = ("standard",)
+    sparsity_penalty = "l1"
     supports_sparse = True
 
     def activate(self, pre: Tensor) -> Tensor:

@@ -57,6 +57,8 @@ def scatter_topk(values: Tensor, k: int) -> Tensor:
 class TopKSAE(SAE):
     arch = "topk"
     saelens_architecture = "topk"
+    saelens_reads = ("topk",)
+    uses_aux_k = True
     supports_sparse = True
 
     def __init__(self, d_in: int, d_sae: int, *, k: int = 32, **kwargs) -> None:
@@ -111,6 +113,13 @@ class TopKSAE(SAE):
 
     def hyperparams(self) -> dict:
         return {"k": self.k}
+
+    def saelens_config(self) -> dict:
+        return {"k": self.k, "rescale_acts_by_decoder_norm": False}
+
+    @classmethod
+    def hyperparams_from_saelens(cls, cfg: dict) -> dict:
+        return {"k": cfg["k"]} if "k" in cfg else {}
 
     def initial_density(self) -> float:
         return self.k / self.d_sae

@@ -200,10 +200,11 @@ class Trainer:
         return self.progress.last_density < self.cfg.sparse_max_density
 
     def _loss_context(self, progress: float) -> LossContext:
-        cfg, arch = self.cfg, self.sae.arch
+        cfg, sae = self.cfg, self.sae
         ramp = warmup_factor(progress, cfg.l1_warmup_fraction)
-        sparsity = {"relu": cfg.l1_coefficient, "jumprelu": cfg.l0_coefficient}.get(arch, 0.0) * ramp
-        uses_aux = arch in ("topk", "batchtopk") and cfg.aux_k_coefficient > 0
+        penalty = {"l1": cfg.l1_coefficient, "l0": cfg.l0_coefficient, None: 0.0}[sae.sparsity_penalty]
+        sparsity = penalty * ramp
+        uses_aux = sae.uses_aux_k and cfg.aux_k_coefficient > 0
         return LossContext(
             sparsity_coefficient=sparsity,
             l1_weighted_by_decoder_norm=cfg.l1_weighted_by_decoder_norm,
