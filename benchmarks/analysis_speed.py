@@ -84,7 +84,8 @@ def shared_pass(tokens: int = 100_000, sizes: tuple[int, ...] = (512, 1024, 2048
     """The demo's feature data step both ways on the same windows: one call per analysis (each store, correlate,
     split_similarities read the models and encode on their own) against `analysis.harvest.shared_pass` (each
     model read once, each dictionary encoded once per batch). Stand-in SAEs fire on ~33 features per token."""
-    from saekit.analysis.corpus import Neurons, open_corpus
+    from saekit.activations.reading import open_reading
+    from saekit.analysis.encoding import Neurons
     from saekit.analysis.features import build_feature_store
     from saekit.analysis.harvest import PairJob, Reader, StoreJob
     from saekit.analysis.harvest import shared_pass as run_shared
@@ -109,13 +110,13 @@ def shared_pass(tokens: int = 100_000, sizes: tuple[int, ...] = (512, 1024, 2048
     separate = time.perf_counter() - start
 
     start = time.perf_counter()
-    corpora = {m: open_corpus(model, windows, a1, hook=HOOK) for m, model in (("A", model_a), ("B", model_b))}
+    readings = {m: open_reading(model, windows, a1, hook=HOOK) for m, model in (("A", model_a), ("B", model_b))}
     readers = {"A-neurons": Reader("A", Neurons(512)), "B-neurons": Reader("B", Neurons(512)),
                **{f"A-{s.d_sae}": Reader("A", s) for s in family}, "B": Reader("B", sae_b)}
     n = len(windows)
     pairs = {"universality": PairJob(f"A-{a1.d_sae}", "B", n), "neurons": PairJob("A-neurons", "B-neurons", n),
              **{f"split-{a.d_sae}": PairJob(f"A-{a.d_sae}", f"A-{b.d_sae}", n) for a, b in zip(family, family[1:])}}
-    result = run_shared(corpora, readers, {name: StoreJob(name, n) for name in readers}, pairs, progress=False)
+    result = run_shared(readings, readers, {name: StoreJob(name, n) for name in readers}, pairs, progress=False)
     for name in list(result.stores):
         result.assemble(name)
     for pair in result.pairs.values():

@@ -18,7 +18,7 @@ import json
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,9 +40,9 @@ from saekit.training.decoder_finetune import finetune_decoder
 from saekit.training.precision import resolve_compute_dtype
 
 if TYPE_CHECKING:
-    from saekit.analysis.corpus import Corpus
-    from saekit.training import TrainConfig
+    from saekit.activations.reading import Reading
     from saekit.analysis.harvest import PairJob, Reader, StoreJob
+    from saekit.training import TrainConfig
 
 DEMO_DIR_ENV = "SAEKIT_DEMO_DIR"
 INDEX = "demo.json"
@@ -440,7 +440,7 @@ def feature_data(profile: DemoProfile, out: Path, models: dict[str, Path], heldo
     from saekit.analysis.universality import best_match_tables
 
     plan = feature_plan(profile, out, models, heldout)
-    shared = shared_pass(plan.corpora, plan.readers, plan.stores, plan.pairs, progress=progress)
+    shared = shared_pass(plan.readings, plan.readers, plan.stores, plan.pairs, progress=progress)
     for name in list(plan.stores):
         shared.assemble(name).save(folder / "stores" / name)
     universal = best_match_tables(shared.pairs.pop("universality").correlations(shared.pairs.pop("neurons")))
@@ -461,7 +461,7 @@ def feature_data(profile: DemoProfile, out: Path, models: dict[str, Path], heldo
 class FeaturePlan:
     """The feature data step's analyses as jobs of one shared pass (see `saekit.analysis.harvest`)."""
 
-    corpora: dict[str, Corpus]  # "A"/"B" → the windows the largest budget needs, read through that model
+    readings: dict[str, Reading]  # "A"/"B" → the windows the largest budget needs, read through that model
     readers: dict[str, Reader]  # store/dictionary name → its reader, in encoding order
     stores: dict[str, StoreJob]  # store name → its job
     pairs: dict[str, PairJob]  # "universality", "neurons", "split-<size>" → its job
@@ -469,9 +469,9 @@ class FeaturePlan:
 
 def feature_plan(profile: DemoProfile, out: Path, models: dict[str, Path], heldout: Path) -> FeaturePlan:
     """Load the models and SAEs and lay out the feature data step's stores and co-activation pairs."""
-    from saekit.analysis.corpus import Neurons, open_corpus
+    from saekit.activations.reading import open_reading, read_settings
+    from saekit.analysis.encoding import Neurons
     from saekit.analysis.harvest import PairJob, Reader, StoreJob
-    from saekit.evaluation import eval_settings
     from saekit.formats import load_sae
 
     loaded = {name: load_model(path) for name, path in models.items()}
@@ -483,12 +483,12 @@ def feature_plan(profile: DemoProfile, out: Path, models: dict[str, Path], heldo
         return len(first_windows(windows, tokens))
 
     family = profile.family("A")
-    a1, b1 = profile.a1.name, f"B-relu-{profile.a1.n_features}"
+    a1, b1 = profile.a1.name, replace(profile.a1, model="B").name
     saes = {name: load_sae(out / "saes" / name) for name in [s.name for s in family] + [b1]}
-    settings = {eval_settings(sae, MLP_HOOK)._replace(context_len=0) for sae in [*saes.values(), Neurons(1)]}
+    settings = {read_settings(sae, MLP_HOOK)._replace(context_len=0) for sae in [*saes.values(), Neurons(1)]}
     if len(settings) != 1:
         raise ValueError(f"the demo's dictionaries read their hook differently ({settings}); one pass needs one way")
-    corpora = {m: open_corpus(loaded[m], windows, saes[a1], hook=MLP_HOOK) for m in ("A", "B")}
+    readings = {m: open_reading(loaded[m], windows, saes[a1], hook=MLP_HOOK) for m in ("A", "B")}
     d_in = {"A": saes[a1].d_in, "B": saes[b1].d_in}
     # encoding order: a batch's codes are kept until the last reader paired with them is encoded
     readers = {"A-neurons": Reader("A", Neurons(d_in["A"])), "B-neurons": Reader("B", Neurons(d_in["B"]))}
@@ -505,7 +505,7 @@ def feature_plan(profile: DemoProfile, out: Path, models: dict[str, Path], heldo
              "neurons": PairJob("A-neurons", "B-neurons", n_windows(profile.universality_tokens))}
     pairs.update({f"split-{a.n_features}": PairJob(a.name, b.name, n_windows(profile.splitting_tokens))
                   for a, b in zip(family, family[1:])})
-    return FeaturePlan(corpora, readers, stores, pairs)
+    return FeaturePlan(readings, readers, stores, pairs)
 
 
 # --- the run --------------------------------------------------------------------------------------

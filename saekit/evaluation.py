@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,16 +26,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saekit.activations import nnsight_api as api
-from saekit.activations.source import (
-    DEFAULT_CONTEXT_LEN,
-    META_CONTEXT_LEN,
-    META_EXCLUDE_SPECIAL,
-    META_HOOK,
-    META_HOOK_SIDE,
-    META_TEXT,
-    keep_positions,
-)
-from saekit.activations.text import TokenWindows, special_token_ids, split_windows, token_source
+from saekit.activations.reading import ReadSettings, keep_positions, open_reading, read_settings
+from saekit.activations.text import TokenWindows, split_windows
 from saekit.errors import InputError
 
 DEFAULT_EVAL_TOKENS = 16_384
@@ -71,34 +63,6 @@ class EvalResult:
         alive = self.densities[self.densities > 0].double().log10().numpy()
         counts, edges = np.histogram(alive, bins=bins) if alive.size else (np.zeros(0, int), np.zeros(1))
         return pd.DataFrame({"log10_density_start": edges[:-1], "log10_density_end": edges[1:], "n_features": counts})
-
-
-class EvalSettings(NamedTuple):
-    """Where and how to read the activations an SAE is evaluated on."""
-
-    hook: str
-    side: str
-    context_len: int
-    exclude_special_tokens: bool
-
-
-def eval_settings(
-    sae: Any,
-    hook: str | None = None,
-    side: str | None = None,
-    context_len: int | None = None,
-    exclude_special_tokens: bool | None = None,
-) -> EvalSettings:
-    """Explicit arguments, else the SAE's metadata, else defaults; the hook has no default."""
-    meta = getattr(sae, "metadata", None) or {}
-    hook = hook or meta.get(META_HOOK)
-    if not hook:
-        raise InputError("no hook given and the SAE's metadata names none; pass hook='module.path'")
-    side = side or meta.get(META_HOOK_SIDE) or "output"
-    context_len = context_len or meta.get(META_CONTEXT_LEN) or DEFAULT_CONTEXT_LEN
-    if exclude_special_tokens is None:
-        exclude_special_tokens = bool(meta.get(META_EXCLUDE_SPECIAL, True))
-    return EvalSettings(hook, side, int(context_len), exclude_special_tokens)
 
 
 # --- accumulators ---------------------------------------------------------------------------------
@@ -234,18 +198,15 @@ def evaluate_many(
         return []
     if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
         raise InputError(f"batch_size and max_tokens must be positive (got {batch_size}, {max_tokens})")
-    settings = eval_settings(saes[0], hook, side, context_len, exclude_special_tokens)
+    settings = read_settings(saes[0], hook, side, context_len, exclude_special_tokens)
     for sae in saes[1:]:
-        other = eval_settings(sae, hook, side, context_len, exclude_special_tokens)
+        other = read_settings(sae, hook, side, context_len, exclude_special_tokens)
         if other != settings or (sae.d_in, sae.dtype, sae.device) != (saes[0].d_in, saes[0].dtype, saes[0].device):
             raise InputError(f"evaluate_many: the SAEs read differently ({settings} vs {other}, or d_in/dtype/"
                              "device); evaluate them separately")
-    model = api.load_model(model)
-    api.check_hook(model, settings.hook)
-    tokenizer = tokenizer if tokenizer is not None else api.get_tokenizer(model)
-    windows = _eval_windows(saes[0], text, tokenizer, settings.context_len, max_tokens)
-    special = torch.tensor(special_token_ids(tokenizer) if settings.exclude_special_tokens else [], dtype=torch.long)
-    batches = list(split_windows(windows, batch_size))
+    reading = open_reading(model, text, saes[0], max_tokens=max_tokens, tokenizer=tokenizer, **settings._asdict())
+    model, special = reading.model, torch.tensor(reading.special_ids, dtype=torch.long)
+    batches = list(split_windows(reading.windows, batch_size))
     lm = api.has_lm_head(model)
 
     stats = [ReconstructionStats(sae.d_in, sae.d_sae) for sae in saes]
@@ -271,18 +232,10 @@ def evaluate_many(
             for sae_stats, loss in zip(stats, spliced)]
 
 
-def _eval_windows(sae: Any, text: Any, tokenizer: Any, context_len: int, max_tokens: int | None) -> TokenWindows:
-    if text is None:
-        text = (getattr(sae, "metadata", None) or {}).get(META_TEXT)
-        if text is None:
-            raise InputError("no text given and the SAE's metadata names none; pass a text folder or token ids")
-    return token_source(text, tokenizer, context_len, batch_size=64).take(max_tokens)
-
-
 def _clean_pass(
     sae: Any,
     model: Any,
-    settings: EvalSettings,
+    settings: ReadSettings,
     batch: TokenWindows,
     keep: Tensor,
     losses: dict[str, LossSum] | None,

@@ -286,18 +286,19 @@ def _same_store(a: FeatureStore, b: FeatureStore) -> None:
 def test_shared_pass_stores_equal_one_pass_per_dictionary(setup, tiny_lm):
     """Two SAEs and the neurons, some over a prefix of the windows (a batch cut mid-way), each encoded once
     for all its jobs: every store equals `build_feature_store` run on its own windows."""
-    from saekit.analysis.corpus import Neurons, open_corpus
+    from saekit.activations.reading import open_reading
+    from saekit.analysis.encoding import Neurons
     from saekit.analysis.harvest import Reader, StoreJob, cut_windows, shared_pass
 
     windows, _, _, sae, _ = setup
     acts, _ = dense_acts(tiny_lm, windows)
     other = sparse_sae(acts, 24, density=0.3, seed=4)
-    corpora = {"m": open_corpus(tiny_lm, windows, sae, hook=HOOK)}
+    readings = {"m": open_reading(tiny_lm, windows, sae, hook=HOOK)}
     readers = {"neurons": Reader("m", Neurons(acts.shape[1])), "a": Reader("m", sae), "b": Reader("m", other)}
     n = len(windows)
     cuts = [m for m in range(n - 1, 0, -1) if m % CONFIG.batch_size]  # window counts that end mid-batch
     jobs = {"a": StoreJob("a", n), "b": StoreJob("b", cuts[2]), "neurons": StoreJob("neurons", cuts[0])}
-    shared = shared_pass(corpora, readers, jobs, batch_size=CONFIG.batch_size, config=CONFIG, progress=False)
+    shared = shared_pass(readings, readers, jobs, batch_size=CONFIG.batch_size, config=CONFIG, progress=False)
     for name, job in jobs.items():
         dictionary = None if name == "neurons" else readers[name].dictionary
         expected = build_feature_store(tiny_lm, cut_windows(windows, job.n_windows), dictionary, hook=HOOK,

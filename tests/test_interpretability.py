@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from saekit.analysis import interpretability as I
-from saekit.analysis.corpus import Neurons
+from saekit.analysis.encoding import Neurons
 from saekit.analysis.features import FeatureStore, StoreConfig, build_feature_store
 
 from helpers import HOOK, corpus

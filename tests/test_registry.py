@@ -9,8 +9,7 @@ import torch
 from torch import Tensor
 
 import saekit
-from saekit.saes import SAE, LossContext, ReLUSAE, TopKSAE, register
-from saekit.saes import registry
+from saekit.saes import SAE, LossContext, ReLUSAE, TopKSAE, register, registry
 from saekit.synthetic import SparseDictionary
 
 

@@ -92,14 +92,14 @@ def test_sizes_must_differ(split):
 
 def test_shared_pass_gives_split_similarities(split, tiny_lm):
     """Splitting from the shared pass's pair sums equals `split_similarities` over the same windows."""
-    from saekit.analysis.corpus import open_corpus
+    from saekit.activations.reading import open_reading
     from saekit.analysis.harvest import PairJob, Reader, shared_pass
 
     _, saes, expected = split
     windows = corpus(tiny_lm)
     readers = {f"s{sae.d_sae}": Reader("m", sae) for sae in reversed(saes)}  # encoded largest first
     pairs = {f"p{a.d_sae}": PairJob(f"s{a.d_sae}", f"s{b.d_sae}", len(windows)) for a, b in zip(saes, saes[1:])}
-    shared = shared_pass({"m": open_corpus(tiny_lm, windows, saes[0])}, readers, pairs=pairs, batch_size=2,
+    shared = shared_pass({"m": open_reading(tiny_lm, windows, saes[0])}, readers, pairs=pairs, batch_size=2,
                          progress=False)
     result = S.splitting_from_sums(saes, [shared.pairs[f"p{a.d_sae}"].sums for a in saes[:-1]])
     assert result.sizes == expected.sizes

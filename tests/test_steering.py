@@ -9,7 +9,7 @@ import torch
 
 from saekit.activations import nnsight_api as api
 from saekit.analysis import steering as St
-from saekit.analysis.corpus import encode
+from saekit.analysis.encoding import encode
 from saekit.analysis.logit_effects import logit_effect_matrix, output_weights
 from saekit.analysis.steering import FeatureEdit
 

@@ -8,7 +8,7 @@ import torch
 
 from saekit.activations import nnsight_api as api
 from saekit.analysis import universality as U
-from saekit.analysis.corpus import fired
+from saekit.analysis.encoding import fired
 
 from helpers import HOOK, build_tiny_gpt2, corpus, dense_acts, sparse_sae
 
@@ -131,21 +131,22 @@ def test_universality_by_density_buckets_against_hand_medians():
 def test_shared_pass_pairs_equal_correlate(tiny_lm, model_b):
     """Universality from the shared pass (each side encoded once, also feeding a store and a pair over fewer
     windows) gives `correlate`'s correlations and densities on the same windows."""
-    from saekit.analysis.corpus import Neurons, open_corpus
+    from saekit.activations.reading import open_reading
+    from saekit.analysis.encoding import Neurons
     from saekit.analysis.harvest import PairJob, Reader, StoreJob, cut_windows, shared_pass
 
     windows = corpus(tiny_lm)
     acts_a, _ = dense_acts(tiny_lm, windows)
     acts_b, _ = dense_acts(model_b, windows)
     sae_a, sae_b = sparse_sae(acts_a, 32, seed=1), sparse_sae(acts_b, 24, seed=2)
-    corpora = {"A": open_corpus(tiny_lm, windows, sae_a, hook=HOOK), "B": open_corpus(model_b, windows, sae_a,
+    readings = {"A": open_reading(tiny_lm, windows, sae_a, hook=HOOK), "B": open_reading(model_b, windows, sae_a,
                                                                                        hook=HOOK)}
     readers = {"na": Reader("A", Neurons(128)), "a": Reader("A", sae_a), "nb": Reader("B", Neurons(128)),
                "b": Reader("B", sae_b)}
     n, cut = len(windows), len(windows) - 3  # correlate below takes one method for features and neurons
     pairs = {"features": PairJob("a", "b", n, "sparse"), "neurons": PairJob("na", "nb", n, "sparse"),
              "short": PairJob("b", "a", cut, "sparse")}
-    shared = shared_pass(corpora, readers, {"store": StoreJob("a", cut)}, pairs, batch_size=2, progress=False)
+    shared = shared_pass(readings, readers, {"store": StoreJob("a", cut)}, pairs, batch_size=2, progress=False)
     result = shared.pairs["features"].correlations(shared.pairs["neurons"])
     expected = U.correlate(tiny_lm, model_b, windows, sae_a, sae_b, hook=HOOK, batch_size=2, method="sparse",
                            progress=False)

@@ -21,27 +21,21 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saekit.activations.buffer import ActivationBuffer
-from saekit.activations.nnsight_api import (
-    SIDES,
-    check_hook,
-    get_activations,
-    get_tokenizer,
-    load_model,
-    model_name,
+from saekit.activations.nnsight_api import SIDES, get_activations, model_name
+from saekit.activations.reading import (
+    DEFAULT_CONTEXT_LEN,
+    META_CONTEXT_LEN,
+    META_EXCLUDE_SPECIAL,
+    META_HOOK,
+    META_HOOK_SIDE,
+    META_MODEL,
+    META_TEXT,
+    ReadSettings,
+    keep_positions,
+    open_model_at,
 )
-from saekit.activations.text import TokenWindows, special_token_ids, token_source
+from saekit.activations.text import TokenWindows, token_source
 from saekit.errors import InputError
-
-# Keys of `sae.metadata` that say where an SAE's activations came from (saved in cfg.json).
-META_MODEL = "model"  # hub name or absolute model folder
-META_HOOK = "hook"  # dotted module path, e.g. "transformer.h.0.mlp.act"
-META_HOOK_SIDE = "hook_side"  # "output" or "input" of that module
-META_CONTEXT_LEN = "context_len"  # tokens per context window
-META_TEXT = "text"  # training text (a folder or dataset name), or None
-META_EXCLUDE_SPECIAL = "exclude_special_tokens"  # whether BOS/EOS/PAD positions were dropped
-META_TRAINING = "training"  # the trainer's summary dict
-
-DEFAULT_CONTEXT_LEN = 128
 
 
 def torch_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -52,14 +46,6 @@ def torch_dtype(name: str | torch.dtype) -> torch.dtype:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise InputError(f"unknown floating dtype {name!r}; use e.g. 'float32', 'bfloat16' or 'float16'")
     return dtype
-
-
-def keep_positions(windows: TokenWindows, special_ids: Tensor) -> Tensor:
-    """[batch, seq] bool: positions holding real tokens whose ids are not in `special_ids`."""
-    keep = windows.attention_mask.bool()
-    if special_ids.numel():
-        keep &= ~torch.isin(windows.input_ids, special_ids)
-    return keep
 
 
 @dataclass(frozen=True)
@@ -107,11 +93,9 @@ class ActivationSource:
         self, model: Any, text: Any, config: ActivationConfig, *, tokenizer: Any = None, progress: bool = True
     ) -> None:
         self.config = config
-        self.model = load_model(model, device=config.device)
-        check_hook(self.model, config.hook)
-        self.tokenizer = tokenizer if tokenizer is not None else get_tokenizer(self.model)
+        settings = ReadSettings(config.hook, config.hook_side, config.context_len, config.exclude_special_tokens)
+        self.model, self.tokenizer, special = open_model_at(model, settings, tokenizer, device=config.device)
         self.tokens = token_source(text, self.tokenizer, config.context_len, config.model_batch_size)
-        special = special_token_ids(self.tokenizer) if config.exclude_special_tokens else []
         self.special_ids = torch.tensor(special, dtype=torch.long)
         self.progress = progress
 

@@ -1,7 +1,7 @@
 """Analyses built on SAEs, as pure functions returning DataFrames/tensors: the feature store, logit
 effects, universality, feature splitting, feature maps, steering and an interpretability proxy."""
 
-from saekit.analysis.corpus import Neurons
+from saekit.analysis.encoding import Neurons
 from saekit.analysis.features import (
     FeatureStore,
     StoreConfig,

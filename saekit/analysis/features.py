@@ -1,4 +1,4 @@
-"""The feature store: per-feature statistics and examples from ONE streaming pass over a corpus.
+"""The feature store: per-feature statistics and examples from ONE streaming pass over a model reading a text.
 
 For every feature (or raw neuron, with `Neurons` as the identity dictionary) the pass records its
 density, a histogram of its activations, its top-activating examples, a few examples from each of
@@ -37,16 +37,9 @@ import torch
 from torch import Tensor
 
 from saekit.activations import nnsight_api as api
+from saekit.activations.reading import DEFAULT_READ_TOKENS, Reading, open_reading, reading_activations
 from saekit.activations.text import TokenWindows
-from saekit.analysis.corpus import (
-    DEFAULT_STORE_TOKENS,
-    Corpus,
-    Neurons,
-    corpus_activations,
-    encode,
-    fired,
-    open_corpus,
-)
+from saekit.analysis.encoding import Neurons, encode, fired
 from saekit.analysis.logit_effects import output_weights, token_strings, top_logit_effects
 from saekit.analysis.reservoirs import BinnedSamples, GroupBest, IntervalSamples
 from saekit.saes.sparse import Codes
@@ -116,7 +109,7 @@ def build_feature_store(
     hook: str | None = None,
     side: str | None = None,
     context_len: int | None = None,
-    max_tokens: int | None = DEFAULT_STORE_TOKENS,
+    max_tokens: int | None = DEFAULT_READ_TOKENS,
     exclude_special_tokens: bool | None = None,
     tokenizer: Any = None,
     config: StoreConfig = StoreConfig(),
@@ -128,10 +121,10 @@ def build_feature_store(
     context_len and exclude_special_tokens default to the SAE's metadata.
     """
     probe = dictionary if dictionary is not None else Neurons(1)
-    corpus = open_corpus(model, text, probe, hook=hook, side=side, context_len=context_len, max_tokens=max_tokens,
-                         exclude_special_tokens=exclude_special_tokens, tokenizer=tokenizer)
+    reading = open_reading(model, text, probe, hook=hook, side=side, context_len=context_len, max_tokens=max_tokens,
+                           exclude_special_tokens=exclude_special_tokens, tokenizer=tokenizer)
     stats: FeatureStats | None = None
-    for chunk in corpus_activations(corpus, config.batch_size, progress, desc="feature store"):
+    for chunk in reading_activations(reading, config.batch_size, progress, desc="feature store"):
         if dictionary is None:
             dictionary = Neurons(chunk.acts.shape[-1])
         if stats is None:
@@ -139,10 +132,10 @@ def build_feature_store(
         stats.update(encode(dictionary, chunk.acts), chunk.token_index)
     if stats is None:
         raise ValueError("the text yields no tokens to read (all padded or special); pass more text")
-    return assemble_store(corpus, dictionary, stats, config)
+    return assemble_store(reading, dictionary, stats, config)
 
 
-def assemble_store(corpus: Corpus, dictionary: Any, stats: FeatureStats, config: StoreConfig) -> FeatureStore:
+def assemble_store(reading: Reading, dictionary: Any, stats: FeatureStats, config: StoreConfig) -> FeatureStore:
     """The store of a finished pass: tables from the running statistics, logit effects from the weights."""
     top = _top_frame(stats.top)
     max_values = stats.top.value[:, 0].where(torch.isfinite(stats.top.score[:, 0]), torch.zeros(()))  # [units]
@@ -156,20 +149,20 @@ def assemble_store(corpus: Corpus, dictionary: Any, stats: FeatureStats, config:
         "max_activation": max_values.numpy(),
         "bin_width": width.numpy(),
     })
-    vocab, logits, note = _logit_table(corpus, dictionary, config)
+    vocab, logits, note = _logit_table(reading, dictionary, config)
     meta = {
         "format": STORE_FORMAT, "version": STORE_VERSION,
         "kind": "neurons" if isinstance(dictionary, Neurons) else "sae",
         "n_features": int(stats.n_fires.numel()), "n_tokens": stats.n_tokens,
-        "context_len": int(corpus.windows.input_ids.shape[1]), "hook": corpus.hook, "side": corpus.side,
-        "model": api.model_name(corpus.model), "special_ids": list(corpus.special_ids),
+        "context_len": int(reading.windows.input_ids.shape[1]), "hook": reading.hook, "side": reading.side,
+        "model": api.model_name(reading.model), "special_ids": list(reading.special_ids),
         "config": asdict(config), "logit_effects_note": note,
     }
     return FeatureStore(
         meta=meta, features=features, top=top, intervals=_interval_frame(intervals, width, config),
         histograms=_histogram_frame(stats.binned.counts), logits=logits,
-        token_ids=corpus.windows.input_ids.numpy().astype(np.int32),
-        lengths=corpus.windows.attention_mask.sum(1).numpy().astype(np.int32), vocab=vocab,
+        token_ids=reading.windows.input_ids.numpy().astype(np.int32),
+        lengths=reading.windows.attention_mask.sum(1).numpy().astype(np.int32), vocab=vocab,
     )
 
 
@@ -197,15 +190,16 @@ def _histogram_frame(counts: Tensor) -> pd.DataFrame:
     return pd.DataFrame({"feature": feature.numpy(), "bin": fine.numpy(), "count": counts[feature, fine].numpy()})
 
 
-def _logit_table(corpus: Corpus, dictionary: Any, config: StoreConfig) -> tuple[list[str], pd.DataFrame, str | None]:
+def _logit_table(reading: Reading, dictionary: Any, config: StoreConfig) -> tuple[list[str], pd.DataFrame, str | None]:
     """The vocabulary's token strings and the top logit effects (empty, with a note, when unavailable)."""
     try:
-        weights = output_weights(corpus.model, corpus.hook, final_norm=config.final_norm)
+        weights = output_weights(reading.model, reading.hook, final_norm=config.final_norm)
     except (ValueError, AttributeError) as error:
-        vocab_size = len(corpus.tokenizer) if corpus.tokenizer is not None else int(corpus.windows.input_ids.max()) + 1
+        tokenizer = reading.tokenizer
+        vocab_size = len(tokenizer) if tokenizer is not None else int(reading.windows.input_ids.max()) + 1
         empty = pd.DataFrame(columns=["feature", "direction", "rank", "token_id", "token", "logit"])
-        return token_strings(corpus.tokenizer, vocab_size), empty, str(error)
-    vocab = token_strings(corpus.tokenizer, weights.W_U.shape[0])
+        return token_strings(reading.tokenizer, vocab_size), empty, str(error)
+    vocab = token_strings(reading.tokenizer, weights.W_U.shape[0])
     with torch.no_grad():
         directions = dictionary.W_dec.detach().float().cpu()
     return vocab, top_logit_effects(directions, weights, vocab, config.n_logits), None

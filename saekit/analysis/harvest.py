@@ -19,25 +19,18 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from saekit.activations.reading import ActivationChunk, Reading, reading_activations
 from saekit.activations.text import TokenWindows
-from saekit.analysis.corpus import (
-    ActivationChunk,
-    Corpus,
-    corpus_activations,
-    encode,
-    fired,
-    first_rows,
-    positive_entries,
-)
+from saekit.analysis.encoding import encode, fired, first_rows, positive_entries
 from saekit.analysis.features import FeatureStats, FeatureStore, StoreConfig, assemble_store
 from saekit.analysis.universality import DENSE_ABOVE, PROBE_ROWS, CoactivationSums, Correlations, Method, probe_density
 from saekit.saes.sparse import Codes
 
 
 class Reader(NamedTuple):
-    """A dictionary read through a corpus (the model, hook and skipped tokens it is read at)."""
+    """A dictionary and the reading (of `shared_pass`'s) it reads: the model, hook and skipped tokens."""
 
-    corpus: str  # key of the corpus in `shared_pass`'s corpora
+    reading: str  # key of the reading in `shared_pass`'s readings
     dictionary: Any  # an SAE, or Neurons(d) for the raw neurons
 
 
@@ -90,7 +83,7 @@ def cut_windows(windows: TokenWindows, n_windows: int) -> TokenWindows:
 
 
 def shared_pass(
-    corpora: Mapping[str, Corpus],
+    readings: Mapping[str, Reading],
     readers: Mapping[str, Reader],
     stores: Mapping[str, StoreJob] = {},
     pairs: Mapping[str, PairJob] = {},
@@ -99,16 +92,16 @@ def shared_pass(
     config: StoreConfig | None = None,
     progress: bool = True,
 ) -> SharedPass:
-    """Feed every store and pair job from one read of each corpus, batch by batch.
+    """Feed every store and pair job from one read of each reading, batch by batch.
 
-    All corpora must hold the same windows and skip the same special tokens (e.g. one text through models A
+    All readings must hold the same windows and skip the same special tokens (e.g. one text through models A
     and B); `batch_size` windows per forward (the per-analysis functions' `batch_size`, the store's
     `config.batch_size`: the same batches give the same sums). Readers are encoded in the order given, and each
     batch's codes are dropped once the last job reading them has them. `config`: the stores' (default StoreConfig()).
     """
     config = config or StoreConfig()
-    _check_corpora(corpora)
-    windows = next(iter(corpora.values())).windows
+    _check_readings(readings)
+    windows = next(iter(readings.values())).windows
     jobs: dict[str, list[tuple[str, int]]] = {name: [] for name in readers}  # reader → [(job, n_windows)]
     for name, job in stores.items():
         jobs[job.reader].append((name, min(job.n_windows, len(windows))))
@@ -116,8 +109,8 @@ def shared_pass(
         for reader in (job.reader_a, job.reader_b):
             jobs[reader].append((name, min(job.n_windows, len(windows))))
     reach = {name: max((n for _, n in needs), default=0) for name, needs in jobs.items()}
-    corpus_reach = {key: max([reach[r] for r, reader in readers.items() if reader.corpus == key], default=0)
-                    for key in corpora}
+    reading_reach = {key: max([reach[r] for r, reader in readers.items() if reader.reading == key], default=0)
+                    for key in readings}
     order = [r for r in readers if reach[r] > 0]
     held_until = {r: max(order.index(s) for s in _partners(r, pairs) if s in order) for r in order}
     fed_at = {name: max(order.index(job.reader_a), order.index(job.reader_b)) for name, job in pairs.items()
@@ -128,19 +121,19 @@ def shared_pass(
     stats: dict[str, FeatureStats] = {}
     done: dict[str, FeatureStore] = {}
     sums: dict[str, list[Any]] = {}  # name → [CoactivationSums, fires_a, fires_b]
-    streams = {key: _stream(corpus, corpus_reach[key], batch_size) for key, corpus in corpora.items()
-               if corpus_reach[key] > 0}
+    streams = {key: _stream(reading, reading_reach[key], batch_size) for key, reading in readings.items()
+               if reading_reach[key] > 0}
     context = windows.input_ids.shape[1]
-    n_batches = -(-max(corpus_reach.values(), default=0) // batch_size)
+    n_batches = -(-max(reading_reach.values(), default=0) // batch_size)
     for batch in tqdm(range(n_batches), desc="shared pass", unit="batch", disable=not progress):
         start = batch * batch_size
-        chunks = {key: next(stream) for key, stream in streams.items() if corpus_reach[key] > start}
+        chunks = {key: next(stream) for key, stream in streams.items() if reading_reach[key] > start}
         held: dict[str, _Codes] = {}
         for position, name in enumerate(order):
             if reach[name] <= start:
                 continue
             reader = readers[name]
-            held[name] = _Codes(chunks[reader.corpus], reader.dictionary)
+            held[name] = _Codes(chunks[reader.reading], reader.dictionary)
             for job_name, n_windows in jobs[name]:
                 if n_windows <= start:
                     continue
@@ -157,23 +150,23 @@ def shared_pass(
         for name, job in stores.items():  # stores whose windows are all read: assembled now, statistics dropped
             if name in stats and job.n_windows <= start + batch_size:
                 reader = readers[job.reader]
-                corpus = corpora[reader.corpus]._replace(windows=cut[name])
-                done[name] = assemble_store(corpus, reader.dictionary, stats.pop(name), config)
+                reading = readings[reader.reading]._replace(windows=cut[name])
+                done[name] = assemble_store(reading, reader.dictionary, stats.pop(name), config)
     missing = [name for name in stores if name not in done]
     if missing:
         raise ValueError(f"stores {missing}: the text yields no tokens to read (all padded or special)")
     return SharedPass(done, {name: PairSums(*parts) for name, parts in sums.items()})
 
 
-def _check_corpora(corpora: Mapping[str, Corpus]) -> None:
-    if not corpora:
-        raise ValueError("pass at least one corpus")
-    first = next(iter(corpora.values()))
-    for corpus in corpora.values():
-        if not torch.equal(corpus.windows.input_ids, first.windows.input_ids) or \
-                not torch.equal(corpus.windows.attention_mask, first.windows.attention_mask) or \
-                corpus.special_ids != first.special_ids:
-            raise ValueError("the corpora must share their token windows and skipped special tokens")
+def _check_readings(readings: Mapping[str, Reading]) -> None:
+    if not readings:
+        raise ValueError("pass at least one reading")
+    first = next(iter(readings.values()))
+    for reading in readings.values():
+        if not torch.equal(reading.windows.input_ids, first.windows.input_ids) or \
+                not torch.equal(reading.windows.attention_mask, first.windows.attention_mask) or \
+                reading.special_ids != first.special_ids:
+            raise ValueError("the readings must share their token windows and skipped special tokens")
 
 
 def _partners(reader: str, pairs: Mapping[str, PairJob]) -> list[str]:
@@ -185,10 +178,10 @@ def _partners(reader: str, pairs: Mapping[str, PairJob]) -> list[str]:
     return out
 
 
-def _stream(corpus: Corpus, n_windows: int, batch_size: int) -> Iterator[ActivationChunk]:
-    """The corpus's activations over its first `n_windows` windows, `batch_size` windows per forward."""
-    return corpus_activations(corpus._replace(windows=cut_windows(corpus.windows, n_windows)), batch_size,
-                              progress=False)
+def _stream(reading: Reading, n_windows: int, batch_size: int) -> Iterator[ActivationChunk]:
+    """The reading's activations over its first `n_windows` windows, `batch_size` windows per forward."""
+    return reading_activations(reading._replace(windows=cut_windows(reading.windows, n_windows)), batch_size,
+                               progress=False)
 
 
 KEEP_DENSE = 0.03

@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from saekit.analysis.corpus import DEFAULT_STORE_TOKENS, corpus_activations, encode, open_corpus
+from saekit.activations.reading import DEFAULT_READ_TOKENS, open_reading, reading_activations
+from saekit.analysis.encoding import encode
 from saekit.analysis.universality import CoactivationSums, Method
 
 View = Literal["activation", "decoder"]
@@ -60,7 +61,7 @@ def split_similarities(
     text: Any,
     saes: Sequence[Any],
     *,
-    max_tokens: int | None = DEFAULT_STORE_TOKENS,
+    max_tokens: int | None = DEFAULT_READ_TOKENS,
     batch_size: int = 32,
     method: Method = "auto",
     tokenizer: Any = None,
@@ -73,9 +74,9 @@ def split_similarities(
     (hook, side, context_len, exclude_special_tokens).
     """
     ordered = by_size(saes)
-    corpus = open_corpus(model, text, ordered[0], max_tokens=max_tokens, tokenizer=tokenizer, **settings)
+    reading = open_reading(model, text, ordered[0], max_tokens=max_tokens, tokenizer=tokenizer, **settings)
     sums = [CoactivationSums(a.d_sae, b.d_sae, method) for a, b in zip(ordered, ordered[1:])]
-    for chunk in corpus_activations(corpus, batch_size, progress, desc="splitting"):
+    for chunk in reading_activations(reading, batch_size, progress, desc="splitting"):
         codes = [encode(sae, chunk.acts) for sae in ordered]
         for pair, f_a, f_b in zip(sums, codes, codes[1:]):
             pair.update(f_a, f_b)

@@ -22,9 +22,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saekit.activations import nnsight_api as api
-from saekit.analysis.corpus import encode
+from saekit.activations.reading import open_model_at, read_settings
+from saekit.analysis.encoding import encode
 from saekit.analysis.logit_effects import token_strings
-from saekit.evaluation import eval_settings
 
 MODES = ("pin", "add", "clamp", "ablate")
 
@@ -111,10 +111,9 @@ class SteeringResult(NamedTuple):
 
 
 def _setup(model: Any, sae: Any, hook: str | None, side: str | None, tokenizer: Any) -> tuple[Any, str, str, Any]:
-    settings = eval_settings(sae, hook, side)
-    model = api.load_model(model)
-    api.check_hook(model, settings.hook)
-    return model, settings.hook, settings.side, tokenizer if tokenizer is not None else api.get_tokenizer(model)
+    settings = read_settings(sae, hook, side)
+    model, tokenizer, _ = open_model_at(model, settings, tokenizer)
+    return model, settings.hook, settings.side, tokenizer
 
 
 def steer_generate(

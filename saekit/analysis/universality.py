@@ -27,14 +27,8 @@ import torch
 from torch import Tensor
 
 from saekit.activations import nnsight_api as api
-from saekit.analysis.corpus import (
-    DEFAULT_STORE_TOKENS,
-    Corpus,
-    corpus_activations,
-    encode,
-    fired,
-    open_corpus,
-)
+from saekit.activations.reading import DEFAULT_READ_TOKENS, Reading, open_reading, reading_activations
+from saekit.analysis.encoding import encode, fired
 from saekit.saes.sparse import Codes
 
 Method = Literal["auto", "sparse", "dense"]
@@ -225,22 +219,22 @@ def _torch_cross(rows_a, cols_a, vals_a, shape_a, rows_b, cols_b, vals_b, shape_
 # --- two models, same windows ---------------------------------------------------------------------
 
 
-def second_corpus(corpus: Corpus, model: Any, hook: str | None = None) -> Corpus:
-    """`corpus` read through another model (at `hook`, default the same path): same windows, same skips."""
+def second_reading(reading: Reading, model: Any, hook: str | None = None) -> Reading:
+    """`reading` read through another model (at `hook`, default the same path): same windows, same skips."""
     model = api.load_model(model)
-    hook = hook or corpus.hook
+    hook = hook or reading.hook
     api.check_hook(model, hook)
-    return corpus._replace(model=model, hook=hook)
+    return reading._replace(model=model, hook=hook)
 
 
-def paired_activations(corpus_a: Corpus, corpus_b: Corpus, batch_size: int, progress: bool) -> Iterator[
+def paired_activations(reading_a: Reading, reading_b: Reading, batch_size: int, progress: bool) -> Iterator[
         tuple[Tensor, Tensor]]:
     """Activations [tokens, d] of both models on the same windows, batch by batch."""
-    if not torch.equal(corpus_a.windows.input_ids, corpus_b.windows.input_ids) or (
-            corpus_a.special_ids != corpus_b.special_ids):
-        raise ValueError("the two corpora must share their token windows and skipped special tokens")
-    stream_a = corpus_activations(corpus_a, batch_size, progress, desc="universality")
-    stream_b = corpus_activations(corpus_b, batch_size, progress=False)
+    if not torch.equal(reading_a.windows.input_ids, reading_b.windows.input_ids) or (
+            reading_a.special_ids != reading_b.special_ids):
+        raise ValueError("the two readings must share their token windows and skipped special tokens")
+    stream_a = reading_activations(reading_a, batch_size, progress, desc="universality")
+    stream_b = reading_activations(reading_b, batch_size, progress=False)
     for chunk_a, chunk_b in zip(stream_a, stream_b):
         yield chunk_a.acts, chunk_b.acts
 
@@ -262,7 +256,7 @@ def correlate(
     sae_b: Any,
     *,
     hook_b: str | None = None,
-    max_tokens: int | None = DEFAULT_STORE_TOKENS,
+    max_tokens: int | None = DEFAULT_READ_TOKENS,
     batch_size: int = 32,
     method: Method = "auto",
     tokenizer: Any = None,
@@ -274,11 +268,11 @@ def correlate(
     Hook, side and context default to sae_a's metadata (`settings` overrides them: hook, side,
     context_len, exclude_special_tokens); model B is read at `hook_b` (default: sae_b's hook, else A's).
     """
-    corpus_a = open_corpus(model_a, text, sae_a, max_tokens=max_tokens, tokenizer=tokenizer, **settings)
-    corpus_b = second_corpus(corpus_a, model_b, hook_b or (getattr(sae_b, "metadata", None) or {}).get("hook"))
+    reading_a = open_reading(model_a, text, sae_a, max_tokens=max_tokens, tokenizer=tokenizer, **settings)
+    reading_b = second_reading(reading_a, model_b, hook_b or (getattr(sae_b, "metadata", None) or {}).get("hook"))
     features = neurons = None
     fires_a, fires_b = torch.zeros(sae_a.d_sae), torch.zeros(sae_b.d_sae)
-    for acts_a, acts_b in paired_activations(corpus_a, corpus_b, batch_size, progress):
+    for acts_a, acts_b in paired_activations(reading_a, reading_b, batch_size, progress):
         if features is None:
             features = CoactivationSums(sae_a.d_sae, sae_b.d_sae, method)
             neurons = CoactivationSums(acts_a.shape[-1], acts_b.shape[-1], method)

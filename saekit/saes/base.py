@@ -13,7 +13,6 @@ Weights use SAELens's layout and names, so folders move between the two toolkits
 from __future__ import annotations
 
 import inspect
-
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch

@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from saekit.analysis.corpus import Neurons
+from saekit.analysis.encoding import Neurons
 from saekit.analysis.features import FeatureStore, window_activations
 from saekit.analysis.splitting import decoder_cosine
 from saekit.widgets import html as H

@@ -1,0 +1,164 @@
+"""Reading a model where a dictionary reads it: the one set-up that training, evaluation, the analyses and
+steering share. The model is opened and the hook checked, the tokenizer and the special tokens to skip found,
+and the token windows cut from the text; then activations stream batch by batch with each kept token's flat
+index (window · context_len + position), so two models read the same tokens.
+
+What is not given comes from the dictionary's metadata (where it was trained), then from the defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from saekit.activations import nnsight_api as api
+from saekit.activations.text import TokenWindows, special_token_ids, token_source
+from saekit.errors import InputError
+
+# Keys of `sae.metadata` that say where an SAE's activations came from (saved in cfg.json).
+META_MODEL = "model"  # hub name or absolute model folder
+META_HOOK = "hook"  # dotted module path, e.g. "transformer.h.0.mlp.act"
+META_HOOK_SIDE = "hook_side"  # "output" or "input" of that module
+META_CONTEXT_LEN = "context_len"  # tokens per context window
+META_TEXT = "text"  # training text (a folder or dataset name), or None
+META_EXCLUDE_SPECIAL = "exclude_special_tokens"  # whether BOS/EOS/PAD positions were dropped
+META_TRAINING = "training"  # the trainer's summary dict
+
+DEFAULT_CONTEXT_LEN = 128
+DEFAULT_READ_TOKENS = 1_000_000
+"""Tokens a reading cuts from a text by default."""
+
+
+class ReadSettings(NamedTuple):
+    """Where and how a dictionary reads its model."""
+
+    hook: str  # module path, e.g. "transformer.h.0.mlp.act"
+    side: str  # "output" of the module or its first "input"
+    context_len: int  # tokens per window
+    exclude_special_tokens: bool  # skip BOS/EOS/PAD positions (padding is always skipped)
+
+
+def read_settings(
+    dictionary: Any = None,
+    hook: str | None = None,
+    side: str | None = None,
+    context_len: int | None = None,
+    exclude_special_tokens: bool | None = None,
+) -> ReadSettings:
+    """Explicit arguments, else the dictionary's metadata, else the defaults; the hook has no default."""
+    meta = getattr(dictionary, "metadata", None) or {}
+    hook = hook or meta.get(META_HOOK)
+    if not hook:
+        raise InputError("no hook given and the dictionary's metadata names none; pass hook='module.path'")
+    side = side or meta.get(META_HOOK_SIDE) or "output"
+    context_len = context_len or meta.get(META_CONTEXT_LEN) or DEFAULT_CONTEXT_LEN
+    if exclude_special_tokens is None:
+        exclude_special_tokens = bool(meta.get(META_EXCLUDE_SPECIAL, True))
+    return ReadSettings(hook, side, int(context_len), exclude_special_tokens)
+
+
+class Reading(NamedTuple):
+    """A model opened at a hook with the windows to read there: what every streaming pass needs."""
+
+    model: Any  # a loaded nnsight model
+    windows: TokenWindows
+    hook: str
+    side: str
+    special_ids: tuple[int, ...]  # token ids whose positions are skipped
+    tokenizer: Any
+
+
+def keep_positions(windows: TokenWindows, special_ids: Tensor) -> Tensor:
+    """[batch, seq] bool: positions holding real tokens whose ids are not in `special_ids`."""
+    keep = windows.attention_mask.bool()
+    if special_ids.numel():
+        keep &= ~torch.isin(windows.input_ids, special_ids)
+    return keep
+
+
+def open_model_at(model: Any, settings: ReadSettings, tokenizer: Any = None,
+                  device: str | torch.device = "cpu") -> tuple[Any, Any, tuple[int, ...]]:
+    """(the model loaded through nnsight with `settings.hook` checked, its tokenizer, the special token ids to skip)."""
+    model = api.load_model(model, device=device)
+    api.check_hook(model, settings.hook)
+    tokenizer = tokenizer if tokenizer is not None else api.get_tokenizer(model)
+    special = tuple(special_token_ids(tokenizer)) if settings.exclude_special_tokens else ()
+    return model, tokenizer, special
+
+
+def text_windows(text: Any, dictionary: Any, tokenizer: Any, context_len: int,
+                 max_tokens: int | None) -> TokenWindows:
+    """`text` (any form `token_source` takes; None: the text the dictionary's metadata names) as the first windows
+    holding `max_tokens` real tokens (None: all of them); TokenWindows that fit are used as they are."""
+    if text is None:
+        text = (getattr(dictionary, "metadata", None) or {}).get(META_TEXT)
+        if text is None:
+            raise InputError("no text given and the dictionary's metadata names none; pass a text folder or "
+                             "token ids")
+    if isinstance(text, TokenWindows) and (max_tokens is None or text.n_tokens <= max_tokens):
+        return text
+    return token_source(text, tokenizer, context_len, batch_size=64).take(max_tokens)
+
+
+def open_reading(
+    model: Any,
+    text: Any,
+    dictionary: Any = None,
+    *,
+    hook: str | None = None,
+    side: str | None = None,
+    context_len: int | None = None,
+    max_tokens: int | None = DEFAULT_READ_TOKENS,
+    exclude_special_tokens: bool | None = None,
+    tokenizer: Any = None,
+) -> Reading:
+    """Open `model` where `dictionary` reads it and cut the windows of `text` (see `read_settings`,
+    `text_windows`)."""
+    settings = read_settings(dictionary, hook, side, context_len, exclude_special_tokens)
+    model, tokenizer, special = open_model_at(model, settings, tokenizer)
+    windows = text_windows(text, dictionary, tokenizer, settings.context_len, max_tokens)
+    return Reading(model, windows, settings.hook, settings.side, special, tokenizer)
+
+
+class ActivationChunk(NamedTuple):
+    """The kept activations of one model batch."""
+
+    token_index: Tensor  # [tokens] int64: window · context_len + position of each kept token
+    acts: Tensor  # [tokens, d_in]
+
+
+def hook_activations(
+    model: Any,
+    windows: TokenWindows,
+    hook: str,
+    side: str = "output",
+    *,
+    special_ids: Sequence[int] = (),
+    batch_size: int = 32,
+    progress: bool = True,
+    desc: str = "activations",
+) -> Iterator[ActivationChunk]:
+    """Activations at `hook` over `windows`, `batch_size` windows per forward, padding and special
+    tokens dropped; the same windows give the same token indices for any model."""
+    special = torch.tensor(list(special_ids), dtype=torch.long)
+    n, ctx = windows.input_ids.shape
+    flat = torch.arange(n * ctx).view(n, ctx)
+    kept = int(keep_positions(windows, special).sum())
+    with tqdm(total=kept, unit="tok", desc=desc, disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            batch = TokenWindows(*(t[start : start + batch_size] for t in windows))
+            keep = keep_positions(batch, special)
+            acts = api.get_activations(model, batch.input_ids, batch.attention_mask, hook, side)
+            bar.update(int(keep.sum()))
+            yield ActivationChunk(flat[start : start + batch_size][keep], acts[keep.to(acts.device)].float())
+
+
+def reading_activations(reading: Reading, batch_size: int = 32, progress: bool = True,
+                        desc: str = "activations") -> Iterator[ActivationChunk]:
+    """`hook_activations` over a Reading."""
+    return hook_activations(reading.model, reading.windows, reading.hook, reading.side,
+                            special_ids=reading.special_ids, batch_size=batch_size, progress=progress, desc=desc)
