@@ -14,7 +14,7 @@ N_FEATURES, DENSITY = 4096, 0.008  # ≈ 33 active features per token, like a tr
 
 def _setup(tokens: int):
     from saekit.activations import nnsight_api as api
-    from saekit.activations.text import windows_from_tokens
+    from saekit.activations.windows import windows_from_tokens
 
     model = api.load_model(demo_shaped_model())
     ids = torch.randint(1, VOCAB, (tokens,), generator=torch.Generator().manual_seed(0))

@@ -402,7 +402,7 @@ def check_existing_run(out: Path, settings: dict[str, Any]) -> bool:
 
 def _text(args: argparse.Namespace) -> Any:
     """The documents named on the command line: a text folder or a dataset; None if neither."""
-    from saekit.activations.text import HFDataset, TextFolder
+    from saekit.activations.windows import HFDataset, TextFolder
 
     if args.dataset:
         return HFDataset(args.dataset, split=args.split, text_column=args.text_column)
@@ -472,7 +472,7 @@ def _train_in(out: Path, args: argparse.Namespace) -> int:
 
     from saekit.activations.nnsight_api import get_tokenizer, has_lm_head, load_model
     from saekit.activations.source import ActivationConfig, ActivationSource, torch_dtype
-    from saekit.activations.text import token_source
+    from saekit.activations.windows import token_source
     from saekit.saes import SAE
     from saekit.training import train
     from saekit.training.decoder_finetune import finetune_decoder
@@ -557,7 +557,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _metadata_text(text: Any, sae_dir: Path) -> Any:
     """The training text recorded in the SAE's metadata: a token file, a folder, else a dataset name."""
-    from saekit.activations.text import HFDataset, TextFolder
+    from saekit.activations.windows import HFDataset, TextFolder
 
     if not text or not isinstance(text, str):
         raise CliError(f"{sae_dir}: the SAE's metadata names no text; pass --text DIR")

@@ -5,7 +5,7 @@
     → evaluation table (CSV)                        (saekit.evaluate on held-out tokens)
     → feature data for the notebooks                (feature stores, universality, splitting)
 
-Each step is skipped when its inputs are unchanged (`saekit.pipeline`); an interrupted (even killed) run
+Each step is skipped when its inputs are unchanged (`saekit.cached_steps`); an interrupted (even killed) run
 resumes, SAE training included (from its checkpoints), and ends with the numbers an uninterrupted run gives:
 every step's cache key holds the code version that computes it, the corpus manifest hash, the product
 dtype and the thread count (both fixed per build, never chosen by timing or load), and every step writes
@@ -28,12 +28,13 @@ import torch
 
 from saekit.activations.nnsight_api import load_model
 from saekit.activations.source import ActivationConfig, ActivationSource
-from saekit.activations.text import TokenSource, TokenWindows, windows_from_tokens
+from saekit.activations.windows import TokenSource, TokenWindows, windows_from_tokens
+from saekit.cached_steps import code_version, input_key, is_built, run_step, write_json_atomic, write_text_atomic
 from saekit.embedded import EmbeddedConfig, build_embedded
+from saekit.embedded.build import ProfileName
 from saekit.embedded.lm import MLP_HOOK, model_identity
 from saekit.embedded.threads import available_cores, torch_threads
 from saekit.folder_lock import folder_lock
-from saekit.pipeline import code_version, input_key, is_built, run_step, write_json_atomic, write_text_atomic
 from saekit.saes.registry import sae_class
 from saekit.training.allocator import retain_freed_memory
 from saekit.training.decoder_finetune import finetune_decoder
@@ -51,7 +52,6 @@ SAE_VERSION = 1  # bump when SAE training computes something different: built de
 EVAL_VERSION = 4  # bump when the evaluation step computes something different: built demos re-evaluate
 FEATURES_VERSION = 2  # bump when the feature data step computes something different
 EVAL_BATCH = 32  # windows per forward in the evaluation: 3x faster than 8 here; the loss sums' order depends on it
-Profile = Literal["quick", "full"]
 
 
 def default_root() -> Path:
@@ -511,7 +511,7 @@ def feature_plan(profile: DemoProfile, out: Path, models: dict[str, Path], heldo
 # --- the run --------------------------------------------------------------------------------------
 
 
-def run_demo(profile: Profile | DemoProfile = "quick", out: str | Path | None = None, *, progress: bool = True,
+def run_demo(profile: ProfileName | DemoProfile = "quick", out: str | Path | None = None, *, progress: bool = True,
              log=print) -> DemoOutput:
     """Build (or finish, or reuse) the demo of `profile` in `out` (default: default_root()/profile).
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from saekit.activations import nnsight_api as api
 from saekit.activations.reading import ReadSettings, keep_positions, open_reading, read_settings
-from saekit.activations.text import TokenWindows, split_windows
+from saekit.activations.windows import TokenWindows, split_windows
 from saekit.errors import InputError
 
 DEFAULT_EVAL_TOKENS = 16_384

@@ -10,7 +10,7 @@ from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, Pre
 import saekit
 from saekit.activations import nnsight_api as api
 from saekit.activations.reading import keep_positions
-from saekit.activations.text import TokenWindows, special_token_ids, token_source
+from saekit.activations.windows import TokenWindows, special_token_ids, token_source
 from saekit.analysis.features import StoreConfig, build_feature_store
 from saekit.saes.registry import sae_class
 

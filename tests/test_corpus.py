@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from saekit.embedded.corpus import CorpusConfig, build_corpus, iter_documents, load_corpus, subset_mix
+from saekit.embedded.documents import sha256_text
 from saekit.embedded.installed import (
     CORE_DISTRIBUTIONS,
     classify,
@@ -20,7 +21,6 @@ from saekit.embedded.installed import (
     read_pickle_strings,
 )
 from saekit.embedded.mixing import allot_bytes, feasible_total, is_heldout
-from saekit.embedded.text import sha256_text
 
 CAPS = (
     ("python_code", 0.5),

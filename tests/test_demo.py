@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from saekit import demo as D
+from saekit.cached_steps import DONE
 from saekit.embedded import CorpusConfig, EmbeddedConfig, LMConfig, TokenizerConfig
-from saekit.pipeline import DONE
 
 from helpers import write_topic_folder
 

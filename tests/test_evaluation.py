@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from transformers import GPT2LMHeadModel
 
 import saekit
-from saekit.activations.text import TokenWindows
+from saekit.activations.windows import TokenWindows
 from saekit.evaluation import evaluate, evaluate_many
 
 from helpers import HOOK

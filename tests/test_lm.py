@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from saekit.embedded.build import EmbeddedConfig, build_embedded
 from saekit.embedded.corpus import CorpusConfig
 from saekit.embedded.fused_loss import hidden_states, lm_loss, unembed_cross_entropy
 from saekit.embedded.lm import (
@@ -28,7 +29,6 @@ from saekit.embedded.lm import (
     train_flops_per_token,
     train_lm,
 )
-from saekit.embedded.pipeline import EmbeddedConfig, build_embedded
 from saekit.embedded.threads import LM_THREADS, torch_threads
 from saekit.embedded.tokenizer import TokenizerConfig, train_bpe, wrap_tokenizer
 

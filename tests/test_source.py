@@ -9,7 +9,7 @@ from transformers import GPT2LMHeadModel
 import saekit
 from saekit.activations import nnsight_api as api
 from saekit.activations.source import ActivationConfig, ActivationSource, check_dtype
-from saekit.activations.text import token_source
+from saekit.activations.windows import token_source
 
 from helpers import HOOK
 

@@ -78,15 +78,15 @@ def test_config_errors() -> None:
 
 def test_tokens_killed_before_their_record_are_rebuilt_not_trusted(corpus: Corpus, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import saekit.embedded.pipeline as embedded_pipeline
+    import saekit.embedded.build as embedded_build
     import saekit.embedded.tokens as tokens_module
 
     config = TokenizerConfig(vocab_size=300)
     out = tmp_path / "demo"
-    first = embedded_pipeline.tokens_for(corpus, out, config, progress=False)
+    first = embedded_build.tokens_for(corpus, out, config, progress=False)
     first_train = np.array(first.tokens("train"))
     stamp = (out / "tokens" / "train.npy").stat().st_mtime_ns
-    assert embedded_pipeline.tokens_for(corpus, out, config, progress=False).n_tokens == first.n_tokens
+    assert embedded_build.tokens_for(corpus, out, config, progress=False).n_tokens == first.n_tokens
     assert (out / "tokens" / "train.npy").stat().st_mtime_ns == stamp  # reused
 
     def killed(*args, **kwargs):
@@ -94,10 +94,10 @@ def test_tokens_killed_before_their_record_are_rebuilt_not_trusted(corpus: Corpu
 
     monkeypatch.setattr(tokens_module, "write_json_atomic", killed)
     with pytest.raises(KeyboardInterrupt):
-        embedded_pipeline.tokens_for(corpus, out, TokenizerConfig(vocab_size=310), progress=False)
+        embedded_build.tokens_for(corpus, out, TokenizerConfig(vocab_size=310), progress=False)
     assert not (out / "tokens" / "tokens.json").exists()  # the old record went first: nothing to trust
     monkeypatch.undo()
-    again = embedded_pipeline.tokens_for(corpus, out, config, progress=False)
+    again = embedded_build.tokens_for(corpus, out, config, progress=False)
     assert again.n_tokens == first.n_tokens
     assert np.array_equal(again.tokens("train"), first_train)
     meta = json.loads((out / "tokens" / "tokens.json").read_text())

@@ -16,7 +16,7 @@ from saekit.activations.nnsight_api import (
 )
 from saekit.activations.reading import Reading, ReadSettings, open_reading, read_settings, reading_activations
 from saekit.activations.source import ActivationConfig, ActivationSource, check_dtype
-from saekit.activations.text import (
+from saekit.activations.windows import (
     DocumentSource,
     HFDataset,
     TextFolder,

@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saekit.activations import nnsight_api as api
-from saekit.activations.text import TokenWindows, special_token_ids, token_source
+from saekit.activations.windows import TokenWindows, special_token_ids, token_source
 from saekit.errors import InputError
 
 # Keys of `sae.metadata` that say where an SAE's activations came from (saved in cfg.json).

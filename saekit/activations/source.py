@@ -34,7 +34,7 @@ from saekit.activations.reading import (
     keep_positions,
     open_model_at,
 )
-from saekit.activations.text import TokenWindows, token_source
+from saekit.activations.windows import TokenWindows, token_source
 from saekit.errors import InputError
 
 
@@ -86,7 +86,7 @@ class ActivationSource:
     """Iterable of shuffled activation batches [batch_size, d_in] from a model and a text.
 
     `model`: an nnsight model, hub name, folder, or torch module. `text`: a folder of .txt files, a
-    list of strings, a DocumentSource, or pre-tokenized ids (see `saekit.activations.text`).
+    list of strings, a DocumentSource, or pre-tokenized ids (see `saekit.activations.windows`).
     """
 
     def __init__(

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from saekit.activations import nnsight_api as api
 from saekit.activations.reading import DEFAULT_READ_TOKENS, Reading, open_reading, reading_activations
-from saekit.activations.text import TokenWindows
+from saekit.activations.windows import TokenWindows
 from saekit.analysis.encoding import Neurons, encode, fired
 from saekit.analysis.logit_effects import output_weights, token_strings, top_logit_effects
 from saekit.analysis.reservoirs import BinnedSamples, GroupBest, IntervalSamples

@@ -20,7 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saekit.activations.reading import ActivationChunk, Reading, reading_activations
-from saekit.activations.text import TokenWindows
+from saekit.activations.windows import TokenWindows
 from saekit.analysis.encoding import encode, fired, first_rows, positive_entries
 from saekit.analysis.features import FeatureStats, FeatureStore, StoreConfig, assemble_store
 from saekit.analysis.universality import DENSE_ABOVE, PROBE_ROWS, CoactivationSums, Correlations, Method, probe_density

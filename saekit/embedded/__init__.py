@@ -4,6 +4,7 @@ Everything runs offline on a CPU in minutes: `build_embedded(out, "quick")` make
 """
 
 from saekit.embedded.bigram import bigram_loss
+from saekit.embedded.build import EmbeddedBuild, EmbeddedConfig, build_embedded, load_lm_result
 from saekit.embedded.corpus import (
     Corpus,
     CorpusConfig,
@@ -12,6 +13,7 @@ from saekit.embedded.corpus import (
     load_corpus,
     subset_mix,
 )
+from saekit.embedded.documents import Document
 from saekit.embedded.installed import LOCAL_PILE_SUBSETS, installation_roots
 from saekit.embedded.lm import (
     MLP_HOOK,
@@ -23,8 +25,6 @@ from saekit.embedded.lm import (
     load_lm,
     train_lm,
 )
-from saekit.embedded.pipeline import EmbeddedBuild, EmbeddedConfig, build_embedded, load_lm_result
-from saekit.embedded.text import Document
 from saekit.embedded.tokenizer import EOT, PAD, TokenizerConfig, load_tokenizer, train_tokenizer
 from saekit.embedded.tokens import TokenizedCorpus, load_tokenized, tokenize_corpus
 

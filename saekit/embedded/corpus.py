@@ -20,6 +20,7 @@ from typing import Literal
 
 import pandas as pd
 
+from saekit.embedded.documents import Document, NoiseLimits
 from saekit.embedded.external import HF_READ_FACTOR, folder_candidates, hf_candidates
 from saekit.embedded.installed import (
     CORE_DISTRIBUTIONS,
@@ -30,7 +31,6 @@ from saekit.embedded.installed import (
 )
 from saekit.embedded.mixing import is_heldout
 from saekit.embedded.selection import Accepted, Candidate, select_documents
-from saekit.embedded.text import Document, NoiseLimits
 
 Split = Literal["train", "heldout"]
 SPLITS: tuple[Split, ...] = ("train", "heldout")

@@ -8,8 +8,8 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from saekit.embedded.documents import Document, decode, normalize_newlines
 from saekit.embedded.selection import Candidate
-from saekit.embedded.text import Document, decode, normalize_newlines
 
 # Stream this many times the target bytes from a Hugging Face dataset, so capping has room to sample.
 HF_READ_FACTOR = 2

@@ -23,8 +23,8 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from saekit.embedded.documents import Document, ascii_letter_ratio, decode, decode_python
 from saekit.embedded.selection import Candidate
-from saekit.embedded.text import Document, ascii_letter_ratio, decode, decode_python
 
 SubsetName = Literal["python_code", "prose", "legal", "base64", "multilingual", "markup"]
 LOCAL_PILE_SUBSETS: tuple[SubsetName, ...] = (

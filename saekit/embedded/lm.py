@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from saekit.cached_steps import code_version, write_json_atomic
 from saekit.embedded.bigram import bigram_loss
 from saekit.embedded.fused_loss import lm_loss
 from saekit.embedded.threads import LM_THREADS, torch_threads
 from saekit.embedded.tokenizer import EOT, PAD, save_tokenizer
-from saekit.pipeline import code_version, write_json_atomic
 from saekit.training.precision import native_bf16
 
 MLP_HOOK = "transformer.h.0.mlp.act"

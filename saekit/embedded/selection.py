@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
+from saekit.embedded.documents import Document, NoiseLimits, noise_reason, sha256_text, utf8_size
 from saekit.embedded.mixing import allot_bytes, over_cap, sampling_key
-from saekit.embedded.text import Document, NoiseLimits, noise_reason, sha256_text, utf8_size
 
 # Stop filling a subset after this many documents in a row that do not fit its remaining bytes.
 _MAX_MISSES = 64

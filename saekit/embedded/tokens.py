@@ -13,10 +13,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
+from saekit.cached_steps import write_json_atomic
 from saekit.embedded.corpus import SPLITS, Corpus, Split
-from saekit.embedded.text import Document
+from saekit.embedded.documents import Document
 from saekit.embedded.tokenizer import EOT
-from saekit.pipeline import write_json_atomic
 
 TOKENS_VERSION = 1
 """Bump when the same corpus and tokenizer config give other tokens (tokenizer training or encoding)."""

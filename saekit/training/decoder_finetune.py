@@ -24,7 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saekit.activations import nnsight_api as api
-from saekit.activations.text import TokenWindows
+from saekit.activations.windows import TokenWindows
 from saekit.errors import InputError
 from saekit.saes import SAE
 from saekit.saes.sparse import Codes, sparse_decode

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from saekit.pipeline import code_version, input_key, run_step, write_json_atomic, write_text_atomic
+from saekit.cached_steps import code_version, input_key, run_step, write_json_atomic, write_text_atomic
 
 
 def test_cached_rebuilt_on_change_and_resumed_after_interrupt(tmp_path):

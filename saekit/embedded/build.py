@@ -15,14 +15,15 @@ from typing import Literal, NamedTuple
 
 import pandas as pd
 
+from saekit.cached_steps import code_version
 from saekit.embedded.corpus import Corpus, CorpusConfig, build_corpus
 from saekit.embedded.lm import LM_VERSION, MODEL_SEEDS, LMConfig, LMResult, train_lm
 from saekit.embedded.threads import available_cores
 from saekit.embedded.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
 from saekit.embedded.tokens import TOKENS_VERSION, TokenizedCorpus, load_tokenized, tokenize_corpus
-from saekit.pipeline import code_version
 
-Profile = Literal["quick", "full"]
+ProfileName = Literal["quick", "full"]
+"""The built-in profiles: quick (CI, a first look) and full (the paper's experiments at small scale)."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class EmbeddedConfig:
     lm: LMConfig
 
     @classmethod
-    def profile(cls, name: Profile) -> EmbeddedConfig:
+    def profile(cls, name: ProfileName) -> EmbeddedConfig:
         """quick: ~4 MB corpus, ~2 minutes for both models side by side; full: ~40 MB, ~12 minutes for both."""
         return cls(CorpusConfig.profile(name), TokenizerConfig(), LMConfig.profile(name))
 
@@ -151,7 +152,7 @@ def train_models(tokens: TokenizedCorpus, jobs: dict[str, tuple[Path, LMConfig]]
 
 def build_embedded(
     out: str | Path,
-    config: EmbeddedConfig | Profile = "quick",
+    config: EmbeddedConfig | ProfileName = "quick",
     *,
     models: Sequence[str] = ("A", "B"),
     progress: bool = True,

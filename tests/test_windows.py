@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import saekit
-from saekit.activations import text as T
+from saekit.activations import windows as T
 
 from helpers import TEXTS, build_tokenizer, write_text_folder
 
