@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from saekit.activations.nnsight_api import load_model
+from saekit.activations.nnsight_api import context_length, load_model
 from saekit.activations.source import ActivationConfig, ActivationSource
 from saekit.activations.windows import TokenSource, TokenWindows, windows_from_tokens
 from saekit.cached_steps import code_version, input_key, is_built, run_step, write_json_atomic, write_text_atomic
@@ -249,7 +249,7 @@ def shuffled_windows(tokens: np.ndarray, context_len: int, seed: int) -> TokenWi
 def mixed_heldout_windows(heldout: Path, model: Any, seed: int) -> TokenWindows:
     """The held-out split as the model's windows in a seeded order: the split is stored subset by subset, so its
     first N tokens would all be one kind of text; evaluation and feature data read a mix."""
-    return shuffled_windows(np.load(heldout, mmap_mode="r"), model._module.config.n_positions, seed)
+    return shuffled_windows(np.load(heldout, mmap_mode="r"), context_length(model), seed)
 
 
 def first_windows(windows: TokenWindows, tokens: int) -> TokenWindows:
@@ -299,7 +299,7 @@ def train_demo_sae(spec: SAESpec, model_folder: Path, train_tokens: Path, profil
     from saekit.training import train
 
     model = load_model(model_folder)
-    context = model._module.config.n_positions
+    context = context_length(model)
     tokens = np.load(train_tokens, mmap_mode="r")
     windows = shuffled_windows(tokens, context, profile.seed)
     source = ActivationSource(model, windows, ActivationConfig(

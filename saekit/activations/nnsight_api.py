@@ -153,8 +153,19 @@ def _is_causal_lm(config) -> bool:
 
 
 def underlying_module(model) -> torch.nn.Module:
-    """The torch module an nnsight model wraps."""
-    return model._module
+    """The torch module an nnsight model wraps (a bare torch module: itself)."""
+    return model if isinstance(model, torch.nn.Module) and not hasattr(model, "_module") else model._module
+
+
+def context_length(model) -> int | None:
+    """The longest context the model's config allows (GPT-2's n_positions, others' max_position_embeddings), or
+    None where its config names none."""
+    config = getattr(underlying_module(model), "config", None)
+    for key in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def model_name(model) -> str | None:

@@ -43,7 +43,7 @@ class OutputWeights(NamedTuple):
 def output_weights(model: Any, hook: str, *, final_norm: bool = True) -> OutputWeights:
     """The MLP output weight (found next to `hook`, e.g. `mlp.c_proj` for GPT-2's `mlp.act`), the
     unembedding (`lm_head`) and the final norm's γ, from an nnsight model or a torch module."""
-    module = api.underlying_module(model) if hasattr(model, "_module") else model
+    module = api.underlying_module(model)
     head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
     if head is None:
         raise ValueError("the model has no output embedding (LM head), so it has no logits to read effects on")
