@@ -15,12 +15,13 @@ pytest.importorskip("ipywidgets")
 pytest.importorskip("anywidget")  # plotly's FigureWidget needs it
 
 from saekit.activations import nnsight_api as api  # noqa: E402
+from saekit.analysis.browsing import nearest_features  # noqa: E402
 from saekit.analysis.features import StoreConfig, build_feature_store, window_activations  # noqa: E402
 from saekit.analysis.splitting import decoder_cosine, families, split_edges, split_similarities  # noqa: E402
 from saekit.analysis.steering import FeatureEdit, next_token_shift  # noqa: E402
 from saekit.analysis.universality import best_match_tables, correlate, universality_summary  # noqa: E402
 from saekit.widgets import html as H  # noqa: E402
-from saekit.widgets.card import Basis, nearest_features  # noqa: E402
+from saekit.widgets.card import Basis  # noqa: E402
 from saekit.widgets.explorer import FeatureExplorer  # noqa: E402
 from saekit.widgets.feature_map import FeatureMap, map_figure  # noqa: E402
 from saekit.widgets.paper import (  # noqa: E402

@@ -5,8 +5,8 @@ own (they call `saekit.analysis`); every token string they show is HTML-escaped 
 Needs the notebook extras: pip install 'saekit[notebooks]'.
 """
 
-from saekit.widgets.card import Basis, FeatureCard, histogram_figure, nearest_features
-from saekit.widgets.explorer import FeatureExplorer, text_search
+from saekit.widgets.card import Basis, FeatureCard, histogram_figure
+from saekit.widgets.explorer import FeatureExplorer
 from saekit.widgets.feature_map import FeatureMap, map_figure
 from saekit.widgets.paper import density_counts, density_figure, example_features, measures_figure, sweep_figure
 from saekit.widgets.splitting import SplittingView, coarse_to_fine_html, family_figure, splitting_figure
@@ -16,6 +16,6 @@ from saekit.widgets.universality import PAPER, UniversalityView, universality_fi
 __all__ = [
     "PAPER", "Basis", "FeatureCard", "FeatureExplorer", "FeatureMap", "SplittingView", "SteeringView",
     "UniversalityView", "coarse_to_fine_html", "continuations_html", "density_counts", "density_figure",
-    "example_features", "family_figure", "histogram_figure", "map_figure", "measures_figure", "nearest_features",
-    "shift_figure", "splitting_figure", "sweep_figure", "text_search", "universality_figure",
+    "example_features", "family_figure", "histogram_figure", "map_figure", "measures_figure", "shift_figure",
+    "splitting_figure", "sweep_figure", "universality_figure",
 ]

@@ -2,7 +2,8 @@
 
 Shared by the explorer and the universality pair viewer. The card reads the store (density,
 histogram, examples, logit effects); with the model and dictionary it also colours every context
-token by its activation (`window_activations`) and lists the nearest features by decoder cosine.
+token by its activation and lists the nearest features by decoder cosine (both computed in
+`saekit.analysis.browsing`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import torch
 
+from saekit.analysis import browsing
 from saekit.analysis.encoding import Neurons
-from saekit.analysis.features import FeatureStore, window_activations
-from saekit.analysis.splitting import decoder_cosine
+from saekit.analysis.features import FeatureStore
 from saekit.widgets import html as H
 from saekit.widgets.figure_slot import FigureSlot
 
@@ -106,36 +106,6 @@ def summary_html(basis: Basis, feature: int, name: str = "") -> str:
     return H.heading(title, 3) + f"<div class='saekit-facts' style='color:#333'>{facts}</div>"
 
 
-def nearest_features(dictionary: Any, feature: int, k: int = 8) -> pd.DataFrame:
-    """The k features whose decoder directions are closest to `feature`'s: feature, cosine."""
-    if dictionary is None or isinstance(dictionary, Neurons) or not hasattr(dictionary, "W_dec"):
-        return pd.DataFrame({"feature": pd.Series(dtype=int), "cosine": pd.Series(dtype=float)})
-    W = dictionary.W_dec
-    cos = decoder_cosine(W[feature : feature + 1], W)[0]
-    cos[feature] = -float("inf")
-    top = cos.topk(min(k, cos.numel() - 1))
-    return pd.DataFrame({"feature": top.indices.numpy(), "cosine": top.values.numpy()})
-
-
-def context_values(basis: Basis, feature: int, examples: pd.DataFrame) -> list[np.ndarray] | None:
-    """Per example row (window, position, left, right): the feature's activation on every shown token.
-
-    None when the basis has no model or dictionary to recompute them with.
-    """
-    if basis.model is None or basis.dictionary is None or examples.empty:
-        return None
-    store = basis.store
-    windows = np.unique(examples["window"].to_numpy())
-    acts = window_activations(basis.model, basis.dictionary, store.windows(windows), [feature],
-                              store.meta["hook"], store.meta.get("side", "output"))[..., 0].numpy()
-    row_of = {int(w): i for i, w in enumerate(windows)}
-    values = []
-    for row in examples.itertuples(index=False):
-        start = int(row.position) - len(row.left)
-        values.append(acts[row_of[int(row.window)], start : int(row.position) + 1 + len(row.right)])
-    return values
-
-
 def interval_html(examples: pd.DataFrame, scale: float, values: list[np.ndarray] | None) -> str:
     """Interval examples grouped under their activation range, highest interval first."""
     if examples.empty:
@@ -162,8 +132,8 @@ def card_html(basis: Basis, feature: int, *, n_top: int = 10, n_per_interval: in
     intervals = store.interval_examples(feature, context)
     intervals = intervals[intervals["sample"] < n_per_interval].reset_index(drop=True)
     scale = float(store.features["max_activation"].iloc[feature])
-    values = context_values(basis, feature, pd.concat([top, intervals], ignore_index=True)
-                            if not intervals.empty else top)
+    examples = pd.concat([top, intervals], ignore_index=True) if not intervals.empty else top
+    values = browsing.context_values(store, basis.dictionary, basis.model, feature, examples)
     top_values = None if values is None else values[: len(top)]
     interval_values = None if values is None else values[len(top):]
     return {
@@ -231,8 +201,7 @@ class FeatureCard(widgets.VBox):
         return H.token_label(token) if isinstance(token, str) else "dead"
 
     def _show_nearest(self, basis: Basis, feature: int) -> None:
-        with torch.no_grad():
-            near = nearest_features(basis.dictionary, feature, self.n_nearest)
+        near = browsing.nearest_features(basis.dictionary, feature, self.n_nearest)
         if near.empty:
             self.nearest_title.value = ""
             self.nearest.children = ()

@@ -13,35 +13,15 @@ from contextlib import contextmanager
 from typing import Any
 
 import ipywidgets as widgets
-import numpy as np
 import pandas as pd
 
-from saekit.activations import get_tokenizer, windows_from_tokens
-from saekit.analysis.features import FeatureStore, StoreConfig, build_feature_store, window_activations
+from saekit.analysis import browsing
+from saekit.analysis.features import FeatureStore, StoreConfig
 from saekit.widgets import html as H
 from saekit.widgets.card import Basis, FeatureCard, as_basis
 
 SORTS = {"densest first": "dense", "rarest (alive) first": "rare", "feature id": "id"}
-N_RESULTS = 12
-
-
-def text_search(basis: Basis, text: str, k: int = N_RESULTS) -> pd.DataFrame:
-    """The units that fire most on `text` (run through the basis's model): feature, activation, token."""
-    store = basis.store
-    if basis.model is None or basis.dictionary is None:
-        raise ValueError("text search needs the model and the dictionary; pass model= (and sae=) to the explorer")
-    tokenizer = get_tokenizer(basis.model)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: store.context_len]
-    if not ids:
-        return pd.DataFrame(columns=["feature", "activation", "token"])
-    windows = windows_from_tokens(np.asarray([ids]), len(ids))
-    acts = window_activations(basis.model, basis.dictionary, windows, range(store.n_features), store.meta["hook"],
-                              store.meta.get("side", "output"))[0].numpy()  # [tokens, units]
-    best = acts.max(0)
-    order = [int(i) for i in np.argsort(-best, kind="stable")[:k] if best[i] > 0]
-    where = acts.argmax(0)
-    return pd.DataFrame({"feature": order, "activation": best[order],
-                         "token": [store.vocab[ids[where[i]]] for i in order]})
+N_RESULTS = browsing.N_RESULTS
 
 
 def sorted_table(table: pd.DataFrame, sort: str) -> pd.DataFrame:
@@ -160,7 +140,8 @@ class FeatureExplorer(widgets.VBox):
         if not text:
             return pd.DataFrame()
         if self.search_mode.value == "text":
-            found = text_search(self.basis, text)
+            basis = self.basis
+            found = browsing.text_search(basis.store, basis.dictionary, basis.model, text)
             labels = [f"#{r.feature} {r.activation:.2f} on {H.token_label(r.token)}" for r in found.itertuples()]
         else:
             found = self.store.search_token(text).head(N_RESULTS)
@@ -214,20 +195,12 @@ class FeatureExplorer(widgets.VBox):
     def from_sae(cls, sae: Any, model: Any, text: Any = None, *, neurons: bool = True, max_tokens: int = 100_000,
                  context_len: int | None = None, config: StoreConfig | None = None, progress: bool = True,
                  **kwargs: Any) -> FeatureExplorer:
-        """Build the feature store of `sae` (and of the raw neurons) over `text`, and explore it.
-
-        `text` and `context_len` default to the SAE's metadata; `kwargs` go to the explorer."""
-        from saekit.activations import load_model
-
-        model = load_model(model)
-        store = build_feature_store(model, text, sae, max_tokens=max_tokens, context_len=context_len,
-                                    config=config or StoreConfig(), progress=progress)
-        neuron_store = None
-        if neurons:
-            neuron_store = build_feature_store(model, store.windows(), None, hook=store.meta["hook"],
-                                               side=store.meta["side"], config=config or StoreConfig(),
-                                               progress=progress)
-        return cls(store, sae, model, neurons=neuron_store, **kwargs)
+        """Explore `sae`'s features (and the raw neurons) over `text`, stores built by
+        `saekit.analysis.browsing.explorer_data`; `text` and `context_len` default to the SAE's metadata; `kwargs`
+        go to the explorer."""
+        data = browsing.explorer_data(sae, model, text, neurons=neurons, max_tokens=max_tokens,
+                                      context_len=context_len, config=config, progress=progress)
+        return cls(data.features, sae, data.model, neurons=data.neurons, **kwargs)
 
 
 def _bases(store: Any, sae: Any, model: Any, neurons: FeatureStore | None, name: str) -> dict[str, Basis]:

@@ -17,7 +17,8 @@ import pandas as pd
 import plotly.colors
 import plotly.graph_objects as go
 
-from saekit.analysis.features import FeatureStore, build_feature_store
+from saekit.analysis.browsing import map_stores
+from saekit.analysis.features import FeatureStore
 from saekit.analysis.maps import MapConfig, feature_map, hover_labels
 from saekit.widgets import html as H
 from saekit.widgets.card import as_basis
@@ -155,8 +156,7 @@ class FeatureMap(widgets.VBox):
         or from stores built over `text` through `model` when given."""
         stores = {name: store for name, store in (stores or {}).items() if store is not None}
         if not stores and model is not None and text is not None:
-            stores = {name: build_feature_store(model, text, sae, max_tokens=max_tokens, progress=False)
-                      for name, sae in saes.items()}
+            stores = map_stores(saes, model, text, max_tokens)
         hover = {name: hover_labels(store, 4) for name, store in stores.items()}
         table = feature_map(dict(saes), hover=hover, clusters=clusters, config=config or MapConfig())
         browser = None

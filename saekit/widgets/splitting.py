@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from saekit.activations import load_model
-from saekit.analysis.features import FeatureStore, build_feature_store
+from saekit.analysis.browsing import splitting_data
+from saekit.analysis.features import FeatureStore
 from saekit.analysis.maps import hover_labels
-from saekit.analysis.splitting import DEFAULT_THRESHOLD, families, feature_family, split_edges, split_similarities
+from saekit.analysis.splitting import DEFAULT_THRESHOLD, families, feature_family
 from saekit.widgets import html as H
 from saekit.widgets.figure_slot import FigureSlot
 
@@ -209,12 +209,9 @@ class SplittingView(widgets.VBox):
                   ) -> SplittingView:
         """Link dictionaries of several sizes (same model and hook) over `text`, build their feature
         stores on the same windows, and show the families (`settings`: hook, context_len, ...)."""
-        model = load_model(model)
-        split = split_similarities(model, text, saes, max_tokens=max_tokens, progress=progress, **settings)
-        stores = [build_feature_store(model, text, sae, max_tokens=max_tokens, progress=progress, **settings)
-                  for sae in saes]
-        return cls(split_edges(split, threshold), stores, decoder_edges=split_edges(split, threshold, "decoder"),
-                   min_sizes=min_sizes)
+        data = splitting_data(model, saes, text, threshold=threshold, max_tokens=max_tokens, progress=progress,
+                              **settings)
+        return cls(data.edges, data.stores, decoder_edges=data.decoder_edges, min_sizes=min_sizes)
 
     def family(self, size: int, feature: int) -> pd.DataFrame:
         """`feature_family` of (size, feature) in the current view's edges."""

@@ -13,13 +13,11 @@ import ipywidgets as widgets
 import pandas as pd
 import plotly.graph_objects as go
 
-from saekit.activations import load_model
-from saekit.analysis.features import FeatureStore, build_feature_store
+from saekit.analysis.browsing import universality_data
+from saekit.analysis.features import FeatureStore
 from saekit.analysis.universality import (
     Universality,
     best_match_histogram,
-    best_match_tables,
-    correlate,
     universality_summary,
 )
 from saekit.widgets import html as H
@@ -126,14 +124,8 @@ class UniversalityView(widgets.VBox):
                   progress: bool = True, **settings: Any) -> UniversalityView:
         """Correlate `sae_a` on `model_a` with `sae_b` on `model_b` over `text` (and the neurons), build the
         four feature stores on the same windows, and show them (`settings`: hook, context_len, ...)."""
-        model_a, model_b = load_model(model_a), load_model(model_b)
-        result = best_match_tables(correlate(model_a, model_b, text, sae_a, sae_b, max_tokens=max_tokens,
-                                             progress=progress, **settings))
-        store_a = build_feature_store(model_a, text, sae_a, max_tokens=max_tokens, progress=progress, **settings)
-        windows, hook_b = store_a.windows(), (getattr(sae_b, "metadata", None) or {}).get("hook")
-        common = {"side": store_a.meta["side"], "progress": progress}
-        store_b = build_feature_store(model_b, windows, sae_b, hook=hook_b or store_a.meta["hook"], **common)
-        neurons_a = build_feature_store(model_a, windows, None, hook=store_a.meta["hook"], **common)
-        neurons_b = build_feature_store(model_b, windows, None, hook=hook_b or store_a.meta["hook"], **common)
-        return cls(result, Basis(store_a, sae_a, model_a), Basis(store_b, sae_b, model_b),
-                   neurons=(Basis(neurons_a, model=model_a), Basis(neurons_b, model=model_b)), reference=PAPER)
+        d = universality_data(model_a, model_b, sae_a, sae_b, text, max_tokens=max_tokens, progress=progress,
+                              **settings)
+        return cls(d.result, Basis(d.store_a, sae_a, d.model_a), Basis(d.store_b, sae_b, d.model_b),
+                   neurons=(Basis(d.neurons_a, model=d.model_a), Basis(d.neurons_b, model=d.model_b)),
+                   reference=PAPER)
