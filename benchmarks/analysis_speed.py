@@ -85,12 +85,12 @@ def shared_pass(tokens: int = 100_000, sizes: tuple[int, ...] = (512, 1024, 2048
     split_similarities read the models and encode on their own) against `analysis.harvest.shared_pass` (each
     model read once, each dictionary encoded once per batch). Stand-in SAEs fire on ~33 features per token."""
     from saekit.activations.reading import open_reading
-    from saekit.analysis.encoding import Neurons
     from saekit.analysis.features import build_feature_store
     from saekit.analysis.harvest import PairJob, Reader, StoreJob
     from saekit.analysis.harvest import shared_pass as run_shared
     from saekit.analysis.splitting import split_similarities
     from saekit.analysis.universality import correlate
+    from saekit.saes.dictionary import Neurons
 
     model_a, model_b, windows, _, _ = _paired_setup(tokens)
     from saekit.activations import nnsight_api as api

@@ -470,9 +470,9 @@ class FeaturePlan:
 def feature_plan(profile: DemoProfile, out: Path, models: dict[str, Path], heldout: Path) -> FeaturePlan:
     """Load the models and SAEs and lay out the feature data step's stores and co-activation pairs."""
     from saekit.activations.reading import open_reading, read_settings
-    from saekit.analysis.encoding import Neurons
     from saekit.analysis.harvest import PairJob, Reader, StoreJob
     from saekit.formats import load_sae
+    from saekit.saes.dictionary import Neurons
 
     loaded = {name: load_model(path) for name, path in models.items()}
     windows = mixed_heldout_windows(heldout, loaded["A"], profile.seed)

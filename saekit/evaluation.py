@@ -29,6 +29,7 @@ from saekit.activations import nnsight_api as api
 from saekit.activations.reading import ReadSettings, keep_positions, open_reading, read_settings
 from saekit.activations.windows import TokenWindows, split_windows
 from saekit.errors import InputError
+from saekit.saes.dictionary import Dictionary
 
 DEFAULT_EVAL_TOKENS = 16_384
 
@@ -147,7 +148,7 @@ def _put(keep: Tensor, values: Tensor) -> Callable[[Tensor], Tensor]:
 
 @torch.no_grad()
 def evaluate(
-    sae: Any,
+    sae: Dictionary,
     model: Any,
     text: Any = None,
     *,
@@ -175,7 +176,7 @@ def evaluate(
 
 @torch.no_grad()
 def evaluate_many(
-    saes: Sequence[Any],
+    saes: Sequence[Dictionary],
     model: Any,
     text: Any = None,
     *,
@@ -233,7 +234,7 @@ def evaluate_many(
 
 
 def _clean_pass(
-    sae: Any,
+    sae: Dictionary,
     model: Any,
     settings: ReadSettings,
     batch: TokenWindows,
@@ -256,7 +257,7 @@ def _clean_pass(
     return x
 
 
-def check_width(sae: Any, model: Any, hook: str, width: int) -> None:
+def check_width(sae: Dictionary, model: Any, hook: str, width: int) -> None:
     """Raise InputError when the hook's activations are not the width the SAE reads."""
     if width != sae.d_in:
         name = api.model_name(model) or type(api.underlying_module(model)).__name__

@@ -11,8 +11,8 @@ import torch
 
 from saekit.activations import nnsight_api as api
 from saekit.analysis import browsing
-from saekit.analysis.encoding import Neurons
 from saekit.analysis.features import StoreConfig, build_feature_store
+from saekit.saes.dictionary import Neurons
 
 from helpers import HOOK, TEXTS, corpus, dense_acts, sparse_sae
 

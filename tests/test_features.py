@@ -287,8 +287,8 @@ def test_shared_pass_stores_equal_one_pass_per_dictionary(setup, tiny_lm):
     """Two SAEs and the neurons, some over a prefix of the windows (a batch cut mid-way), each encoded once
     for all its jobs: every store equals `build_feature_store` run on its own windows."""
     from saekit.activations.reading import open_reading
-    from saekit.analysis.encoding import Neurons
     from saekit.analysis.harvest import Reader, StoreJob, cut_windows, shared_pass
+    from saekit.saes.dictionary import Neurons
 
     windows, _, _, sae, _ = setup
     acts, _ = dense_acts(tiny_lm, windows)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from saekit.analysis import interpretability as I
-from saekit.analysis.encoding import Neurons
 from saekit.analysis.features import FeatureStore, StoreConfig, build_feature_store
+from saekit.saes.dictionary import Neurons
 
 from helpers import HOOK, corpus
 

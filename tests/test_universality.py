@@ -132,8 +132,8 @@ def test_shared_pass_pairs_equal_correlate(tiny_lm, model_b):
     """Universality from the shared pass (each side encoded once, also feeding a store and a pair over fewer
     windows) gives `correlate`'s correlations and densities on the same windows."""
     from saekit.activations.reading import open_reading
-    from saekit.analysis.encoding import Neurons
     from saekit.analysis.harvest import PairJob, Reader, StoreJob, cut_windows, shared_pass
+    from saekit.saes.dictionary import Neurons
 
     windows = corpus(tiny_lm)
     acts_a, _ = dense_acts(tiny_lm, windows)

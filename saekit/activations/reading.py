@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from saekit.activations import nnsight_api as api
 from saekit.activations.windows import TokenWindows, special_token_ids, token_source
 from saekit.errors import InputError
+from saekit.saes.dictionary import Dictionary
 
 # Keys of `sae.metadata` that say where an SAE's activations came from (saved in cfg.json).
 META_MODEL = "model"  # hub name or absolute model folder
@@ -43,7 +44,7 @@ class ReadSettings(NamedTuple):
 
 
 def read_settings(
-    dictionary: Any = None,
+    dictionary: Dictionary | None = None,
     hook: str | None = None,
     side: str | None = None,
     context_len: int | None = None,
@@ -90,7 +91,7 @@ def open_model_at(model: Any, settings: ReadSettings, tokenizer: Any = None,
     return model, tokenizer, special
 
 
-def text_windows(text: Any, dictionary: Any, tokenizer: Any, context_len: int,
+def text_windows(text: Any, dictionary: Dictionary, tokenizer: Any, context_len: int,
                  max_tokens: int | None) -> TokenWindows:
     """`text` (any form `token_source` takes; None: the text the dictionary's metadata names) as the first windows
     holding `max_tokens` real tokens (None: all of them); TokenWindows that fit are used as they are."""
@@ -107,7 +108,7 @@ def text_windows(text: Any, dictionary: Any, tokenizer: Any, context_len: int,
 def open_reading(
     model: Any,
     text: Any,
-    dictionary: Any = None,
+    dictionary: Dictionary | None = None,
     *,
     hook: str | None = None,
     side: str | None = None,

@@ -36,6 +36,7 @@ from saekit.activations.reading import (
 )
 from saekit.activations.windows import TokenWindows, token_source
 from saekit.errors import InputError
+from saekit.saes.dictionary import Dictionary
 
 
 def torch_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -193,7 +194,7 @@ class ActivationSource:
         }
 
 
-def check_dtype(sae: Any, source: ActivationSource | ActivationConfig | torch.dtype | str) -> None:
+def check_dtype(sae: Dictionary, source: ActivationSource | ActivationConfig | torch.dtype | str) -> None:
     """Raise a clear TypeError when the activations' dtype differs from the SAE's."""
     if isinstance(source, ActivationSource):
         source = source.config

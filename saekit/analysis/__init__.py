@@ -1,7 +1,6 @@
 """Analyses built on SAEs, as pure functions returning DataFrames/tensors: the feature store, logit
 effects, universality, feature splitting, feature maps, steering and an interpretability proxy."""
 
-from saekit.analysis.encoding import Neurons
 from saekit.analysis.features import (
     FeatureStore,
     StoreConfig,
@@ -30,6 +29,7 @@ from saekit.analysis.universality import (
     universality_by_density,
     universality_summary,
 )
+from saekit.saes.dictionary import Neurons
 
 __all__ = [
     "CoactivationSums", "Correlations", "FeatureEdit", "FeatureStore", "MapConfig", "Neurons", "Splitting",

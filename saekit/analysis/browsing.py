@@ -13,10 +13,10 @@ import torch
 
 from saekit.activations import nnsight_api as api
 from saekit.activations.windows import windows_from_tokens
-from saekit.analysis.encoding import Neurons
 from saekit.analysis.features import FeatureStore, StoreConfig, build_feature_store, window_activations
 from saekit.analysis.splitting import DEFAULT_THRESHOLD, decoder_cosine, split_edges, split_similarities
 from saekit.analysis.universality import Universality, best_match_tables, correlate
+from saekit.saes.dictionary import Dictionary, Neurons
 
 N_RESULTS = 12  # features a text search returns
 
@@ -25,7 +25,7 @@ N_RESULTS = 12  # features a text search returns
 
 
 @torch.no_grad()
-def nearest_features(dictionary: Any, feature: int, k: int = 8) -> pd.DataFrame:
+def nearest_features(dictionary: Dictionary, feature: int, k: int = 8) -> pd.DataFrame:
     """The k features whose decoder directions are closest to `feature`'s: feature, cosine (empty for neurons,
     whose directions are the unit vectors, or without a dictionary)."""
     if dictionary is None or isinstance(dictionary, Neurons) or not hasattr(dictionary, "W_dec"):
@@ -37,7 +37,7 @@ def nearest_features(dictionary: Any, feature: int, k: int = 8) -> pd.DataFrame:
     return pd.DataFrame({"feature": top.indices.numpy(), "cosine": top.values.numpy()})
 
 
-def context_values(store: FeatureStore, dictionary: Any, model: Any, feature: int,
+def context_values(store: FeatureStore, dictionary: Dictionary, model: Any, feature: int,
                    examples: pd.DataFrame) -> list[np.ndarray] | None:
     """Per example row (window, position, left, right) of `store`: the feature's activation on every shown token,
     with the model rerun on those windows. None without a model or dictionary to rerun."""
@@ -54,7 +54,7 @@ def context_values(store: FeatureStore, dictionary: Any, model: Any, feature: in
     return values
 
 
-def text_search(store: FeatureStore, dictionary: Any, model: Any, text: str, k: int = N_RESULTS) -> pd.DataFrame:
+def text_search(store: FeatureStore, dictionary: Dictionary, model: Any, text: str, k: int = N_RESULTS) -> pd.DataFrame:
     """The units that fire most on `text` (run through `model`, read as `store` reads it): feature, activation,
     and the token where each fires most."""
     if model is None or dictionary is None:
@@ -84,7 +84,7 @@ class ExplorerData(NamedTuple):
     neurons: FeatureStore | None
 
 
-def explorer_data(sae: Any, model: Any, text: Any = None, *, neurons: bool = True, max_tokens: int = 100_000,
+def explorer_data(sae: Dictionary, model: Any, text: Any = None, *, neurons: bool = True, max_tokens: int = 100_000,
                   context_len: int | None = None, config: StoreConfig | None = None,
                   progress: bool = True) -> ExplorerData:
     """The feature store of `sae` over `text` (default: its metadata's) and, with `neurons`, the raw neurons'."""
@@ -99,7 +99,8 @@ def explorer_data(sae: Any, model: Any, text: Any = None, *, neurons: bool = Tru
     return ExplorerData(model, store, neuron_store)
 
 
-def map_stores(saes: Mapping[str, Any], model: Any, text: Any, max_tokens: int = 50_000) -> dict[str, FeatureStore]:
+def map_stores(saes: Mapping[str, Dictionary], model: Any, text: Any,
+               max_tokens: int = 50_000) -> dict[str, FeatureStore]:
     """A feature store per dictionary (name → SAE) over `text`, for the map's hovers and explorer."""
     model = api.load_model(model)
     return {name: build_feature_store(model, text, sae, max_tokens=max_tokens, progress=False)
@@ -114,7 +115,7 @@ class SplittingData(NamedTuple):
     stores: list[FeatureStore]
 
 
-def splitting_data(model: Any, saes: Sequence[Any], text: Any, *, threshold: float = DEFAULT_THRESHOLD,
+def splitting_data(model: Any, saes: Sequence[Dictionary], text: Any, *, threshold: float = DEFAULT_THRESHOLD,
                    max_tokens: int = 100_000, progress: bool = True, **settings: Any) -> SplittingData:
     """Link `saes` (same model and hook) over `text` and build their stores (`settings`: hook, context_len, ...)."""
     model = api.load_model(model)
@@ -136,8 +137,8 @@ class UniversalityData(NamedTuple):
     neurons_b: FeatureStore
 
 
-def universality_data(model_a: Any, model_b: Any, sae_a: Any, sae_b: Any, text: Any, *, max_tokens: int = 100_000,
-                      progress: bool = True, **settings: Any) -> UniversalityData:
+def universality_data(model_a: Any, model_b: Any, sae_a: Dictionary, sae_b: Dictionary, text: Any, *,
+                      max_tokens: int = 100_000, progress: bool = True, **settings: Any) -> UniversalityData:
     """Correlate `sae_a` on `model_a` with `sae_b` on `model_b` over `text` (and the neurons) and build the four
     feature stores on the same windows (`settings`: hook, context_len, ...)."""
     model_a, model_b = api.load_model(model_a), api.load_model(model_b)

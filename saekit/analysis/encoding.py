@@ -1,36 +1,20 @@
-"""A dictionary as an encoder, as every analysis reads it: an SAE, or `Neurons` for the raw neurons; its codes
-on activations, and the entries where units fire. (The model and the tokens it reads: saekit.activations.reading.)"""
+"""A dictionary as every analysis encodes with it (an SAE, or `Neurons` for the raw neurons: see
+saekit.saes.dictionary): its codes on activations, and the entries where units fire."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from saekit.saes.dictionary import Dictionary, Neurons
 from saekit.saes.sparse import Codes
 
-
-class Neurons:
-    """The identity dictionary: a model's neurons as the features (the baseline of every comparison)."""
-
-    def __init__(self, d_in: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
-        self.d_in = self.d_sae = int(d_in)
-        self.dtype, self.device = dtype, torch.device(device)
-        self.metadata: dict[str, Any] = {}
-
-    def encode(self, x: Tensor) -> Tensor:
-        return x
-
-    @property
-    def W_dec(self) -> Tensor:
-        """[d, d] identity: neuron i's direction in neuron space is the i-th unit vector."""
-        return torch.eye(self.d_sae, dtype=self.dtype, device=self.device)
+__all__ = ["Neurons", "encode", "fired", "first_rows", "positive_entries"]
 
 
 @torch.no_grad()
-def encode(dictionary: Any, acts: Tensor) -> Tensor:
+def encode(dictionary: Dictionary, acts: Tensor) -> Tensor:
     """Feature activations [tokens, d_sae] of activations [tokens, d_in], on the dictionary's device/dtype."""
     return dictionary.encode(acts.to(device=dictionary.device, dtype=dictionary.dtype))
 

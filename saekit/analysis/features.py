@@ -39,9 +39,10 @@ from torch import Tensor
 from saekit.activations import nnsight_api as api
 from saekit.activations.reading import DEFAULT_READ_TOKENS, Reading, open_reading, reading_activations
 from saekit.activations.windows import TokenWindows
-from saekit.analysis.encoding import Neurons, encode, fired
+from saekit.analysis.encoding import encode, fired
 from saekit.analysis.logit_effects import output_weights, token_strings, top_logit_effects
 from saekit.analysis.reservoirs import BinnedSamples, GroupBest, IntervalSamples
+from saekit.saes.dictionary import Dictionary, Neurons
 from saekit.saes.sparse import Codes
 
 STORE_FORMAT = "saekit.feature_store"
@@ -104,7 +105,7 @@ class FeatureStats:
 def build_feature_store(
     model: Any,
     text: Any = None,
-    dictionary: Any = None,
+    dictionary: Dictionary | None = None,
     *,
     hook: str | None = None,
     side: str | None = None,
@@ -135,7 +136,7 @@ def build_feature_store(
     return assemble_store(reading, dictionary, stats, config)
 
 
-def assemble_store(reading: Reading, dictionary: Any, stats: FeatureStats, config: StoreConfig) -> FeatureStore:
+def assemble_store(reading: Reading, dictionary: Dictionary, stats: FeatureStats, config: StoreConfig) -> FeatureStore:
     """The store of a finished pass: tables from the running statistics, logit effects from the weights."""
     top = _top_frame(stats.top)
     max_values = stats.top.value[:, 0].where(torch.isfinite(stats.top.score[:, 0]), torch.zeros(()))  # [units]
@@ -190,7 +191,8 @@ def _histogram_frame(counts: Tensor) -> pd.DataFrame:
     return pd.DataFrame({"feature": feature.numpy(), "bin": fine.numpy(), "count": counts[feature, fine].numpy()})
 
 
-def _logit_table(reading: Reading, dictionary: Any, config: StoreConfig) -> tuple[list[str], pd.DataFrame, str | None]:
+def _logit_table(reading: Reading, dictionary: Dictionary,
+                 config: StoreConfig) -> tuple[list[str], pd.DataFrame, str | None]:
     """The vocabulary's token strings and the top logit effects (empty, with a note, when unavailable)."""
     try:
         weights = output_weights(reading.model, reading.hook, final_norm=config.final_norm)
@@ -390,7 +392,7 @@ def load_feature_store(folder: str | Path) -> FeatureStore:
 
 @torch.no_grad()
 def window_activations(
-    model: Any, dictionary: Any, windows: TokenWindows, features: Sequence[int], hook: str, side: str = "output"
+    model: Any, dictionary: Dictionary, windows: TokenWindows, features: Sequence[int], hook: str, side: str = "output"
 ) -> Tensor:
     """Activations [n_windows, context_len, len(features)] of chosen features at every position."""
     model = api.load_model(model)

@@ -24,6 +24,7 @@ from saekit.activations.windows import TokenWindows
 from saekit.analysis.encoding import encode, fired, first_rows, positive_entries
 from saekit.analysis.features import FeatureStats, FeatureStore, StoreConfig, assemble_store
 from saekit.analysis.universality import DENSE_ABOVE, PROBE_ROWS, CoactivationSums, Correlations, Method, probe_density
+from saekit.saes.dictionary import Dictionary
 from saekit.saes.sparse import Codes
 
 
@@ -31,7 +32,7 @@ class Reader(NamedTuple):
     """A dictionary and the reading (of `shared_pass`'s) it reads: the model, hook and skipped tokens."""
 
     reading: str  # key of the reading in `shared_pass`'s readings
-    dictionary: Any  # an SAE, or Neurons(d) for the raw neurons
+    dictionary: Dictionary  # an SAE, or Neurons(d) for the raw neurons
 
 
 class StoreJob(NamedTuple):
@@ -193,7 +194,7 @@ class _Codes:
     """One batch of a dictionary's codes: encoded once, entries found once for all its jobs; the dense
     [tokens, d_sae] block is dropped for sparse dictionaries (the largest block of a pass otherwise)."""
 
-    def __init__(self, chunk: ActivationChunk, dictionary: Any) -> None:
+    def __init__(self, chunk: ActivationChunk, dictionary: Dictionary) -> None:
         self.chunk = chunk
         f = encode(dictionary, chunk.acts).float().cpu()  # [tokens, d_sae]
         self.n_rows, self.width = f.shape

@@ -26,6 +26,7 @@ from torch import Tensor
 from saekit.activations.reading import DEFAULT_READ_TOKENS, open_reading, reading_activations
 from saekit.analysis.encoding import encode
 from saekit.analysis.universality import CoactivationSums, Method
+from saekit.saes.dictionary import Dictionary
 
 View = Literal["activation", "decoder"]
 DEFAULT_THRESHOLD = 0.4
@@ -47,7 +48,7 @@ def decoder_cosine(W_a: Tensor, W_b: Tensor) -> Tensor:
     return a @ b.T
 
 
-def by_size(saes: Sequence[Any]) -> list[Any]:
+def by_size(saes: Sequence[Dictionary]) -> list[Any]:
     """The dictionaries sorted by size; sizes must differ (a size names a dictionary in the tables)."""
     ordered = sorted(saes, key=lambda sae: sae.d_sae)
     sizes = [sae.d_sae for sae in ordered]
@@ -59,7 +60,7 @@ def by_size(saes: Sequence[Any]) -> list[Any]:
 def split_similarities(
     model: Any,
     text: Any,
-    saes: Sequence[Any],
+    saes: Sequence[Dictionary],
     *,
     max_tokens: int | None = DEFAULT_READ_TOKENS,
     batch_size: int = 32,

@@ -25,6 +25,7 @@ from saekit.activations import nnsight_api as api
 from saekit.activations.reading import open_model_at, read_settings
 from saekit.analysis.encoding import encode
 from saekit.analysis.logit_effects import token_strings
+from saekit.saes.dictionary import Dictionary
 
 MODES = ("pin", "add", "clamp", "ablate")
 
@@ -59,7 +60,7 @@ def as_edits(edits: FeatureEdit | Sequence[FeatureEdit]) -> tuple[FeatureEdit, .
 
 
 @torch.no_grad()
-def edit_activations(sae: Any, acts: Tensor, edits: FeatureEdit | Sequence[FeatureEdit]) -> Tensor:
+def edit_activations(sae: Dictionary, acts: Tensor, edits: FeatureEdit | Sequence[FeatureEdit]) -> Tensor:
     """acts [..., d_in] with each edited feature moved to its target: x + Σ (f'_i − f_i) W_dec[i]."""
     edits = as_edits(edits)
     for edit in edits:
@@ -76,7 +77,7 @@ def edit_activations(sae: Any, acts: Tensor, edits: FeatureEdit | Sequence[Featu
     return (flat + shift.to(flat.dtype)).reshape(acts.shape)
 
 
-def edit_function(sae: Any, edits: FeatureEdit | Sequence[FeatureEdit]) -> Callable[[Tensor], Tensor]:
+def edit_function(sae: Dictionary, edits: FeatureEdit | Sequence[FeatureEdit]) -> Callable[[Tensor], Tensor]:
     """The replacement for the hook's activations that applies `edits`."""
     edits = as_edits(edits)
     return lambda acts: edit_activations(sae, acts, edits).to(device=acts.device, dtype=acts.dtype)
@@ -110,7 +111,8 @@ class SteeringResult(NamedTuple):
     steered_ids: Tensor  # [prompt + new]
 
 
-def _setup(model: Any, sae: Any, hook: str | None, side: str | None, tokenizer: Any) -> tuple[Any, str, str, Any]:
+def _setup(model: Any, sae: Dictionary, hook: str | None, side: str | None,
+           tokenizer: Any) -> tuple[Any, str, str, Any]:
     settings = read_settings(sae, hook, side)
     model, tokenizer, _ = open_model_at(model, settings, tokenizer)
     return model, settings.hook, settings.side, tokenizer
@@ -118,7 +120,7 @@ def _setup(model: Any, sae: Any, hook: str | None, side: str | None, tokenizer: 
 
 def steer_generate(
     model: Any,
-    sae: Any,
+    sae: Dictionary,
     prompt: str | Sequence[int] | Tensor,
     edits: FeatureEdit | Sequence[FeatureEdit],
     *,
@@ -147,7 +149,7 @@ def _decoder(tokenizer: Any) -> Callable[[Tensor], str]:
 
 def next_token_shift(
     model: Any,
-    sae: Any,
+    sae: Dictionary,
     prompt: str | Sequence[int] | Tensor,
     edits: FeatureEdit | Sequence[FeatureEdit],
     *,
@@ -176,7 +178,7 @@ def next_token_shift(
 
 def steering_sweep(
     model: Any,
-    sae: Any,
+    sae: Dictionary,
     prompt: str | Sequence[int] | Tensor,
     feature: int,
     values: Sequence[float],

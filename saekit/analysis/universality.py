@@ -29,6 +29,7 @@ from torch import Tensor
 from saekit.activations import nnsight_api as api
 from saekit.activations.reading import DEFAULT_READ_TOKENS, Reading, open_reading, reading_activations
 from saekit.analysis.encoding import encode, fired
+from saekit.saes.dictionary import Dictionary
 from saekit.saes.sparse import Codes
 
 Method = Literal["auto", "sparse", "dense"]
@@ -252,8 +253,8 @@ def correlate(
     model_a: Any,
     model_b: Any,
     text: Any,
-    sae_a: Any,
-    sae_b: Any,
+    sae_a: Dictionary,
+    sae_b: Dictionary,
     *,
     hook_b: str | None = None,
     max_tokens: int | None = DEFAULT_READ_TOKENS,

@@ -18,8 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from saekit.analysis import browsing
-from saekit.analysis.encoding import Neurons
 from saekit.analysis.features import FeatureStore
+from saekit.saes.dictionary import Dictionary, Neurons
 from saekit.widgets import html as H
 from saekit.widgets.figure_slot import FigureSlot
 
@@ -28,11 +28,11 @@ class Basis(NamedTuple):
     """A set of units to browse: their store, the dictionary that made it and the model it reads."""
 
     store: FeatureStore
-    dictionary: Any = None  # an SAE or Neurons; None: no context colouring, no nearest features
+    dictionary: Dictionary | None = None  # an SAE or Neurons; None: no context colouring, no nearest features
     model: Any = None  # the nnsight model the store was built on; None: no context colouring
 
 
-def as_basis(store: FeatureStore | Basis, dictionary: Any = None, model: Any = None) -> Basis:
+def as_basis(store: FeatureStore | Basis, dictionary: Dictionary | None = None, model: Any = None) -> Basis:
     """A Basis from a store; a neuron store gets the identity dictionary (`Neurons`) by default."""
     if isinstance(store, Basis):
         store, dictionary, model = store.store, store.dictionary or dictionary, store.model or model

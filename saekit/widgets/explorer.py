@@ -17,6 +17,7 @@ import pandas as pd
 
 from saekit.analysis import browsing
 from saekit.analysis.features import FeatureStore, StoreConfig
+from saekit.saes.dictionary import Dictionary
 from saekit.widgets import html as H
 from saekit.widgets.card import Basis, FeatureCard, as_basis
 
@@ -49,9 +50,10 @@ class FeatureExplorer(widgets.VBox):
     mapping name → Basis/FeatureStore. `neurons`: a store of the raw neurons to compare with.
     """
 
-    def __init__(self, store: FeatureStore | Mapping[str, Basis | FeatureStore], sae: Any = None, model: Any = None,
-                 *, neurons: FeatureStore | None = None, name: str = "features", feature: int | None = None,
-                 table_rows: int = 300, n_top: int = 10, n_per_interval: int = 2, context: int = 12) -> None:
+    def __init__(self, store: FeatureStore | Mapping[str, Basis | FeatureStore], sae: Dictionary | None = None,
+                 model: Any = None, *, neurons: FeatureStore | None = None, name: str = "features",
+                 feature: int | None = None, table_rows: int = 300, n_top: int = 10, n_per_interval: int = 2,
+                 context: int = 12) -> None:
         self.bases = _bases(store, sae, model, neurons, name)
         self.table_rows = table_rows
         self._tables: dict[str, pd.DataFrame] = {}
@@ -192,7 +194,7 @@ class FeatureExplorer(widgets.VBox):
     # --- one-line construction ------------------------------------------------------------------
 
     @classmethod
-    def from_sae(cls, sae: Any, model: Any, text: Any = None, *, neurons: bool = True, max_tokens: int = 100_000,
+    def from_sae(cls, sae: Dictionary, model: Any, text: Any = None, *, neurons: bool = True, max_tokens: int = 100_000,
                  context_len: int | None = None, config: StoreConfig | None = None, progress: bool = True,
                  **kwargs: Any) -> FeatureExplorer:
         """Explore `sae`'s features (and the raw neurons) over `text`, stores built by
@@ -203,7 +205,7 @@ class FeatureExplorer(widgets.VBox):
         return cls(data.features, sae, data.model, neurons=data.neurons, **kwargs)
 
 
-def _bases(store: Any, sae: Any, model: Any, neurons: FeatureStore | None, name: str) -> dict[str, Basis]:
+def _bases(store: Any, sae: Dictionary, model: Any, neurons: FeatureStore | None, name: str) -> dict[str, Basis]:
     if isinstance(store, Mapping):
         bases = {str(k): as_basis(v, model=model) for k, v in store.items()}
     else:

@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 from saekit.analysis.browsing import map_stores
 from saekit.analysis.features import FeatureStore
 from saekit.analysis.maps import MapConfig, feature_map, hover_labels
+from saekit.saes.dictionary import Dictionary
 from saekit.widgets import html as H
 from saekit.widgets.card import as_basis
 from saekit.widgets.explorer import FeatureExplorer
@@ -147,7 +148,7 @@ class FeatureMap(widgets.VBox):
         self.explorer.show(int(feature), basis=basis)
 
     @classmethod
-    def from_saes(cls, saes: Mapping[str, Any], stores: Mapping[str, FeatureStore | None] | None = None,
+    def from_saes(cls, saes: Mapping[str, Dictionary], stores: Mapping[str, FeatureStore | None] | None = None,
                   model: Any = None,
                   *, text: Any = None, max_tokens: int = 50_000, config: MapConfig | None = None,
                   clusters: bool = True, explorer: bool = True) -> FeatureMap:

@@ -22,6 +22,7 @@ from saekit.analysis.browsing import splitting_data
 from saekit.analysis.features import FeatureStore
 from saekit.analysis.maps import hover_labels
 from saekit.analysis.splitting import DEFAULT_THRESHOLD, families, feature_family
+from saekit.saes.dictionary import Dictionary
 from saekit.widgets import html as H
 from saekit.widgets.figure_slot import FigureSlot
 
@@ -204,7 +205,7 @@ class SplittingView(widgets.VBox):
         return self.slot.figure
 
     @classmethod
-    def from_saes(cls, model: Any, saes: Sequence[Any], text: Any, *, threshold: float = DEFAULT_THRESHOLD,
+    def from_saes(cls, model: Any, saes: Sequence[Dictionary], text: Any, *, threshold: float = DEFAULT_THRESHOLD,
                   max_tokens: int = 100_000, progress: bool = True, min_sizes: int = 3, **settings: Any
                   ) -> SplittingView:
         """Link dictionaries of several sizes (same model and hook) over `text`, build their feature

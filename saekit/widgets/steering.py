@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 
 from saekit.analysis.features import FeatureStore
 from saekit.analysis.steering import MODES, FeatureEdit, SteeringResult, next_token_shift, steer_generate
+from saekit.saes.dictionary import Dictionary
 from saekit.widgets import html as H
 from saekit.widgets.figure_slot import FigureSlot
 
@@ -61,7 +62,7 @@ class SteeringView(widgets.VBox):
     """Feature picker, strength slider, mode, prompt and a generate button; shows both continuations and
     the next-token shift. `run()` does what the button does and returns a SteeringRun."""
 
-    def __init__(self, model: Any, sae: Any, *, store: FeatureStore | None = None, feature: int = 0,
+    def __init__(self, model: Any, sae: Dictionary, *, store: FeatureStore | None = None, feature: int = 0,
                  prompt: str = "The", value: float | None = None, mode: str = "pin", max_new_tokens: int = 20,
                  k: int = 10) -> None:
         self.model, self.sae, self.store, self.k = model, sae, store, k

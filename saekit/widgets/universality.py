@@ -20,6 +20,7 @@ from saekit.analysis.universality import (
     best_match_histogram,
     universality_summary,
 )
+from saekit.saes.dictionary import Dictionary
 from saekit.widgets import html as H
 from saekit.widgets.card import Basis, FeatureCard, as_basis
 
@@ -120,8 +121,8 @@ class UniversalityView(widgets.VBox):
         return {"unit": int(unit), "best_match": int(row["best_match"]), "correlation": float(row["correlation"])}
 
     @classmethod
-    def from_saes(cls, model_a: Any, model_b: Any, sae_a: Any, sae_b: Any, text: Any, *, max_tokens: int = 100_000,
-                  progress: bool = True, **settings: Any) -> UniversalityView:
+    def from_saes(cls, model_a: Any, model_b: Any, sae_a: Dictionary, sae_b: Dictionary, text: Any, *,
+                  max_tokens: int = 100_000, progress: bool = True, **settings: Any) -> UniversalityView:
         """Correlate `sae_a` on `model_a` with `sae_b` on `model_b` over `text` (and the neurons), build the
         four feature stores on the same windows, and show them (`settings`: hook, context_len, ...)."""
         d = universality_data(model_a, model_b, sae_a, sae_b, text, max_tokens=max_tokens, progress=progress,

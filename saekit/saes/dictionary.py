@@ -1,0 +1,61 @@
+"""What every analysis reads of a dictionary, whatever kind it is: the `Dictionary` protocol that SAEs satisfy, and
+`Neurons`, the identity dictionary that reads a model's neurons as its features (the baseline of every
+comparison in the paper).
+
+    f = encode(x)        [..., d_in] → [..., d_sae]        the features' activations
+    W_enc [d_in, d_sae]  each feature's direction in (what it reads)
+    W_dec [d_sae, d_in]  each feature's direction out (what it writes)
+    metadata             where it reads its model: hook, side, context (saved with it)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class Dictionary(Protocol):
+    """A set of features over a model's activations at one hook: an SAE, or the raw neurons."""
+
+    d_in: int
+    d_sae: int
+    metadata: dict[str, Any]
+
+    def encode(self, x: Tensor) -> Tensor: ...
+
+    @property
+    def W_enc(self) -> Tensor: ...
+
+    @property
+    def W_dec(self) -> Tensor: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+
+class Neurons:
+    """The identity dictionary: a model's neurons as the features (the baseline of every comparison)."""
+
+    def __init__(self, d_in: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+        self.d_in = self.d_sae = int(d_in)
+        self.dtype, self.device = dtype, torch.device(device)
+        self.metadata: dict[str, Any] = {}
+
+    def encode(self, x: Tensor) -> Tensor:
+        return x
+
+    @property
+    def W_enc(self) -> Tensor:
+        """[d, d] identity: neuron i reads the i-th unit vector."""
+        return torch.eye(self.d_in, dtype=self.dtype, device=self.device)
+
+    @property
+    def W_dec(self) -> Tensor:
+        """[d, d] identity: neuron i's direction in neuron space is the i-th unit vector."""
+        return torch.eye(self.d_sae, dtype=self.dtype, device=self.device)
