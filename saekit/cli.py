@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saekit.errors import InputError
-from saekit.training.allocator import retain_freed_memory
 
 if TYPE_CHECKING:
     from saekit.training import TrainConfig
@@ -583,7 +582,6 @@ INPUT_ERRORS = (InputError, FileNotFoundError, FileExistsError, NotADirectoryErr
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    retain_freed_memory()  # the command line owns its process: large training blocks reused, not re-faulted
     try:
         return COMMANDS[args.command](args)
     except INPUT_ERRORS as error:
