@@ -1,6 +1,7 @@
 """Small builders shared by the tests (tests/ is on sys.path through conftest.py)."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -137,6 +138,15 @@ def sparse_sae(acts: torch.Tensor, d_sae: int, density: float = 0.15, seed: int 
         sae.b_enc[-1] = -1e3  # one dead feature
     sae.metadata = {"hook": HOOK}
     return sae
+
+
+def tiny_store(model, config: StoreConfig) -> SimpleNamespace:
+    """The tiny model's windows, their activations, a sparse 40-feature SAE and its feature store."""
+    windows = corpus(model)
+    acts, _ = dense_acts(model, windows)
+    sae = sparse_sae(acts, 40)
+    store = build_feature_store(model, windows, sae, hook=HOOK, config=config, progress=False)
+    return SimpleNamespace(windows=windows, acts=acts, sae=sae, store=store)
 
 
 PAYLOAD = "<img src=x onerror=alert(1)>"

@@ -3,29 +3,23 @@ on a tiny GPT-2."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 
 from saekit.activations import nnsight_api as api
 from saekit.analysis import browsing
-from saekit.analysis.features import StoreConfig, build_feature_store
+from saekit.analysis.features import StoreConfig
 from saekit.saes.dictionary import Neurons
 
-from helpers import HOOK, TEXTS, corpus, dense_acts, sparse_sae
+from helpers import HOOK, TEXTS, tiny_store
 
 CONFIG = StoreConfig(n_top=6, n_per_interval=3, n_bins=128, n_logits=4, batch_size=8)
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_lm):
-    windows = corpus(tiny_lm)
-    acts, _ = dense_acts(tiny_lm, windows)
-    sae = sparse_sae(acts, 40)
-    store = build_feature_store(tiny_lm, windows, sae, hook=HOOK, config=CONFIG, progress=False)
-    return SimpleNamespace(windows=windows, sae=sae, store=store)
+    return tiny_store(tiny_lm, CONFIG)
 
 
 def _codes(model, sae, input_ids: torch.Tensor) -> torch.Tensor:

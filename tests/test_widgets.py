@@ -42,12 +42,12 @@ from helpers import (  # noqa: E402
     TEXTS,
     build_markup_model,
     build_tiny_gpt2,
-    corpus,
     dense_acts,
     make_sae,
     markup_feature,
     markup_neuron_store,
     sparse_sae,
+    tiny_store,
 )
 
 CONFIG = StoreConfig(n_top=6, n_per_interval=3, n_bins=128, n_logits=4, batch_size=8)
@@ -59,12 +59,9 @@ SPAN = re.compile(r'<span class="saekit-tok" style="([^"]*)" title="([^"]*)">([^
 
 @pytest.fixture(scope="module")
 def tiny(tiny_lm):
-    windows = corpus(tiny_lm)
-    acts, _ = dense_acts(tiny_lm, windows)
-    sae = sparse_sae(acts, 40)
-    store = build_feature_store(tiny_lm, windows, sae, hook=HOOK, config=CONFIG, progress=False)
-    neurons = build_feature_store(tiny_lm, windows, None, hook=HOOK, config=CONFIG, progress=False)
-    return SimpleNamespace(windows=windows, acts=acts, sae=sae, store=store, neurons=neurons)
+    built = tiny_store(tiny_lm, CONFIG)
+    built.neurons = build_feature_store(tiny_lm, built.windows, None, hook=HOOK, config=CONFIG, progress=False)
+    return built
 
 
 @pytest.fixture(scope="module")
