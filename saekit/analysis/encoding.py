@@ -7,10 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from saekit.saes.dictionary import Dictionary, Neurons
+from saekit.saes.dictionary import Dictionary
 from saekit.saes.sparse import Codes
-
-__all__ = ["Neurons", "encode", "fired", "first_rows", "positive_entries"]
 
 
 @torch.no_grad()
