@@ -8,7 +8,7 @@ What is not given comes from the dictionary's metadata (where it was trained), t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import torch
@@ -132,20 +132,12 @@ class ActivationChunk(NamedTuple):
     acts: Tensor  # [tokens, d_in]
 
 
-def hook_activations(
-    model: Any,
-    windows: TokenWindows,
-    hook: str,
-    side: str = "output",
-    *,
-    special_ids: Sequence[int] = (),
-    batch_size: int = 32,
-    progress: bool = True,
-    desc: str = "activations",
-) -> Iterator[ActivationChunk]:
-    """Activations at `hook` over `windows`, `batch_size` windows per forward, padding and special
+def reading_activations(reading: Reading, batch_size: int = 32, progress: bool = True,
+                        desc: str = "activations") -> Iterator[ActivationChunk]:
+    """Activations at the reading's hook over its windows, `batch_size` windows per forward, padding and special
     tokens dropped; the same windows give the same token indices for any model."""
-    special = torch.tensor(list(special_ids), dtype=torch.long)
+    windows = reading.windows
+    special = torch.tensor(list(reading.special_ids), dtype=torch.long)
     n, ctx = windows.input_ids.shape
     flat = torch.arange(n * ctx).view(n, ctx)
     kept = int(keep_positions(windows, special).sum())
@@ -153,13 +145,7 @@ def hook_activations(
         for start in range(0, n, batch_size):
             batch = TokenWindows(*(t[start : start + batch_size] for t in windows))
             keep = keep_positions(batch, special)
-            acts = api.get_activations(model, batch.input_ids, batch.attention_mask, hook, side)
+            acts = api.get_activations(reading.model, batch.input_ids, batch.attention_mask, reading.hook,
+                                       reading.side)
             bar.update(int(keep.sum()))
             yield ActivationChunk(flat[start : start + batch_size][keep], acts[keep.to(acts.device)].float())
-
-
-def reading_activations(reading: Reading, batch_size: int = 32, progress: bool = True,
-                        desc: str = "activations") -> Iterator[ActivationChunk]:
-    """`hook_activations` over a Reading."""
-    return hook_activations(reading.model, reading.windows, reading.hook, reading.side,
-                            special_ids=reading.special_ids, batch_size=batch_size, progress=progress, desc=desc)
