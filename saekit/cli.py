@@ -97,8 +97,15 @@ def _add_train(commands) -> None:
                     "is saved. Rerunning the same command resumes from the last checkpoint, or, for a finished "
                     "run, changes nothing; a command with other settings and the same --out is refused.",
     )
-    train.add_argument("--model", required=True, metavar="NAME_OR_DIR", help="Hugging Face hub name or model folder")
+    train.add_argument("--model", required=True, action="append", metavar="NAME_OR_DIR",
+                       help="Hugging Face hub name or model folder; repeat it to train a crosscoder over several "
+                            "models (they must share a tokenizer)")
     train.add_argument("--hook", required=True, metavar="MODULE.PATH", help="module path, e.g. transformer.h.0.mlp.act")
+    train.add_argument("--target-hook", default=None, metavar="MODULE.PATH",
+                       help="train a transcoder: read --hook, reconstruct this module's activations (e.g. --hook "
+                            "transformer.h.0.ln_2 --target-hook transformer.h.0.mlp)")
+    train.add_argument("--target-side", choices=("output", "input"), default="output",
+                       help="the target module's output (default) or input")
     train.add_argument("--arch", required=True, metavar="ARCH", help="relu, topk, batchtopk or jumprelu")
     train.add_argument("--features", type=int, required=True, metavar="N", help="dictionary size (number of features)")
     train.add_argument("--tokens", type=int, required=True, metavar="N", help="activation vectors to train on")
@@ -136,8 +143,11 @@ def _add_eval(commands) -> None:
     ev.add_argument("sae_dir", type=Path, metavar="SAE_DIR", help="folder written by `saekit train` or sae.save()")
     _add_text_args(ev, required=False)
     ev.add_argument("--tokens", type=int, default=16_384, metavar="N", help="tokens to evaluate on (default: 16384)")
-    ev.add_argument("--model", default=None, metavar="NAME_OR_DIR", help="model (default: the SAE's metadata)")
+    ev.add_argument("--model", default=None, action="append", metavar="NAME_OR_DIR",
+                    help="model (default: the SAE's metadata); a crosscoder's: once per model, in training order")
     ev.add_argument("--hook", default=None, metavar="MODULE.PATH", help="hook (default: the SAE's metadata)")
+    ev.add_argument("--target-hook", default=None, metavar="MODULE.PATH",
+                    help="a transcoder's target hook (default: its metadata's)")
     ev.add_argument("--batch-size", type=int, default=8, help="context windows per forward (default: 8)")
     _add_model_args(ev)
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -305,6 +315,20 @@ def check_train_args(args: argparse.Namespace) -> None:
     check_out(args.out)
     check_device(args.device)
     check_text(args)
+    check_dictionary_kind(args)
+
+
+def check_dictionary_kind(args: argparse.Namespace) -> None:
+    """A transcoder reads one model; a crosscoder several, each once; the decoder fine-tune is the SAE's."""
+    if len(args.model) > 1 and args.target_hook is not None:
+        raise CliError("--target-hook trains a transcoder, which reads one model: pass one --model, or drop "
+                       "--target-hook to train a crosscoder over the models")
+    if len(set(map(_resolved, args.model))) < len(args.model):
+        raise CliError(f"--model names the same model twice ({', '.join(args.model)}): a crosscoder compares "
+                       "different models")
+    if args.finetune_tokens and (len(args.model) > 1 or args.target_hook is not None):
+        raise CliError("--finetune-tokens tunes an SAE's decoder at the hook it reads; transcoders and crosscoders "
+                       "do not take it yet: drop the flag (--refit-tokens works for them)")
 
 
 def check_eval_args(args: argparse.Namespace) -> None:
@@ -330,7 +354,9 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
 
     Where it runs (--device), checkpoint spacing, --resume and display options are left out."""
     return {
-        "model": _resolved(args.model), "hook": args.hook, "hook_side": args.hook_side, "arch": args.arch,
+        "model": _resolved(args.model[0]) if len(args.model) == 1 else [_resolved(m) for m in args.model],
+        "hook": args.hook, "hook_side": args.hook_side, "arch": args.arch,
+        **({"target_hook": args.target_hook, "target_side": args.target_side} if args.target_hook else {}),
         "features": args.features, "k": _effective_k(args), "l1": args.l1, "lr": args.lr, "recipe": args.recipe,
         "tokens": args.tokens, "text": _resolved(args.text), "dataset": args.dataset,
         "text_column": args.text_column, "split": args.split, "batch_size": args.batch_size,
@@ -487,20 +513,22 @@ def _train_in(out: Path, args: argparse.Namespace) -> int:
     resume = _resume_point(args, checkpoints)
     text = _text(args)
     config = ActivationConfig(
-        hook=args.hook, hook_side=args.hook_side, context_len=args.context_len, batch_size=args.batch_size,
+        hook=args.hook, hook_side=args.hook_side, target_hook=args.target_hook, target_side=args.target_side,
+        context_len=args.context_len, batch_size=args.batch_size,
         buffer_bytes=args.buffer_mb * 2**20, dtype=args.dtype, device=args.device,
         exclude_special_tokens=not args.include_special_tokens, total_tokens=args.tokens + args.refit_tokens,
         seed=args.seed,
     )
-    model = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    models = [load_model(m, device=args.device, trust_remote_code=args.trust_remote_code) for m in args.model]
+    model = models[0]
     if args.finetune_tokens and not has_lm_head(model):
-        raise CliError(f"--finetune-tokens needs next-token logits and {args.model} has no language-model head: "
+        raise CliError(f"--finetune-tokens needs next-token logits and {args.model[0]} has no language-model head: "
                        "drop the flag (--refit-tokens fits the decoder without one)")
-    source = ActivationSource(model, text, config, progress=False)
+    source = ActivationSource(models if len(models) > 1 else model, text, config, progress=False)
     sae_kwargs = {"k": args.k} if args.k is not None else {}
     sae = SAE.create(
-        args.arch, d_in=source.d_in, n_features=args.features, seed=args.seed,
-        dtype=torch_dtype(args.dtype), device=args.device, **sae_kwargs,
+        args.arch, d_in=source.d_in, n_features=args.features, d_out=source.d_out, n_models=len(models),
+        seed=args.seed, dtype=torch_dtype(args.dtype), device=args.device, **sae_kwargs,
     )
     sae.metadata.update(source.metadata())
     out.mkdir(parents=True, exist_ok=True)
@@ -513,7 +541,8 @@ def _train_in(out: Path, args: argparse.Namespace) -> int:
                                  compute_dtype=getattr(torch, run.summary["compute_dtype"]), progress=not args.quiet)
         run.summary["decoder_finetune"] = tuned._asdict()
     save_run(out, run, settings, extra)
-    print(f"saved {args.arch} SAE ({run.sae.d_sae} features on {args.hook}) to {out}")
+    print(f"saved {args.arch} {dictionary_kind(run.sae)} ({run.sae.d_sae} features on {args.hook}"
+          f"{' → ' + args.target_hook if args.target_hook else ''}) to {out}")
     return 0
 
 
@@ -535,16 +564,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     check_eval_args(args)
     sae = load_sae(args.sae_dir, device=args.device)
-    model = args.model or sae.metadata.get("model")
-    if not model:
+    names = args.model or sae.metadata.get("models") or [sae.metadata.get("model")]
+    if not all(names):
         raise CliError(f"{args.sae_dir}: the SAE's metadata names no model; pass --model NAME_OR_DIR")
+    if len(names) != sae.n_models:
+        raise CliError(f"{args.sae_dir} is a crosscoder over {sae.n_models} models and {len(names)} were given: "
+                       "pass --model once per model, in its training order" if sae.n_models > 1 else
+                       f"{args.sae_dir} reads one model and {len(names)} were given: pass one --model")
     text = _text(args) or _metadata_text(sae.metadata.get("text"), args.sae_dir)
+    models = [load_model(name, device=args.device, trust_remote_code=args.trust_remote_code) for name in names]
     result = evaluate(
-        sae, load_model(model, device=args.device, trust_remote_code=args.trust_remote_code), text,
-        hook=args.hook, max_tokens=args.tokens, batch_size=args.batch_size, progress=not args.quiet,
+        sae, models if sae.n_models > 1 else models[0], text, hook=args.hook, target_hook=args.target_hook,
+        max_tokens=args.tokens, batch_size=args.batch_size, progress=not args.quiet,
     )
-    row = {"sae": str(args.sae_dir), "model": model, "hook": args.hook or sae.metadata.get("hook"), "arch": sae.arch,
-           "n_features": sae.d_sae, **result.to_dict()}
+    target = args.target_hook or sae.metadata.get("target_hook")
+    row = {"sae": str(args.sae_dir), "kind": dictionary_kind(sae), "model": names[0] if len(names) == 1 else names,
+           "hook": args.hook or sae.metadata.get("hook"), **({"target_hook": target} if target else {}),
+           "arch": sae.arch, "n_features": sae.d_sae, **result.to_dict()}
     if args.json:
         print(json.dumps(row))
     else:
@@ -552,6 +588,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         print(pd.Series(row, dtype=object).to_string())
     return 0
+
+
+def dictionary_kind(sae: Any) -> str:
+    """"SAE", "transcoder" or "crosscoder"."""
+    return "transcoder" if sae.is_transcoder else "crosscoder" if sae.n_models > 1 else "SAE"
 
 
 def _metadata_text(text: Any, sae_dir: Path) -> Any:

@@ -11,12 +11,18 @@ Conventions (the same as the trainer's):
   and `loss_increase` = spliced − clean.
 - Only the positions the SAE was trained on are measured and replaced: padding, and special tokens
   (BOS/EOS/PAD) unless the SAE was trained on them, keep their original activations.
+- A transcoder is measured and spliced at its target: x is read at its hook, y at the target hook, the metrics
+  compare y with ŷ, and ŷ (zeros, the mean of y) replaces the target's activations.
+- A crosscoder is measured per model (`per_model`, keyed by model): each model's block of x̂ is compared with
+  that model's activations and spliced into it. Its top-level mse and fvu are over all blocks together, and
+  its top-level losses are the models' means.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +32,19 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saekit.activations import nnsight_api as api
-from saekit.activations.reading import ReadSettings, keep_positions, open_reading, read_settings
+from saekit.activations.nnsight_api import Site
+from saekit.activations.reading import (
+    META_MODEL,
+    META_MODELS,
+    META_TARGET_HOOK,
+    META_TARGET_SIDE,
+    ReadSettings,
+    check_same_tokenizer,
+    keep_positions,
+    open_model_at,
+    open_reading,
+    read_settings,
+)
 from saekit.activations.windows import TokenWindows, split_windows
 from saekit.errors import InputError
 from saekit.saes.dictionary import Dictionary
@@ -52,11 +70,14 @@ class EvalResult:
     loss_increase: float | None
     note: str | None = None
     densities: Tensor = field(default_factory=lambda: torch.zeros(0), repr=False)  # [d_sae] firing rates
+    per_model: dict[str, EvalResult] = field(default_factory=dict)  # a crosscoder's metrics in each model
 
     def to_dict(self) -> dict[str, Any]:
-        """The scalar metrics as a JSON-able dict (densities left out; see `density_histogram`)."""
-        out = asdict(self)
-        del out["densities"]
+        """The scalar metrics as a JSON-able dict (densities left out; see `density_histogram`), with a
+        crosscoder's `per_model` dicts."""
+        out = {name: getattr(self, name) for name in _SCALAR_FIELDS}
+        if self.per_model:
+            out["per_model"] = {name: result.to_dict() for name, result in self.per_model.items()}
         return out
 
     def density_histogram(self, bins: int = 40) -> pd.DataFrame:
@@ -149,7 +170,129 @@ def _put(keep: Tensor, values: Tensor) -> Callable[[Tensor], Tensor]:
 @torch.no_grad()
 def evaluate(
     sae: Dictionary,
+    model: Any = None,
+    text: Any = None,
+    *,
+    hook: str | None = None,
+    side: str | None = None,
+    target_hook: str | None = None,
+    context_len: int | None = None,
+    max_tokens: int | None = DEFAULT_EVAL_TOKENS,
+    batch_size: int = 8,
+    exclude_special_tokens: bool | None = None,
+    dense_threshold: float = 0.1,
+    tokenizer: Any = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate `sae` on `model`'s activations over `text` (see the module docstring for the metrics).
+
+    `model`: nnsight model, hub name, folder or torch module (a crosscoder's: a list, one per model it reads); None
+    uses the model(s) in the SAE's metadata. `text`: folder, list of strings, DocumentSource or token ids; None uses
+    the text in the SAE's metadata. `hook`, `side`, `target_hook` (a transcoder's), `context_len`,
+    `exclude_special_tokens` default to the SAE's metadata. `max_tokens` bounds the tokens read (None: all).
+    """
+    kwargs = dict(hook=hook, side=side, context_len=context_len, max_tokens=max_tokens, batch_size=batch_size,
+                  exclude_special_tokens=exclude_special_tokens, dense_threshold=dense_threshold, tokenizer=tokenizer,
+                  progress=progress)
+    if getattr(sae, "n_models", 1) > 1:
+        return evaluate_crosscoder(sae, model, text, **kwargs)
+    return evaluate_many([sae], _the_model(sae, model), text, target_hook=target_hook, **kwargs)[0]
+
+
+def _the_model(sae: Dictionary, model: Any) -> Any:
+    """`model`, else the one the dictionary's metadata names."""
+    model = model if model is not None else (getattr(sae, "metadata", None) or {}).get(META_MODEL)
+    if model is None:
+        raise InputError("no model given and the dictionary's metadata names none; pass the model it reads")
+    return model
+
+
+def target_site(sae: Dictionary, settings: ReadSettings, target_hook: str | None = None) -> Site:
+    """Where the dictionary's reconstruction belongs: a transcoder's target hook (given, else its metadata's), else
+    where it reads."""
+    meta = getattr(sae, "metadata", None) or {}
+    hook = target_hook or meta.get(META_TARGET_HOOK)
+    if hook is None:
+        if getattr(sae, "is_transcoder", False):
+            raise InputError("a transcoder is spliced at its target, and neither target_hook nor its metadata names "
+                             "one: pass target_hook='module.path'")
+        return settings.hook, settings.side
+    return hook, meta.get(META_TARGET_SIDE) or "output"
+
+
+@torch.no_grad()
+def evaluate_many(
+    saes: Sequence[Dictionary],
     model: Any,
+    text: Any = None,
+    *,
+    hook: str | None = None,
+    side: str | None = None,
+    target_hook: str | None = None,
+    context_len: int | None = None,
+    max_tokens: int | None = DEFAULT_EVAL_TOKENS,
+    batch_size: int = 8,
+    exclude_special_tokens: bool | None = None,
+    dense_threshold: float = 0.1,
+    tokenizer: Any = None,
+    progress: bool = True,
+) -> list[EvalResult]:
+    """`evaluate` of several SAEs (or transcoders) of one model on the same tokens, each result the one `evaluate`
+    gives.
+
+    What does not depend on the SAE is computed once: the clean forward (activations and loss), the
+    zero-ablated and the mean-ablated losses; each SAE adds only its own spliced forward. Settings
+    (hook, side, target, context, special tokens; from the first SAE's metadata unless given) must agree."""
+    if not saes:
+        return []
+    if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
+        raise InputError(f"batch_size and max_tokens must be positive (got {batch_size}, {max_tokens})")
+    settings = read_settings(saes[0], hook, side, context_len, exclude_special_tokens)
+    target = target_site(saes[0], settings, target_hook)
+    first = saes[0]
+    for sae in saes[1:]:
+        other = read_settings(sae, hook, side, context_len, exclude_special_tokens)
+        if (other, target_site(sae, other, target_hook)) != (settings, target) or \
+                (sae.d_in, sae.d_out, sae.dtype, sae.device) != (first.d_in, first.d_out, first.dtype, first.device):
+            raise InputError(f"evaluate_many: the SAEs read differently ({settings} vs {other}, or their target, "
+                             "d_in, d_out, dtype or device); evaluate them separately")
+    reading = open_reading(model, text, first, max_tokens=max_tokens, tokenizer=tokenizer, **settings._asdict())
+    model, special = reading.model, torch.tensor(reading.special_ids, dtype=torch.long)
+    batches = list(split_windows(reading.windows, batch_size))
+    lm = api.has_lm_head(model)
+    sites = [(settings.hook, settings.side)] + ([target] if target != (settings.hook, settings.side) else [])
+
+    stats = [ReconstructionStats(sae.d_out, sae.d_sae) for sae in saes]
+    shared = {name: LossSum() for name in ("clean", "zero_ablated", "mean_ablated")}  # the same for every SAE
+    spliced = [LossSum() for _ in saes]
+    for batch in tqdm(batches, desc="evaluate", disable=not progress):
+        keep = keep_positions(batch, special)
+        x, y = _clean_pass(first, model, sites, batch, keep, shared if lm else None)
+        for sae, sae_stats, sae_loss in zip(saes, stats, spliced):  # one width: _clean_pass checked it
+            f = sae.encode(x)
+            y_hat = sae.decode(f)
+            sae_stats.update(y, f, y_hat)
+            if lm:
+                sae_loss.update(api.spliced_logits(model, *batch, *target[:1], _put(keep, y_hat), target[1]), batch)
+    if lm:
+        _mean_ablation(model, batches, special, target, stats[0].mean, shared["mean_ablated"], progress)
+    return [_result(sae_stats.metrics(dense_threshold), {**shared, "spliced": loss} if lm else None)
+            for sae_stats, loss in zip(stats, spliced)]
+
+
+def _mean_ablation(model: Any, batches: list[TokenWindows], special: Tensor, site: Site, mean: Tensor,
+                   loss: LossSum, progress: bool) -> None:
+    """The loss with the kept activations at `site` replaced by their mean [d] over the eval tokens."""
+    for batch in tqdm(batches, desc="mean ablation", disable=not progress):
+        keep = keep_positions(batch, special)
+        logits = api.spliced_logits(model, *batch, site[0], _put(keep, mean.expand(int(keep.sum()), -1)), site[1])
+        loss.update(logits, batch)
+
+
+@torch.no_grad()
+def evaluate_crosscoder(
+    crosscoder: Dictionary,
+    models: Sequence[Any] | None = None,
     text: Any = None,
     *,
     hook: str | None = None,
@@ -162,107 +305,114 @@ def evaluate(
     tokenizer: Any = None,
     progress: bool = True,
 ) -> EvalResult:
-    """Evaluate `sae` on `model`'s activations over `text` (see the module docstring for the metrics).
-
-    `model`: nnsight model, hub name, folder or torch module. `text`: folder, list of strings,
-    DocumentSource or token ids; None uses the text in the SAE's metadata. `hook`, `side`,
-    `context_len`, `exclude_special_tokens` default to the SAE's metadata. `max_tokens` bounds the
-    tokens read (None: all of the text).
-    """
-    return evaluate_many([sae], model, text, hook=hook, side=side, context_len=context_len, max_tokens=max_tokens,
-                         batch_size=batch_size, exclude_special_tokens=exclude_special_tokens,
-                         dense_threshold=dense_threshold, tokenizer=tokenizer, progress=progress)[0]
-
-
-@torch.no_grad()
-def evaluate_many(
-    saes: Sequence[Dictionary],
-    model: Any,
-    text: Any = None,
-    *,
-    hook: str | None = None,
-    side: str | None = None,
-    context_len: int | None = None,
-    max_tokens: int | None = DEFAULT_EVAL_TOKENS,
-    batch_size: int = 8,
-    exclude_special_tokens: bool | None = None,
-    dense_threshold: float = 0.1,
-    tokenizer: Any = None,
-    progress: bool = True,
-) -> list[EvalResult]:
-    """`evaluate` of several SAEs of one model on the same tokens, each result the one `evaluate` gives.
-
-    What does not depend on the SAE is computed once: the clean forward (activations and loss), the
-    zero-ablated and the mean-ablated losses; each SAE adds only its own spliced forward. Settings
-    (hook, side, context, special tokens; from the first SAE's metadata unless given) must agree."""
-    if not saes:
-        return []
+    """A crosscoder's metrics over all its models' activations, and in each model (`per_model`, keyed by the models'
+    names): that model's block of the reconstruction against its activations, and spliced into it."""
+    meta = getattr(crosscoder, "metadata", None) or {}
+    models = list(models) if models is not None else list(meta.get(META_MODELS) or [])
+    if len(models) != crosscoder.n_models:
+        raise InputError(f"the crosscoder reads {crosscoder.n_models} models and {len(models) or 'none'} were given "
+                         "(or named by its metadata): pass them all, in the order it was trained on")
     if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
         raise InputError(f"batch_size and max_tokens must be positive (got {batch_size}, {max_tokens})")
-    settings = read_settings(saes[0], hook, side, context_len, exclude_special_tokens)
-    for sae in saes[1:]:
-        other = read_settings(sae, hook, side, context_len, exclude_special_tokens)
-        if other != settings or (sae.d_in, sae.dtype, sae.device) != (saes[0].d_in, saes[0].dtype, saes[0].device):
-            raise InputError(f"evaluate_many: the SAEs read differently ({settings} vs {other}, or d_in/dtype/"
-                             "device); evaluate them separately")
-    reading = open_reading(model, text, saes[0], max_tokens=max_tokens, tokenizer=tokenizer, **settings._asdict())
-    model, special = reading.model, torch.tensor(reading.special_ids, dtype=torch.long)
+    settings = read_settings(crosscoder, hook, side, context_len, exclude_special_tokens)
+    site = (settings.hook, settings.side)
+    reading = open_reading(models[0], text, crosscoder, max_tokens=max_tokens, tokenizer=tokenizer,
+                           **settings._asdict())
+    opened = [reading.model] + [open_model_at(m, settings)[0] for m in models[1:]]
+    for name, other in zip(models[1:], opened[1:]):
+        check_same_tokenizer(reading.tokenizer, api.get_tokenizer(other), models[0], name)
+    names = model_keys(models)
+    special = torch.tensor(reading.special_ids, dtype=torch.long)
     batches = list(split_windows(reading.windows, batch_size))
-    lm = api.has_lm_head(model)
+    lm = all(api.has_lm_head(m) for m in opened)
+    blocks = crosscoder.model_blocks()
 
-    stats = [ReconstructionStats(sae.d_in, sae.d_sae) for sae in saes]
-    shared = {name: LossSum() for name in ("clean", "zero_ablated", "mean_ablated")}  # the same for every SAE
-    spliced = [LossSum() for _ in saes]
-    for batch in tqdm(batches, desc="evaluate", disable=not progress):
+    overall = ReconstructionStats(crosscoder.d_in, crosscoder.d_sae)
+    stats = [ReconstructionStats(b.stop - b.start, crosscoder.d_sae) for b in blocks]
+    losses = [{name: LossSum() for name in ("clean", "zero_ablated", "mean_ablated", "spliced")} for _ in opened]
+    for batch in tqdm(batches, desc="evaluate crosscoder", disable=not progress):
         keep = keep_positions(batch, special)
-        x = _clean_pass(saes[0], model, settings, batch, keep, shared if lm else None)
-        for sae, sae_stats, sae_loss in zip(saes, stats, spliced):  # one d_in: _clean_pass checked the width
-            f = sae.encode(x)
-            x_hat = sae.decode(f)
-            sae_stats.update(x, f, x_hat)
+        x = torch.cat([_clean_pass(crosscoder, m, [site], batch, keep, loss if lm else None, width)[0]
+                       for m, loss, width in zip(opened, losses, (b.stop - b.start for b in blocks))], dim=1)
+        if x.shape[1] != crosscoder.d_in:
+            raise InputError(f"the crosscoder reads d_in={crosscoder.d_in} but its models give {x.shape[1]} together: "
+                             "pass the models and hook it was trained on")
+        f = crosscoder.encode(x)
+        x_hat = crosscoder.decode(f)
+        overall.update(x, f, x_hat)
+        for m, block in enumerate(blocks):
+            stats[m].update(x[:, block], f, x_hat[:, block])
             if lm:
-                sae_loss.update(api.spliced_logits(model, *batch, settings.hook, _put(keep, x_hat), settings.side),
-                                batch)
-    if lm:
-        for batch in tqdm(batches, desc="mean ablation", disable=not progress):
-            keep = keep_positions(batch, special)
-            mean = stats[0].mean.expand(int(keep.sum()), -1)  # the activations' mean: the same for every SAE
-            logits = api.spliced_logits(model, *batch, settings.hook, _put(keep, mean), settings.side)
-            shared["mean_ablated"].update(logits, batch)
-    return [_result(sae_stats.metrics(dense_threshold), {**shared, "spliced": loss} if lm else None)
-            for sae_stats, loss in zip(stats, spliced)]
+                logits = api.spliced_logits(opened[m], *batch, site[0], _put(keep, x_hat[:, block]), site[1])
+                losses[m]["spliced"].update(logits, batch)
+    per_model = {}
+    for name, m in zip(names, range(len(opened))):
+        if lm:
+            _mean_ablation(opened[m], batches, special, site, stats[m].mean, losses[m]["mean_ablated"], progress)
+        per_model[name] = _result(stats[m].metrics(dense_threshold), losses[m] if lm else None)
+    return _mean_over_models(_result(overall.metrics(dense_threshold), None), per_model)
+
+
+def model_keys(models: Sequence[Any]) -> list[str]:
+    """A name per model for `per_model`: its hub name or folder, with #2, #3 after repeats."""
+    names = [api.model_name(m) if not isinstance(m, (str, Path)) else str(m) for m in models]
+    names = [name or f"model {i}" for i, name in enumerate(names)]
+    return [name if names[:i].count(name) == 0 else f"{name}#{names[:i].count(name) + 1}"
+            for i, name in enumerate(names)]
+
+
+def _mean_over_models(overall: EvalResult, per_model: dict[str, EvalResult]) -> EvalResult:
+    """The overall result with the models' mean losses (clean, spliced, ablated; None where any model has none) and
+    the loss recovered and increase of those means."""
+    means = {}
+    for name in ("loss_clean", "loss_spliced", "loss_zero_ablated", "loss_mean_ablated"):
+        values = [getattr(r, name) for r in per_model.values()]
+        means[name] = None if any(v is None for v in values) else sum(values) / len(values)
+    clean, spliced, zero = means["loss_clean"], means["loss_spliced"], means["loss_zero_ablated"]
+    if clean is None:
+        note = next((r.note for r in per_model.values() if r.note), None)
+        return replace(overall, **dict.fromkeys(_LOSS_FIELDS), note=note, per_model=per_model)
+    return replace(overall, **means, loss_recovered=(zero - spliced) / (zero - clean) if zero != clean else None,
+                   loss_increase=spliced - clean, note="losses are the means over the models; see per_model",
+                   per_model=per_model)
 
 
 def _clean_pass(
     sae: Dictionary,
     model: Any,
-    settings: ReadSettings,
+    sites: Sequence[Site],
     batch: TokenWindows,
     keep: Tensor,
     losses: dict[str, LossSum] | None,
-) -> Tensor:
-    """The kept activations [tokens, d_in] of one batch, on the SAE's device and dtype; for a language model
-    also the clean and the zero-ablated losses."""
-    hook, side = settings.hook, settings.side
-    if losses is None:
-        acts = api.get_activations(model, *batch, hook, side)
-    else:
-        acts, logits = api.activations_and_logits(model, *batch, hook, side)
-        losses["clean"].update(logits, batch)
-    check_width(sae, model, hook, acts.shape[-1])
-    x = acts[keep.to(acts.device)].to(device=sae.device, dtype=sae.dtype)  # [tokens, d_in]
+    width: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The kept activations at the dictionary's input site and at its target [tokens, d] (the same tensor when they
+    are one site), on the SAE's device and dtype; for a language model also the clean and the zero-ablated losses
+    (the target zeroed). `width`: the input's expected width (default the SAE's d_in)."""
+    reads, logits = api.read_sites(model, *batch, sites, logits=losses is not None)
     if losses is not None:
-        zeros = torch.zeros(x.shape, device=sae.device, dtype=sae.dtype)
-        losses["zero_ablated"].update(api.spliced_logits(model, *batch, hook, _put(keep, zeros), side), batch)
-    return x
+        losses["clean"].update(logits, batch)
+    check_width(sae, model, sites[0][0], reads[0].shape[-1], width or sae.d_in)
+    if len(sites) > 1:
+        check_width(sae, model, sites[1][0], reads[1].shape[-1], sae.d_out, "d_out")
+    kept = [r[keep.to(r.device)].to(device=sae.device, dtype=sae.dtype) for r in reads]  # each [tokens, d]
+    x, y = kept[0], kept[-1]
+    if losses is not None:
+        zeros = torch.zeros(y.shape, device=sae.device, dtype=sae.dtype)
+        site = sites[-1]
+        losses["zero_ablated"].update(api.spliced_logits(model, *batch, site[0], _put(keep, zeros), site[1]), batch)
+    return x, y
 
 
-def check_width(sae: Dictionary, model: Any, hook: str, width: int) -> None:
-    """Raise InputError when the hook's activations are not the width the SAE reads."""
-    if width != sae.d_in:
+def check_width(sae: Dictionary, model: Any, hook: str, width: int, expected: int | None = None,
+                what: str = "d_in") -> None:
+    """Raise InputError when the hook's activations are not the width the SAE reads (`expected`, default d_in)."""
+    expected = sae.d_in if expected is None else expected
+    if width != expected:
         name = api.model_name(model) or type(api.underlying_module(model)).__name__
         raise InputError(
-            f"the SAE reads d_in={sae.d_in} but hook {hook} of model {name} gives width {width}: "
+            f"the SAE {'reads' if what == 'd_in' else 'writes'} {what}={expected} but hook {hook} of model {name} "
+            f"gives width {width}: "
             "pass the --model/--hook the SAE was trained on"
         )
 
@@ -292,3 +442,5 @@ def _result(metrics: dict[str, Any], losses: dict[str, LossSum] | None) -> EvalR
 _LOSS_FIELDS = (
     "loss_clean", "loss_spliced", "loss_zero_ablated", "loss_mean_ablated", "loss_recovered", "loss_increase",
 )
+
+_SCALAR_FIELDS = tuple(f.name for f in fields(EvalResult) if f.name not in ("densities", "per_model"))

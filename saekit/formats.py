@@ -1,7 +1,9 @@
 """SAE folders on disk: `cfg.json` + `sae_weights.safetensors`, in SAELens's layout.
 
 SAELens (≥ 6) loads saekit's `relu` (as "standard"), `topk`, `jumprelu` and `batchtopk` (as "jumprelu")
-folders, and `load_sae` reads folders SAELens writes. saekit's own keys (architecture, hyperparameters,
+folders, and `load_sae` reads folders SAELens writes. Transcoders add SAELens's `d_out` (relu and jumprelu ones
+are saved as its "transcoder" and "jumprelu_transcoder"); a crosscoder is one SAE over its models' activations
+side by side, with `n_models` under "saekit". saekit's own keys (architecture, hyperparameters,
 model, hook, training summary) ride along under "saekit" in cfg.json, which SAELens ignores.
 Only JSON and safetensors are ever read: no pickle.
 """
@@ -75,10 +77,14 @@ def sae_config(sae: SAE) -> dict[str, Any]:
             "model_name": meta.get("model"),
             "hook_name": meta.get("hook"),
         },
-        "architecture": sae.saelens_architecture,
+        "architecture": sae.saved_architecture,
     }
+    if sae.is_transcoder:
+        cfg["d_out"] = sae.d_out
+        cfg["metadata"]["hook_name_out"] = meta.get("target_hook")
     cfg.update(sae.saelens_config())
-    cfg["saekit"] = {"arch": sae.arch, "hyperparams": sae.hyperparams(), **meta}
+    cfg["saekit"] = {"arch": sae.arch, "hyperparams": sae.hyperparams(),
+                     **({"n_models": sae.n_models} if sae.n_models > 1 else {}), **meta}
     return cfg
 
 
@@ -109,14 +115,19 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         raise SAEFormatError(f"{cfg_path} is not valid JSON: {e}") from None
     if not isinstance(cfg, dict):
         raise SAEFormatError(f"{cfg_path} must hold a JSON object, not {type(cfg).__name__}")
-    for key in ("d_in", "d_sae"):
+    for key in ("d_in", "d_sae", "d_out"):
         value = cfg.get(key)
+        if key == "d_out" and value is None:
+            continue
         if not isinstance(value, int) or isinstance(value, bool):
             raise SAEFormatError(f"{cfg_path}: integer key {key!r} is missing or not an integer")
         if not 1 <= value <= MAX_WIDTH:
             raise SAEFormatError(f"{cfg_path}: {key}={value} is not a width an SAE can have; use 1..{MAX_WIDTH}")
     if not isinstance(cfg.get("saekit") or {}, dict):
         raise SAEFormatError(f"{cfg_path}: key 'saekit' must hold a JSON object")
+    n_models = (cfg.get("saekit") or {}).get("n_models", 1)
+    if not isinstance(n_models, int) or isinstance(n_models, bool) or not 1 <= n_models <= cfg["d_in"]:
+        raise SAEFormatError(f"{cfg_path}: saekit.n_models={n_models!r} must be a count of models from 1 to d_in")
     return cfg
 
 
@@ -154,9 +165,10 @@ def _check_header(weights_path: Path, file, expected: dict[str, torch.Tensor]) -
         shape, code = tuple(header.get_shape()), header.get_dtype()
         if shape != tuple(param.shape):
             d_in, d_sae = expected["W_enc"].shape
+            d_out = expected["W_dec"].shape[1]
             raise SAEFormatError(
                 f"{weights_path}: {name!r} has shape {shape}, but cfg.json "
-                f"(d_in={d_in}, d_sae={d_sae}) needs {tuple(param.shape)}"
+                f"(d_in={d_in}, d_sae={d_sae}, d_out={d_out}) needs {tuple(param.shape)}"
             )
         if code not in FLOAT_CODES:
             raise SAEFormatError(f"{weights_path}: {name!r} is stored as {code}; SAE weights must be one of "
@@ -202,8 +214,10 @@ def _build(arch: str, cfg: dict[str, Any], hyper: dict[str, Any], cfg_path: Path
            device: str | torch.device) -> SAE:
     """The SAE cfg.json describes, on `device` ("meta" builds shapes only and allocates nothing)."""
     try:
+        transcoder = cfg.get("d_out") is not None
         return sae_class(arch)(
-            cfg["d_in"], cfg["d_sae"], apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+            cfg["d_in"], cfg["d_sae"], d_out=cfg.get("d_out"), n_models=(cfg.get("saekit") or {}).get("n_models", 1),
+            apply_b_dec_to_input=None if transcoder else bool(cfg.get("apply_b_dec_to_input", True)),
             dtype=dtype, device=device, **hyper,
         )
     except (TypeError, ValueError) as e:
@@ -233,7 +247,7 @@ def load_sae(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     if cfg.get("rescale_acts_by_decoder_norm"):
         _fold_decoder_norm(sae)
     own = cfg.get("saekit") or {}
-    sae.metadata = {k: v for k, v in own.items() if k not in ("arch", "hyperparams")}
+    sae.metadata = {k: v for k, v in own.items() if k not in ("arch", "hyperparams", "n_models")}
     return sae.to(device).eval()
 
 

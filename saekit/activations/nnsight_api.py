@@ -14,7 +14,7 @@ import difflib
 import inspect
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -298,6 +298,43 @@ def _logits(output: Any) -> Tensor:
     if hasattr(output, "logits"):
         return output.logits
     return _first_tensor(output)
+
+
+Site = tuple[str, Side]
+"""A place activations are read: (module path, "output" or "input")."""
+
+
+def _in_forward_order(model, sites: Sequence[Site]) -> list[int]:
+    """Indices of `sites` in the order a forward reaches them (module order; a module's input before its output):
+    nnsight hands out values in the order the model computes them."""
+    order = {path: i for i, path in enumerate(module_paths(model))}
+    return sorted(range(len(sites)), key=lambda i: (order[sites[i][0]], sites[i][1] == "output"))
+
+
+@torch.no_grad()
+def read_sites(model, input_ids: Tensor, attention_mask: Tensor | None, sites: Sequence[Site],
+               logits: bool = False) -> tuple[list[Tensor], Tensor | None]:
+    """One forward: the activations [batch, seq, d] at each site (in the order given) and, with `logits`, the logits
+    [batch, seq, vocab]; without them the forward stops right after the last site (no wasted compute). One site
+    takes `get_activations` or `activations_and_logits`."""
+    if len(sites) == 1:
+        if logits:
+            acts, out = activations_and_logits(model, input_ids, attention_mask, *sites[0])
+            return [acts], out
+        return [get_activations(model, input_ids, attention_mask, *sites[0])], None
+    for _, side in sites:
+        _check_side(side)
+    envoys = [_envoy(model, hook) for hook, _ in sites]
+    saved: dict[int, Any] = {}
+    with model.trace(**_forward_kwargs(model, input_ids, attention_mask)) as tracer:
+        for i in _in_forward_order(model, sites):
+            value = envoys[i].output if sites[i][1] == "output" else envoys[i].input
+            saved[i] = _first_tensor(value).save()
+        if logits:
+            output = model.output.save()
+        else:
+            tracer.stop()
+    return [saved[i] for i in range(len(sites))], _logits(output) if logits else None
 
 
 @torch.no_grad()

@@ -21,9 +21,12 @@ from saekit.errors import InputError
 from saekit.saes.dictionary import Dictionary
 
 # Keys of `sae.metadata` that say where an SAE's activations came from (saved in cfg.json).
-META_MODEL = "model"  # hub name or absolute model folder
+META_MODEL = "model"  # hub name or absolute model folder (a crosscoder's first model)
+META_MODELS = "models"  # a crosscoder's models, in the order its input holds their activations
 META_HOOK = "hook"  # dotted module path, e.g. "transformer.h.0.mlp.act"
 META_HOOK_SIDE = "hook_side"  # "output" or "input" of that module
+META_TARGET_HOOK = "target_hook"  # a transcoder's target: the module whose activations it reconstructs
+META_TARGET_SIDE = "target_side"  # "output" or "input" of the target module
 META_CONTEXT_LEN = "context_len"  # tokens per context window
 META_TEXT = "text"  # training text (a folder or dataset name), or None
 META_EXCLUDE_SPECIAL = "exclude_special_tokens"  # whether BOS/EOS/PAD positions were dropped
@@ -79,6 +82,14 @@ def keep_positions(windows: TokenWindows, special_ids: Tensor) -> Tensor:
     if special_ids.numel():
         keep &= ~torch.isin(windows.input_ids, special_ids)
     return keep
+
+
+def check_same_tokenizer(first: Any, other: Any, first_name: Any, other_name: Any) -> None:
+    """Raise InputError unless two models' tokenizers cut text into the same ids (a crosscoder reads one token
+    stream through every model)."""
+    if first.get_vocab() != other.get_vocab():
+        raise InputError(f"the models {first_name} and {other_name} have different tokenizers: a crosscoder reads "
+                         "the same tokens through every model, so pass models that share one")
 
 
 def open_model_at(model: Any, settings: ReadSettings, tokenizer: Any = None,

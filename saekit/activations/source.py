@@ -1,6 +1,8 @@
 """Training batches of model activations: tokens → model → hook → filter → shuffle buffer → batches.
 
-`ActivationSource` is the iterable `saekit.train` consumes. Positions holding the tokenizer's special
+`ActivationSource` is the iterable `saekit.train` consumes. It reads what the dictionary needs side by side, one
+row per token: the hook's activations (an SAE); the hook's, then the target hook's (a transcoder: [x, y]); or
+several models' activations at the hook on the same tokens (a crosscoder: [x_A, x_B, ...]). Positions holding the tokenizer's special
 tokens (BOS/EOS/PAD) and padded positions are dropped by default: their activations are often far
 larger than ordinary tokens' and would pull features towards them.
 
@@ -21,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saekit.activations.buffer import ActivationBuffer
-from saekit.activations.nnsight_api import SIDES, get_activations, model_name
+from saekit.activations.nnsight_api import SIDES, check_hook, get_activations, model_name, read_sites
 from saekit.activations.reading import (
     DEFAULT_CONTEXT_LEN,
     META_CONTEXT_LEN,
@@ -29,8 +31,12 @@ from saekit.activations.reading import (
     META_HOOK,
     META_HOOK_SIDE,
     META_MODEL,
+    META_MODELS,
+    META_TARGET_HOOK,
+    META_TARGET_SIDE,
     META_TEXT,
     ReadSettings,
+    check_same_tokenizer,
     keep_positions,
     open_model_at,
 )
@@ -55,6 +61,8 @@ class ActivationConfig:
 
     hook: str  # module path read, e.g. "transformer.h.0.mlp.act"
     hook_side: str = "output"  # "output" of the module (default) or its first "input"
+    target_hook: str | None = None  # a transcoder's target: the module whose activations it reconstructs
+    target_side: str = "output"  # "output" of the target module or its first "input"
     context_len: int = DEFAULT_CONTEXT_LEN  # tokens per context window
     batch_size: int = 4096  # activation vectors per emitted training batch
     model_batch_size: int = 32  # context windows per model forward
@@ -69,8 +77,12 @@ class ActivationConfig:
     def __post_init__(self) -> None:
         if not self.hook:
             raise InputError("hook is empty; pass a module path such as 'transformer.h.0.mlp.act'")
-        if self.hook_side not in SIDES:
-            raise InputError(f"hook_side must be one of {SIDES}, got {self.hook_side!r}")
+        if self.hook_side not in SIDES or self.target_side not in SIDES:
+            raise InputError(f"hook_side and target_side must be one of {SIDES}, got {self.hook_side!r}, "
+                             f"{self.target_side!r}")
+        if self.target_hook is not None and (self.target_hook, self.target_side) == (self.hook, self.hook_side):
+            raise InputError(f"target_hook {self.target_hook!r} is the hook itself: that is an SAE, so leave "
+                             "target_hook unset (a transcoder reconstructs another hook)")
         for name in ("context_len", "batch_size", "model_batch_size", "buffer_bytes"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -84,33 +96,70 @@ class ActivationConfig:
 
 
 class ActivationSource:
-    """Iterable of shuffled activation batches [batch_size, d_in] from a model and a text.
+    """Iterable of shuffled activation batches [batch_size, width] from a model (or several) and a text.
 
-    `model`: an nnsight model, hub name, folder, or torch module. `text`: a folder of .txt files, a
-    list of strings, a DocumentSource, or pre-tokenized ids (see `saekit.activations.windows`).
+    `model`: an nnsight model, hub name, folder, or torch module; a list of them for a crosscoder (they must share
+    the tokenizer: every model reads the same tokens). `text`: a folder of .txt files, a list of strings, a
+    DocumentSource, or pre-tokenized ids (see `saekit.activations.windows`).
     """
 
     def __init__(
         self, model: Any, text: Any, config: ActivationConfig, *, tokenizer: Any = None, progress: bool = True
     ) -> None:
         self.config = config
+        models = list(model) if isinstance(model, (list, tuple)) else [model]
+        if not models:
+            raise InputError("no model given: pass one model, or a list of models for a crosscoder")
+        if len(models) > 1 and config.target_hook is not None:
+            raise InputError("a transcoder reads one model: pass one model with target_hook, or several models "
+                             "without it (a crosscoder)")
         settings = ReadSettings(config.hook, config.hook_side, config.context_len, config.exclude_special_tokens)
-        self.model, self.tokenizer, special = open_model_at(model, settings, tokenizer, device=config.device)
+        opened = [open_model_at(m, settings, tokenizer, device=config.device) for m in models]
+        self.models = [m for m, _, _ in opened]
+        self.model, self.tokenizer, special = opened[0]
+        for other, (_, other_tokenizer, _) in zip(models[1:], opened[1:]):
+            check_same_tokenizer(self.tokenizer, other_tokenizer, models[0], other)
+        if config.target_hook is not None:
+            check_hook(self.model, config.target_hook)
         self.tokens = token_source(text, self.tokenizer, config.context_len, config.model_batch_size)
         self.special_ids = torch.tensor(special, dtype=torch.long)
         self.progress = progress
 
     @cached_property
-    def d_in(self) -> int:
-        """Width of the hook's activations (one short forward to find out)."""
+    def widths(self) -> tuple[int, ...]:
+        """Width of each read, in the order a row holds them (one short forward to find out)."""
         first = next(iter(self.tokens))
         probe = TokenWindows(first.input_ids[:1], first.attention_mask[:1])
-        return self._acts(probe).shape[-1]
+        return tuple(t.shape[-1] for t in self._reads(probe))
+
+    @property
+    def width(self) -> int:
+        """Columns of a batch: every read side by side."""
+        return sum(self.widths)
+
+    @property
+    def d_in(self) -> int:
+        """Width of the dictionary's input: the hook's (a transcoder's), or all the models' together."""
+        return self.widths[0] if self.config.target_hook is not None else self.width
+
+    @property
+    def d_out(self) -> int | None:
+        """Width of a transcoder's target; None when the dictionary reconstructs its input."""
+        return self.widths[1] if self.config.target_hook is not None else None
+
+    def _reads(self, windows: TokenWindows) -> list[Tensor]:
+        """The activations [batch, seq, d] of one batch of windows, each read's."""
+        cfg = self.config
+        ids, mask = windows.input_ids, windows.attention_mask
+        if cfg.target_hook is not None:
+            sites = [(cfg.hook, cfg.hook_side), (cfg.target_hook, cfg.target_side)]
+            return read_sites(self.model, ids, mask, sites)[0]
+        return [get_activations(model, ids, mask, cfg.hook, cfg.hook_side) for model in self.models]
 
     def _acts(self, windows: TokenWindows) -> Tensor:
-        """Activations [batch, seq, d] of one batch of windows."""
-        cfg = self.config
-        return get_activations(self.model, windows.input_ids, windows.attention_mask, cfg.hook, cfg.hook_side)
+        """Activations [batch, seq, width] of one batch of windows: the reads side by side."""
+        reads = self._reads(windows)
+        return reads[0] if len(reads) == 1 else torch.cat([r.to(reads[0].dtype) for r in reads], dim=-1)
 
     def keep_mask(self, windows: TokenWindows) -> Tensor:
         """[batch, seq] bool: real tokens that are not special tokens."""
@@ -142,20 +191,20 @@ class ActivationSource:
         times (the forward's own intermediate of that size, the output, the kept rows copied out of it)."""
         cfg = self.config
         itemsize = max(torch.empty((), dtype=cfg.torch_dtype).element_size(), 4)  # models mostly run in fp32
-        return 3 * cfg.model_batch_size * cfg.context_len * self.d_in * itemsize
+        return 3 * cfg.model_batch_size * cfg.context_len * self.width * itemsize
 
     def buffer(self) -> ActivationBuffer:
         """The shuffle buffer, sized so that it and the forward's outputs fit `buffer_bytes` together."""
         cfg = self.config
         working = self.working_bytes()
-        minimum = working + 2 * cfg.batch_size * self.d_in * torch.empty((), dtype=cfg.torch_dtype).element_size()
+        minimum = working + 2 * cfg.batch_size * self.width * torch.empty((), dtype=cfg.torch_dtype).element_size()
         if cfg.buffer_bytes < minimum:
             raise InputError(
                 f"buffer_bytes={cfg.buffer_bytes} cannot hold 2 batches of {cfg.batch_size} activations of width "
-                f"{self.d_in} besides one model batch's outputs ({working} bytes): raise the budget to at least "
+                f"{self.width} besides one model batch's outputs ({working} bytes): raise the budget to at least "
                 f"{minimum} bytes (--buffer-mb {-(-minimum // 2**20)}), or lower the batch size or model_batch_size"
             )
-        return ActivationBuffer(self.d_in, budget_bytes=cfg.buffer_bytes - working, batch_size=cfg.batch_size,
+        return ActivationBuffer(self.width, budget_bytes=cfg.buffer_bytes - working, batch_size=cfg.batch_size,
                                 dtype=cfg.torch_dtype, device=cfg.device, seed=cfg.seed)
 
     def __iter__(self) -> Iterator[Tensor]:
@@ -184,7 +233,13 @@ class ActivationSource:
 
     def metadata(self) -> dict[str, Any]:
         """What to store in `sae.metadata` so the SAE can be evaluated and explored later."""
+        kind = {}
+        if self.config.target_hook is not None:
+            kind = {META_TARGET_HOOK: self.config.target_hook, META_TARGET_SIDE: self.config.target_side}
+        if len(self.models) > 1:
+            kind = {META_MODELS: [model_name(m) for m in self.models]}
         return {
+            **kind,
             META_MODEL: model_name(self.model),
             META_HOOK: self.config.hook,
             META_HOOK_SIDE: self.config.hook_side,

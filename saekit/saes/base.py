@@ -5,7 +5,15 @@ Every architecture shares the affine maps and differs only in its activation and
     x̄   = x − b_dec                         (pre-encoder bias; skipped if apply_b_dec_to_input is False)
     pre = x̄ W_enc + b_enc                   W_enc: [d_in, d_sae]
     f   = σ(pre)                             the architecture's activation (ReLU, TopK, JumpReLU, ...)
-    x̂   = f W_dec + b_dec                    W_dec: [d_sae, d_in], row i = feature i's direction
+    x̂   = f W_dec + b_dec                    W_dec: [d_sae, d_out], row i = feature i's direction
+
+Three kinds of dictionary share these maps, each with any architecture's activation and sparsity:
+- an SAE reconstructs its input: d_out = d_in, target = x;
+- a transcoder (`d_out=...`) reads one hook and reconstructs another's output y: L = ‖y − ŷ‖² + ..., with no
+  pre-encoder bias (b_dec lives in the output space); a training batch is [x, y] side by side, [batch, d_in + d_out];
+- a crosscoder (`n_models=M`) reads M models' activations at one site, concatenated (d_in = M·d), and decodes
+  each model's block with its own rows W_dec[:, m·d:(m+1)·d]; its L1 weights f_i by Σ_m ‖W_dec_i^m‖ (Lindsey et
+  al. 2024), so a feature pays once per model it writes to.
 
 Weights use SAELens's layout and names, so folders move between the two toolkits unchanged.
 """
@@ -75,6 +83,7 @@ class SAE(nn.Module):
 
     arch: ClassVar[str] = ""  # the name `SAE.create`, `saekit train --arch` and cfg.json use
     saelens_architecture: ClassVar[str] = ""  # the `architecture` value it is saved under for SAELens
+    saelens_transcoder_architecture: ClassVar[str | None] = None  # its SAELens name as a transcoder, where one exists
     saelens_reads: ClassVar[tuple[str, ...]] = ()  # SAELens `architecture` values loaded as this class
     sparsity_penalty: ClassVar[Literal["l1", "l0"] | None] = None
     """Which TrainConfig coefficient scales `sparsity_loss`: l1_coefficient, l0_coefficient, or none (L0 fixed)."""
@@ -86,27 +95,43 @@ class SAE(nn.Module):
         d_in: int,
         d_sae: int,
         *,
-        apply_b_dec_to_input: bool = True,
+        d_out: int | None = None,
+        n_models: int = 1,
+        apply_b_dec_to_input: bool | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        if d_in < 1 or d_sae < 1:
-            raise InputError(f"d_in and n_features must be positive (got d_in={d_in}, n_features={d_sae})")
+        if d_in < 1 or d_sae < 1 or (d_out is not None and d_out < 1):
+            raise InputError(f"d_in, d_out and n_features must be positive (got d_in={d_in}, d_out={d_out}, "
+                             f"n_features={d_sae})")
+        if n_models < 1 or d_in % n_models:
+            raise InputError(f"a crosscoder over n_models={n_models} models reads their activations side by side: "
+                             f"d_in={d_in} must be n_models times one model's width")
+        if d_out is not None and n_models > 1:
+            raise InputError("a dictionary is a transcoder (d_out) or a crosscoder (n_models > 1), not both: "
+                             "train one transcoder per model")
+        if d_out is not None and apply_b_dec_to_input:
+            raise InputError("a transcoder's b_dec is in its output space and cannot be subtracted from its input: "
+                             "leave apply_b_dec_to_input unset")
         self.d_in, self.d_sae = int(d_in), int(d_sae)
-        self.apply_b_dec_to_input = apply_b_dec_to_input
+        self.is_transcoder = d_out is not None
+        self.d_out = int(d_out) if d_out is not None else self.d_in
+        self.n_models = int(n_models)
+        self.apply_b_dec_to_input = not self.is_transcoder if apply_b_dec_to_input is None else apply_b_dec_to_input
         self.metadata: dict[str, Any] = {}
         kw = {"dtype": dtype, "device": device}
         self.W_enc = nn.Parameter(torch.empty(d_in, d_sae, **kw))
-        self.W_dec = nn.Parameter(torch.empty(d_sae, d_in, **kw))
+        self.W_dec = nn.Parameter(torch.empty(d_sae, self.d_out, **kw))
         self.b_enc = nn.Parameter(torch.zeros(d_sae, **kw))
-        self.b_dec = nn.Parameter(torch.zeros(d_in, **kw))
+        self.b_dec = nn.Parameter(torch.zeros(self.d_out, **kw))
         self.reset_parameters(seed)
 
     @torch.no_grad()
     def reset_parameters(self, seed: int | None = None) -> None:
-        """Random unit-norm decoder rows, encoder = decoder transpose (OpenAI/Anthropic 2024 init).
+        """Random unit-norm decoder rows, encoder = decoder transpose (OpenAI/Anthropic 2024 init); a transcoder's
+        encoder columns are drawn on their own, unit-norm too.
 
         seed=None draws a fresh seed for a private generator: the global RNG is never read or reseeded.
         On the meta device (shapes only, nothing allocated) there is nothing to initialise."""
@@ -117,12 +142,45 @@ class SAE(nn.Module):
             g.seed()
         else:
             g.manual_seed(seed)
-        w = torch.randn(self.d_sae, self.d_in, generator=g, dtype=torch.float32)
+        w = torch.randn(self.d_sae, self.d_out, generator=g, dtype=torch.float32)
         w /= w.norm(dim=1, keepdim=True)
         self.W_dec.copy_(w)
+        if self.is_transcoder:
+            w = torch.randn(self.d_sae, self.d_in, generator=g, dtype=torch.float32)
+            w /= w.norm(dim=1, keepdim=True)
         self.W_enc.copy_(w.T)
         self.b_enc.zero_()
         self.b_dec.zero_()
+
+    @torch.no_grad()
+    def tie_encoder_to_decoder(self) -> None:
+        """W_enc = W_decᵀ (the recipe's start); a transcoder's encoder reads another space and is left as it is."""
+        if not self.is_transcoder:
+            self.W_enc.copy_(self.W_dec.T)
+
+    # --- what a batch holds -----------------------------------------------------------------------
+
+    @property
+    def batch_width(self) -> int:
+        """Columns of a training batch: the input, then (for a transcoder) the target beside it."""
+        return self.d_in + self.d_out if self.is_transcoder else self.d_in
+
+    def split_batch(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+        """(input x [batch, d_in], target [batch, d_out]) of a training batch [batch, batch_width]."""
+        if self.is_transcoder:
+            return batch[:, : self.d_in], batch[:, self.d_in :]
+        return batch, batch
+
+    def model_blocks(self) -> list[slice]:
+        """The columns of each model's activations in a crosscoder's input and output (one block otherwise)."""
+        width = self.d_out // self.n_models
+        return [slice(m * width, (m + 1) * width) for m in range(self.n_models)]
+
+    def decoder_norms(self) -> Tensor:
+        """[d_sae] Σ_m ‖W_dec_i^m‖ over the models' blocks: ‖W_dec_i‖ for an SAE or a transcoder."""
+        if self.n_models == 1:
+            return self.W_dec.norm(dim=1)
+        return self.W_dec.view(self.d_sae, self.n_models, -1).norm(dim=2).sum(1)
 
     @classmethod
     def create(cls, arch: str, d_in: int, n_features: int, **kwargs: Any) -> SAE:
@@ -137,6 +195,15 @@ class SAE(nn.Module):
         shared = inspect.signature(SAE.__init__).parameters
         own = inspect.signature(cls.__init__).parameters.values()
         return tuple(p.name for p in own if p.kind is p.KEYWORD_ONLY and p.name not in shared)
+
+    @property
+    def saved_architecture(self) -> str:
+        """The `architecture` its cfg.json gives SAELens: the transcoder's name for a transcoder, where SAELens has
+        one (a transcoder without one is saved under the plain name, which SAELens reads as the same map when
+        d_out = d_in)."""
+        if self.is_transcoder and self.saelens_transcoder_architecture:
+            return self.saelens_transcoder_architecture
+        return self.saelens_architecture
 
     def saelens_config(self) -> dict[str, Any]:
         """The keys SAELens's cfg.json needs for this architecture besides the shared ones."""
@@ -171,7 +238,7 @@ class SAE(nn.Module):
         out = self.scratch("pre", x.shape[0], dtype)
         if dtype == self.W_enc.dtype:
             return self.pre_acts(x, out=out)
-        x_bar = x - self.b_dec if self.apply_b_dec_to_input else x
+        x_bar = self.encoder_input(x)
         W_enc = self.scratch("W_enc", self.d_in, dtype).copy_(self.W_enc)  # [d_in, d_sae], into kept memory too
         return torch.addmm(self.b_enc.to(dtype), x_bar.to(dtype), W_enc, out=out)
 
@@ -206,7 +273,7 @@ class SAE(nn.Module):
         return codes, gather(f, codes).to(self.dtype)
 
     def decode(self, f: Tensor) -> Tensor:
-        """Reconstruction x̂ = f W_dec + b_dec: [..., d_sae] → [..., d_in]."""
+        """Reconstruction x̂ = f W_dec + b_dec: [..., d_sae] → [..., d_out]."""
         return f @ self.W_dec + self.b_dec
 
     def forward(self, x: Tensor) -> Tensor:
@@ -222,56 +289,65 @@ class SAE(nn.Module):
         """The sparsity penalty before its coefficient; zero for architectures that fix L0."""
         return f.new_zeros(())
 
-    def aux_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor, ctx: LossContext) -> Tensor:
-        """An auxiliary loss (e.g. AuxK); zero unless the architecture defines one."""
-        return x.new_zeros(())
+    def aux_loss(self, target: Tensor, x_hat: Tensor, pre: Tensor, ctx: LossContext) -> Tensor:
+        """An auxiliary loss (e.g. AuxK) on the reconstruction target; zero unless the architecture defines one."""
+        return target.new_zeros(())
 
     supports_sparse: ClassVar[bool] = False  # whether `sparse_loss` exists (see saekit.saes.sparse)
 
-    def loss(self, x: Tensor, ctx: LossContext, sparse: bool = False) -> SAELoss:
-        """Training loss = mse + λ·sparsity + α·auxiliary, with each part returned for logging.
+    def loss(self, x: Tensor, ctx: LossContext, sparse: bool = False, target: Tensor | None = None) -> SAELoss:
+        """Training loss = mse + λ·sparsity + α·auxiliary, with each part returned for logging; the mse is against
+        `target` [batch, d_out] (a transcoder's), else against x itself.
 
         sparse=True computes the same loss and gradients touching only active entries (if supported).
         """
+        target = x if target is None else target
         if sparse and self.supports_sparse:
-            return self.sparse_loss(x, ctx)
-        return self.dense_loss(x, ctx)
+            return self.sparse_loss(x, ctx, target)
+        return self.dense_loss(x, ctx, target)
 
-    def dense_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
+    def dense_loss(self, x: Tensor, ctx: LossContext, target: Tensor) -> SAELoss:
         """The loss through dense products (under autocast when ctx asks for a lower compute dtype);
         architectures may override it with a fused version."""
         if ctx.compute_dtype is None or ctx.compute_dtype == self.dtype:
-            return self.reference_loss(x, ctx)
+            return self.reference_loss(x, ctx, target)
         with torch.autocast(self.device.type, dtype=ctx.compute_dtype):
-            out = self.reference_loss(x, ctx)
+            out = self.reference_loss(x, ctx, target)
         parts = ("total", "mse", "sparsity", "auxiliary", "x_hat")
         return out._replace(**{name: getattr(out, name).to(self.dtype) for name in parts})
 
-    def reference_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
+    def reference_loss(self, x: Tensor, ctx: LossContext, target: Tensor | None = None) -> SAELoss:
         """The loss written plainly with autograd: the reference every faster path is tested against."""
+        target = x if target is None else target
         pre = self.pre_acts(x)
         f = self.train_activate(pre)
         x_hat = self.decode(f)
-        mse = (x_hat - x).pow(2).sum(-1).mean()
+        mse = (x_hat - target).pow(2).sum(-1).mean()
         sparsity = self.sparsity_loss(f, pre, ctx)
-        aux = self.aux_loss(x, x_hat, pre, ctx)
+        aux = self.aux_loss(target, x_hat, pre, ctx)
         total = mse + ctx.sparsity_coefficient * sparsity + ctx.aux_coefficient * aux
         return SAELoss(total, mse, sparsity, aux, x_hat, f=f)
 
-    def sparse_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
+    def sparse_loss(self, x: Tensor, ctx: LossContext, target: Tensor) -> SAELoss:
         """The loss through sparse products; architectures that support it override this."""
         raise NotImplementedError(f"{self.arch} has no sparse training path")
 
     def selected(self, x: Tensor, codes: Codes, values: Tensor, grad_dtype: torch.dtype | None = None) -> Tensor:
         """Differentiable pre-activations [nnz] at `codes` (values from a no-grad dense encoder pass, in any
         compute dtype: they come back in the SAE's; W_enc's gradient products in `grad_dtype` if given)."""
-        return selected_pre_acts(x, self.b_dec, self.W_enc, self.b_enc, codes, values.to(self.dtype), grad_dtype)
+        b_dec = self.b_dec if self.apply_b_dec_to_input else x.new_zeros(self.d_in)  # a constant: no gradient
+        return selected_pre_acts(x, b_dec, self.W_enc, self.b_enc, codes, values.to(self.dtype), grad_dtype)
 
-    def sparse_mse(self, x: Tensor, codes: Codes, f: Tensor,
+    def encoder_input(self, x: Tensor) -> Tensor:
+        """x̄: the input the encoder multiplies, x − b_dec where the SAE subtracts its pre-encoder bias."""
+        return x - self.b_dec if self.apply_b_dec_to_input else x
+
+    def sparse_mse(self, target: Tensor, codes: Codes, f: Tensor,
                    grad_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
-        """(x̂ [batch, d_in], mse) for activations f [nnz] at `codes` (W_dec's gradient products in `grad_dtype`)."""
+        """(x̂ [batch, d_out], mse against `target`) for activations f [nnz] at `codes` (W_dec's gradient products
+        in `grad_dtype`)."""
         x_hat = sparse_decode(codes, f, self.W_dec, self.b_dec, grad_dtype)
-        return x_hat, (x_hat - x).pow(2).sum(-1).mean()
+        return x_hat, (x_hat - target).pow(2).sum(-1).mean()
 
     @torch.no_grad()
     def after_step(self, out: SAELoss) -> None:
@@ -301,14 +377,19 @@ class SAE(nn.Module):
         g -= (g * w).sum(dim=1, keepdim=True) * w
 
     @torch.no_grad()
-    def scale_activations(self, factor: float) -> None:
-        """Make the SAE work on inputs multiplied by `factor` (features scale with them).
+    def scale_activations(self, factor: float, target_factor: float | None = None) -> None:
+        """Make the SAE work on inputs multiplied by `factor` (features scale with them) and reconstruct targets
+        multiplied by `target_factor` (default: `factor`; a transcoder's target has a scale of its own).
 
-        Used to fold the trainer's activation normalisation back into the weights: for positively
-        homogeneous activations, σ(c·pre) = c·σ(pre), so scaling the biases (and thresholds) is exact.
+        Used to fold the trainer's activation normalisation back into the weights: for positively homogeneous
+        activations, σ(c·pre) = c·σ(pre), so scaling b_enc (and thresholds) by c and b_dec by t, and W_dec by t / c
+        where they differ, turns f(x) W_dec + b_dec into t·(f(x) W_dec + b_dec) for inputs c·x: exact.
         """
+        target_factor = factor if target_factor is None else target_factor
         self.b_enc *= factor
-        self.b_dec *= factor
+        self.b_dec *= target_factor
+        if target_factor != factor:
+            self.W_dec *= target_factor / factor
 
     # --- description and persistence --------------------------------------------------------------
 
@@ -354,5 +435,7 @@ class SAE(nn.Module):
         save_sae(self, path)
 
     def extra_repr(self) -> str:
-        extra = ", ".join(f"{k}={v}" for k, v in self.hyperparams().items())
+        kind = {**({"d_out": self.d_out} if self.is_transcoder else {}),
+                **({"n_models": self.n_models} if self.n_models > 1 else {})}
+        extra = ", ".join(f"{k}={v}" for k, v in {**kind, **self.hyperparams()}.items())
         return f"arch={self.arch!r}, d_in={self.d_in}, d_sae={self.d_sae}" + (f", {extra}" if extra else "")

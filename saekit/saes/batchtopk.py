@@ -61,8 +61,8 @@ class BatchTopKSAE(TopKSAE):
             self.threshold.lerp_(lowest, self.threshold_lr)
 
     @torch.no_grad()
-    def scale_activations(self, factor: float) -> None:
-        super().scale_activations(factor)
+    def scale_activations(self, factor: float, target_factor: float | None = None) -> None:
+        super().scale_activations(factor, target_factor)
         self.threshold *= factor
 
     def saelens_tensors(self) -> dict[str, Tensor]:

@@ -60,7 +60,8 @@ class _Step(torch.autograd.Function):
 class JumpReLUSAE(SAE):
     arch = "jumprelu"
     saelens_architecture = "jumprelu"
-    saelens_reads = ("jumprelu",)
+    saelens_transcoder_architecture = "jumprelu_transcoder"
+    saelens_reads = ("jumprelu", "jumprelu_transcoder")
     sparsity_penalty = "l0"
     supports_sparse = True
 
@@ -85,7 +86,7 @@ class JumpReLUSAE(SAE):
     def sparsity_loss(self, f: Tensor, pre: Tensor, ctx: LossContext) -> Tensor:
         return _Step.apply(pre, self.threshold, self.bandwidth).sum(-1).mean()
 
-    def sparse_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
+    def sparse_loss(self, x: Tensor, ctx: LossContext, target: Tensor) -> SAELoss:
         # active entries, plus inactive ones within the estimator's window (they move θ)
         with torch.no_grad():
             pre = self.scratch_pre_acts(x, ctx.compute_dtype)  # [batch, d_sae], the one dense product
@@ -95,7 +96,7 @@ class JumpReLUSAE(SAE):
         pre_sel = self.selected(x, codes, values, ctx.compute_dtype)
         theta = torch.index_select(self.threshold, 0, codes.cols)  # index_add backward: deterministic
         f = _JumpReLU.apply(pre_sel, theta, self.bandwidth)
-        x_hat, mse = self.sparse_mse(x, codes, f, ctx.compute_dtype)
+        x_hat, mse = self.sparse_mse(target, codes, f, ctx.compute_dtype)
         sparsity = _Step.apply(pre_sel, theta, self.bandwidth).sum() / x.shape[0]
         total = mse + ctx.sparsity_coefficient * sparsity
         return SAELoss(total, mse, sparsity, mse.new_zeros(()), x_hat, codes=codes, values=f.detach())
@@ -105,8 +106,8 @@ class JumpReLUSAE(SAE):
         self.threshold.clamp_min_(0.0)
 
     @torch.no_grad()
-    def scale_activations(self, factor: float) -> None:
-        super().scale_activations(factor)
+    def scale_activations(self, factor: float, target_factor: float | None = None) -> None:
+        super().scale_activations(factor, target_factor)
         self.threshold *= factor
         self.bandwidth *= factor
 

@@ -70,11 +70,11 @@ class TopKSAE(SAE):
     def activate(self, pre: Tensor) -> Tensor:
         return scatter_topk(pre, self.k)
 
-    def aux_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor, ctx: LossContext) -> Tensor:
+    def aux_loss(self, target: Tensor, x_hat: Tensor, pre: Tensor, ctx: LossContext) -> Tensor:
         if ctx.dead is None or ctx.aux_k < 1 or not bool(ctx.dead.any()):
-            return x.new_zeros(())
+            return target.new_zeros(())
         k_aux = min(ctx.aux_k, int(ctx.dead.sum()))
-        e = (x - x_hat).detach()  # [batch, d_in]
+        e = (target - x_hat).detach()  # [batch, d_out]
         dead_pre = pre.masked_fill(~ctx.dead, float("-inf"))
         e_hat = scatter_topk(dead_pre, k_aux) @ self.W_dec
         return (e_hat - e).pow(2).sum(-1).mean() / (e - e.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
@@ -84,17 +84,17 @@ class TopKSAE(SAE):
         top_values, top_indices = grouped_topk(pre, self.k)
         return codes_from_topk(top_indices).grouped(), top_values.reshape(-1)
 
-    def sparse_loss(self, x: Tensor, ctx: LossContext) -> SAELoss:
+    def sparse_loss(self, x: Tensor, ctx: LossContext, target: Tensor) -> SAELoss:
         with torch.no_grad():
             pre = self.scratch_pre_acts(x, ctx.compute_dtype)  # [batch, d_sae], the one dense product
             codes, values = self.select(pre)
         f = torch.relu(self.selected(x, codes, values, ctx.compute_dtype))
-        x_hat, mse = self.sparse_mse(x, codes, f, ctx.compute_dtype)
-        aux = self.sparse_aux_loss(x, x_hat, ctx)
+        x_hat, mse = self.sparse_mse(target, codes, f, ctx.compute_dtype)
+        aux = self.sparse_aux_loss(x, target, x_hat, ctx)
         total = mse + ctx.aux_coefficient * aux
         return SAELoss(total, mse, mse.new_zeros(()), aux, x_hat, codes=codes, values=f.detach())
 
-    def sparse_aux_loss(self, x: Tensor, x_hat: Tensor, ctx: LossContext) -> Tensor:
+    def sparse_aux_loss(self, x: Tensor, target: Tensor, x_hat: Tensor, ctx: LossContext) -> Tensor:
         """AuxK on the dead features' columns only: the same value and gradients as `aux_loss`.
 
         With aux_k = d_in / 2 a token may use every dead feature, often more entries than the main codes hold, so
@@ -103,12 +103,11 @@ class TopKSAE(SAE):
         if ctx.dead is None or ctx.aux_k < 1 or not bool(ctx.dead.any()):
             return x.new_zeros(())
         dead_ids = ctx.dead.nonzero().squeeze(1)  # [n_dead]
-        x_bar = x - self.b_dec if self.apply_b_dec_to_input else x
-        pre_dead = torch.addmm(self.b_enc[dead_ids], x_bar, self.W_enc[:, dead_ids])  # [batch, n_dead]
+        pre_dead = torch.addmm(self.b_enc[dead_ids], self.encoder_input(x), self.W_enc[:, dead_ids])  # [batch, n_dead]
         k_aux = min(ctx.aux_k, len(dead_ids))
         f_aux = pre_dead.relu() if k_aux == len(dead_ids) else scatter_topk(pre_dead, k_aux)
-        e = (x - x_hat).detach()
-        e_hat = f_aux @ self.W_dec[dead_ids]  # [batch, d_in]
+        e = (target - x_hat).detach()
+        e_hat = f_aux @ self.W_dec[dead_ids]  # [batch, d_out]
         return (e_hat - e).pow(2).sum(-1).mean() / (e - e.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
 
     def hyperparams(self) -> dict:

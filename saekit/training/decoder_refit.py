@@ -57,28 +57,28 @@ def _add_sums(gram: Tensor, cross: Tensor, codes: Tensor, x: Tensor) -> None:
 
 @torch.no_grad()
 def refit_decoder(sae: SAE, batches: Iterator[Tensor], tokens: int, ridge: float = RIDGE) -> DecoderRefit:
-    """Replace W_dec and b_dec by the least-squares readout of the codes of the next `tokens` inputs [batch, d_in]
-    from `batches` (fewer if they run out; none read: nothing changes). `ridge` (relative to G's mean diagonal)
+    """Replace W_dec and b_dec by the least-squares readout of the codes of the next `tokens` training batches
+    [batch, batch_width] from `batches` (of their targets; fewer if they run out; none read: nothing changes). `ridge` (relative to G's mean diagonal)
     pulls each row toward the trained one: a feature that fired a few times keeps its trained direction instead
     of fitting those few tokens."""
-    d_sae, d_in = sae.d_sae, sae.d_in
+    d_sae, d_out = sae.d_sae, sae.d_out
     gram = torch.zeros(d_sae + 1, d_sae + 1, dtype=torch.float64, device=sae.device)  # G = f̃ᵀ f̃
-    cross = torch.zeros(d_sae + 1, d_in, dtype=torch.float64, device=sae.device)  # R = f̃ᵀ x
+    cross = torch.zeros(d_sae + 1, d_out, dtype=torch.float64, device=sae.device)  # R = f̃ᵀ y
     W_dec64, b_dec64 = sae.W_dec.double(), sae.b_dec.double()
     sum_sq, sse_before, seen = 0.0, 0.0, 0
     while seen < tokens:
-        x = next(batches, None)
-        if x is None:
+        batch = next(batches, None)
+        if batch is None:
             break
-        x = x[: tokens - seen].to(sae.dtype)
+        x, y = sae.split_batch(batch[: tokens - seen].to(sae.dtype))
         active, values = sae.sparse_encode(x)  # only the active values widened to float64
         codes = torch.sparse_coo_tensor(torch.stack([active.rows, active.cols]), values.double(), (len(x), d_sae),
                                         is_coalesced=True, check_invariants=False)  # row-major and distinct already
-        x64 = x.double()
+        y64 = y.double()
         x_hat = torch.sparse.mm(codes, W_dec64) + b_dec64  # decode, paying only for active codes
-        sse_before += (x64 - x_hat).pow(2).sum().item()
-        sum_sq += x64.pow(2).sum().item()
-        _add_sums(gram, cross, codes, x64)
+        sse_before += (y64 - x_hat).pow(2).sum().item()
+        sum_sq += y64.pow(2).sum().item()
+        _add_sums(gram, cross, codes, y64)
         seen += len(x)
     if seen == 0:
         return DecoderRefit(0, 0, float("nan"), float("nan"))
@@ -86,7 +86,7 @@ def refit_decoder(sae: SAE, batches: Iterator[Tensor], tokens: int, ridge: float
     keep = torch.cat([fired, torch.ones(1, dtype=torch.bool, device=fired.device)]).nonzero().squeeze(1)  # + bias
     g, r = gram[keep[:, None], keep], cross[keep]  # one gather of the fired block
     del gram
-    old = torch.cat([W_dec64[fired], b_dec64[None]])  # [n_fired + 1, d_in]
+    old = torch.cat([W_dec64[fired], b_dec64[None]])  # [n_fired + 1, d_out]
     shift = ridge * g.diagonal()[:-1].mean()
     g.diagonal().add_(shift)
     target = r + shift * old
@@ -96,5 +96,5 @@ def refit_decoder(sae: SAE, batches: Iterator[Tensor], tokens: int, ridge: float
     sse_after = sum_sq - (solution * r).sum().item() + shift.item() * (solution * (old - solution)).sum().item()
     sae.set_b_dec_keeping_codes(solution[-1].to(sae.dtype))
     sae.W_dec[fired] = solution[:-1].to(sae.dtype)
-    n_values = seen * d_in
+    n_values = seen * d_out
     return DecoderRefit(seen, int(fired.sum()), sse_before / n_values, max(sse_after, 0.0) / n_values)

@@ -58,6 +58,7 @@ class _Progress:
     step: int = 0
     tokens: int = 0
     scale: float = 1.0  # inputs are multiplied by this while training
+    target_scale: float = 1.0  # a transcoder's targets are multiplied by this (an SAE's target is its input)
     started: bool = False
     resamples_done: int = 0
     resampled_features: int = 0
@@ -90,7 +91,7 @@ class Trainer:
         self.progress = _Progress(next_checkpoint=cfg.checkpoint_every_tokens)
         self.pool: deque[Tensor] = deque()  # recent training inputs, for resampling
         self.history: list[dict[str, float]] = []
-        self.aux_k = cfg.aux_k or max(1, sae.d_in // 2)
+        self.aux_k = cfg.aux_k or max(1, sae.d_out // 2)
         self.compute_dtype = resolve_compute_dtype(cfg.compute_dtype, sae.dtype, sae.device, sae.d_in, sae.d_sae)
         self._training_units = False  # whether the SAE currently expects inputs multiplied by the scale
         self._checkpointed_tokens: int | None = None  # tokens at the last checkpoint written
@@ -135,8 +136,8 @@ class Trainer:
     def _refit_decoder(self, stream: Iterator[Tensor], bar: tqdm) -> None:
         """The least-squares decoder for the trained encoder's codes, on the next inputs of the stream (after the
         last checkpoint: a resumed run reads the same inputs and ends with the same weights)."""
-        scale = self.progress.scale
-        self.refit = refit_decoder(self.sae, (self._prepare(x) * scale for x in stream), self.cfg.decoder_refit_tokens)
+        self.refit = refit_decoder(self.sae, (self._scaled(self._prepare(x)) for x in stream),
+                                   self.cfg.decoder_refit_tokens)
         if self.refit.tokens < self.cfg.decoder_refit_tokens:
             bar.write(f"saekit.train: the batches ran out after {self.refit.tokens:,} of the decoder refit's "
                       f"{self.cfg.decoder_refit_tokens:,} tokens; refit on those")
@@ -145,8 +146,7 @@ class Trainer:
         p = self.progress
         if not p.started:
             self._start(x)
-        if p.scale != 1.0:
-            x = x * p.scale
+        x = self._scaled(x)
         out = self.step(x)
         if p.step % self.cfg.log_every_steps == 0 or p.tokens >= self.cfg.total_tokens:
             row = self._log_row(x, out)
@@ -159,14 +159,15 @@ class Trainer:
             while p.next_checkpoint <= p.tokens:
                 p.next_checkpoint += self.cfg.checkpoint_every_tokens
 
-    def step(self, x: Tensor) -> SAELoss:
-        """One Adam step on x [batch, d_in] (training units); updates the counters and firing record."""
+    def step(self, batch: Tensor) -> SAELoss:
+        """One Adam step on a batch [batch, batch_width] (training units); updates the counters and firing record."""
         cfg, sae, p = self.cfg, self.sae, self.progress
-        n = x.shape[0]
+        n = batch.shape[0]
         progress = (p.tokens + n) / cfg.total_tokens
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(progress, cfg.lr_warmup_fraction, cfg.lr_decay_fraction)
-        out = sae.loss(x, self._loss_context(progress), sparse=self._use_sparse())
+        x, target = sae.split_batch(batch)
+        out = sae.loss(x, self._loss_context(progress), sparse=self._use_sparse(), target=target)
         if not torch.isfinite(out.total):
             raise NonFiniteError(
                 f"saekit.train: the loss became {out.total.item()} at step {p.step} ({p.tokens:,} tokens) on finite "
@@ -187,7 +188,7 @@ class Trainer:
         p.last_density = float(fired.sum()) / (n * sae.d_sae)
         self.tracker.update(fired, n, p.tokens)
         if cfg.resample_at:
-            self._remember(x)
+            self._remember(batch)
         return out
 
     def _use_sparse(self) -> bool:
@@ -219,9 +220,11 @@ class Trainer:
     def _prepare(self, x: Tensor) -> Tensor:
         """Check a batch's shape and dtype and move it to the SAE's device."""
         sae = self.sae
-        if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != sae.d_in:
+        if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != sae.batch_width:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"saekit.train wants batches shaped [batch, d_in={sae.d_in}], got {shape}")
+            wanted = f"d_in + d_out={sae.d_in} + {sae.d_out}: input and target side by side" if sae.is_transcoder \
+                else f"d_in={sae.d_in}"
+            raise ValueError(f"saekit.train wants batches shaped [batch, {wanted}], got {shape}")
         if x.dtype != sae.dtype:
             raise TypeError(
                 f"the batches are {x.dtype} but the SAE is {sae.dtype}: create the SAE with dtype={x.dtype} "
@@ -241,21 +244,25 @@ class Trainer:
         return x
 
     @torch.no_grad()
-    def _start(self, x: Tensor) -> None:
-        """First batch: choose the input scale and initialise b_dec and the decoder as the recipe asks."""
+    def _start(self, batch: Tensor) -> None:
+        """First batch: choose the input scale (from the input; a transcoder's target is scaled by the same factor,
+        which keeps the fold-back exact) and initialise b_dec and the decoder as the recipe asks."""
         cfg, sae, p = self.cfg, self.sae, self.progress
+        x, target = sae.split_batch(batch)
         if cfg.normalize_activations:
             p.scale = math.sqrt(sae.d_in) / x.norm(dim=1).mean().clamp_min(1e-12).item()
-            x = x * p.scale
-            sae.scale_activations(p.scale)  # exact no-op for a fresh SAE; keeps a pre-trained one consistent
+            p.target_scale = math.sqrt(sae.d_out) / target.norm(dim=1).mean().clamp_min(1e-12).item() \
+                if sae.is_transcoder else p.scale
+            target = target * p.target_scale
+            sae.scale_activations(p.scale, p.target_scale)  # a no-op for a fresh SAE; keeps a trained one right
         self._training_units = True
         if cfg.decoder_init_norm is not None:
             sae.normalize_decoder()
             sae.W_dec *= cfg.decoder_init_norm
-            sae.W_enc.copy_(sae.W_dec.T)
+            sae.tie_encoder_to_decoder()
         elif cfg.decoder_norm == "unit":
             sae.normalize_decoder()
-        sample = x[:4096]
+        sample = target[:4096]  # b_dec starts at the reconstruction target's centre
         if cfg.init_b_dec == "geometric_median":
             sae.b_dec.copy_(geometric_median(sample).to(sae.dtype))
         elif cfg.init_b_dec == "mean":
@@ -267,14 +274,23 @@ class Trainer:
     def _to_training_units(self) -> None:
         """Scale the SAE to work on scaled inputs (no-op before the scale is known or when already done)."""
         if self.progress.started and not self._training_units:
-            self.sae.scale_activations(self.progress.scale)
+            self.sae.scale_activations(self.progress.scale, self.progress.target_scale)
             self._training_units = True
 
     def _to_input_units(self) -> None:
         """Fold the input scale out again, so the SAE works on the activations as given."""
         if self._training_units:
-            self.sae.scale_activations(1.0 / self.progress.scale)
+            self.sae.scale_activations(1.0 / self.progress.scale, 1.0 / self.progress.target_scale)
             self._training_units = False
+
+    def _scaled(self, batch: Tensor) -> Tensor:
+        """A batch in training units: the input times the scale, a transcoder's target times its own."""
+        p, sae = self.progress, self.sae
+        if sae.is_transcoder and p.target_scale != p.scale:
+            factors = batch.new_full((sae.batch_width,), p.scale)
+            factors[sae.d_in :] = p.target_scale
+            return batch * factors
+        return batch * p.scale if p.scale != 1.0 else batch
 
     def _resume_stream(self, batches: Iterable[Tensor]) -> Iterator[Tensor]:
         """The batches from the current step on. On resume, the batches earlier steps consumed are skipped
@@ -296,7 +312,7 @@ class Trainer:
                     "interrupted run, from the start (the trainer skips what it has already seen)"
                 )
             if i >= p.step - replay:
-                self._remember(self._prepare(x) * p.scale)
+                self._remember(self._scaled(self._prepare(x)))
         return it
 
     # --- dead features ----------------------------------------------------------------------------
@@ -330,8 +346,9 @@ class Trainer:
                 "dead_fraction": dead, "dense_fraction": dense.float().mean().item()}
 
     @torch.no_grad()
-    def _log_row(self, x: Tensor, out: SAELoss) -> dict[str, float]:
-        variance = (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+    def _log_row(self, batch: Tensor, out: SAELoss) -> dict[str, float]:
+        target = self.sae.split_batch(batch)[1]
+        variance = (target - target.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
         return {
             **self._status(),
             "loss": out.total.item(), "mse": out.mse.item(), "fvu": (out.mse / variance).item(),
@@ -343,8 +360,10 @@ class Trainer:
         history = pd.DataFrame(self.history)
         last = history.iloc[-1].to_dict() if len(history) else {}
         summary = {
-            "arch": self.sae.arch, "d_in": self.sae.d_in, "d_sae": self.sae.d_sae,
+            "arch": self.sae.arch, "d_in": self.sae.d_in, "d_out": self.sae.d_out, "d_sae": self.sae.d_sae,
+            "n_models": self.sae.n_models,
             "tokens": self.progress.tokens, "steps": self.progress.step, "activation_scale": self.progress.scale,
+            "target_scale": self.progress.target_scale,
             "resampled_features": self.progress.resampled_features,
             "compute_dtype": str(self.compute_dtype).removeprefix("torch."),
             **{k: last[k] for k in ("mse", "fvu", "l0", "dead_fraction", "dense_fraction") if k in last},
@@ -382,7 +401,7 @@ class Trainer:
             self.sae.release_scratch()  # not worth copying
             export = copy.deepcopy(self.sae)
             if self._training_units:
-                export.scale_activations(1.0 / p.scale)
+                export.scale_activations(1.0 / p.scale, 1.0 / p.target_scale)
             export.save(folder)
 
         folder = write_checkpoint(Path(self.cfg.checkpoint_dir) / checkpoint_name(p.tokens), save_sae_folder,
