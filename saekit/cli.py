@@ -122,7 +122,9 @@ def _add_train(commands) -> None:
                        help="then tune the decoder on the KL from the model's next-token distribution to the one with "
                             "the SAE spliced in, over the text's first N tokens (codes fixed; needs an LM head; "
                             "default 0: none)")
-    train.add_argument("--batch-size", type=int, default=4096, help="activations per step (default: 4096)")
+    train.add_argument("--batch-size", type=int, default=None,
+                       help="activations per step (default: 4096, or smaller where --tokens would give under 1,000 "
+                            "steps: see saekit.training.config.batch_size_for)")
     train.add_argument("--context-len", type=int, default=128, help="tokens per context window (default: 128)")
     train.add_argument("--hook-side", choices=("output", "input"), default="output", help="module output or input")
     train.add_argument("--include-special-tokens", action="store_true", help="keep BOS/EOS/PAD positions")
@@ -486,9 +488,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     from saekit.folder_lock import folder_lock
 
     check_train_args(args)
+    args = with_chosen_defaults(args)
     out = Path(args.out)
     with folder_lock(out, "saekit train"):
         return _train_in(out, args)
+
+
+def with_chosen_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with the settings chosen from the others where not given (the batch size, from --tokens); each choice
+    is printed, and recorded with the run like any flag."""
+    from saekit.training.config import batch_size_for
+
+    if args.batch_size is not None:
+        return args
+    chosen = argparse.Namespace(**{**vars(args), "batch_size": batch_size_for(args.tokens)})
+    print(f"batch size {chosen.batch_size} (chosen for {args.tokens:,} tokens: "
+          f"{args.tokens // chosen.batch_size:,} steps; pass --batch-size to set it)")
+    return chosen
 
 
 def _train_in(out: Path, args: argparse.Namespace) -> int:

@@ -34,3 +34,17 @@ def test_presets():
     april = saekit.TrainConfig.april_2024(total_tokens=1_000_000, lr=5e-5)
     assert april.decoder_norm == "free" and april.l1_weighted_by_decoder_norm and not april.resample_at
     assert april.lr == 5e-5 and april.decoder_init_norm == 0.1
+
+
+def test_batch_size_for_gives_a_thousand_steps_where_the_budget_allows():
+    from saekit.training.config import MIN_STEPS, batch_size_for
+
+    assert batch_size_for(1_000_000) == 512  # 1,953 steps; 1024 would give 976
+    assert batch_size_for(MIN_STEPS * 4096) == 4096
+    assert batch_size_for(10**9) == 4096
+    assert batch_size_for(1000) == 256  # the smallest it chooses, even for a few steps
+    sizes = [batch_size_for(n) for n in range(100_000, 5_000_000, 50_000)]
+    assert sizes == sorted(sizes)
+    for n, size in zip(range(100_000, 5_000_000, 50_000), sizes):
+        assert size == 256 or n // size >= MIN_STEPS
+        assert size == 4096 or n // (2 * size) < MIN_STEPS

@@ -1,6 +1,14 @@
 """Analyses built on SAEs, as pure functions returning DataFrames/tensors: the feature store, logit
-effects, universality, feature splitting, feature maps, steering and an interpretability proxy."""
+effects, universality, crosscoder model diffing, feature splitting, feature maps, steering and an
+interpretability proxy."""
 
+from saekit.analysis.crosscoders import (
+    compare_with_matching,
+    decoder_cosines,
+    matching_by_kind,
+    relative_norm_histogram,
+    relative_norms,
+)
 from saekit.analysis.features import (
     FeatureStore,
     StoreConfig,
@@ -34,8 +42,8 @@ from saekit.saes.dictionary import Neurons
 __all__ = [
     "CoactivationSums", "Correlations", "FeatureEdit", "FeatureStore", "MapConfig", "Neurons", "Splitting",
     "StoreConfig", "Universality", "best_match_histogram", "best_match_tables", "best_matches", "build_feature_store",
-    "compare_bases", "correlate", "edit_activations", "families", "feature_family", "feature_map", "hover_labels",
-    "load_feature_store", "logit_effect_matrix", "model_logit_effects", "next_token_shift", "output_weights",
-    "split_edges", "split_similarities", "steer_generate", "steering_sweep", "top_logit_effects", "unit_measures",
+    "compare_bases", "compare_with_matching", "correlate", "decoder_cosines", "edit_activations", "families", "feature_family", "feature_map", "hover_labels",
+    "load_feature_store", "logit_effect_matrix", "matching_by_kind", "model_logit_effects", "next_token_shift", "output_weights",
+    "relative_norm_histogram", "relative_norms", "split_edges", "split_similarities", "steer_generate", "steering_sweep", "top_logit_effects", "unit_measures",
     "universality_by_density", "universality_summary", "window_activations",
 ]
