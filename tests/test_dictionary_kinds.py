@@ -357,6 +357,6 @@ def test_the_cli_refuses_kinds_it_cannot_build(two_models, tmp_path, capsys, ext
     a, b = two_models
     extra = [str(b) if e == "B" else str(a) if e == "A" else e for e in extra]
     (tmp_path / "one.txt").write_text(TEXTS[0])
-    code = main(["train", "--model", str(a), "--hook", LN_2, "--arch", "topk", "--k", "4", "--features", "8", "--tokens", "512",
-                 "--text", str(tmp_path), "--out", str(tmp_path / "out"), *extra])
+    code = main(["train", "--model", str(a), "--hook", LN_2, "--arch", "topk", "--k", "4", "--features", "8",
+                 "--tokens", "512", "--text", str(tmp_path), "--out", str(tmp_path / "out"), *extra])
     assert code == 1 and message in capsys.readouterr().err

@@ -2,9 +2,10 @@
 
 `ActivationSource` is the iterable `saekit.train` consumes. It reads what the dictionary needs side by side, one
 row per token: the hook's activations (an SAE); the hook's, then the target hook's (a transcoder: [x, y]); or
-several models' activations at the hook on the same tokens (a crosscoder: [x_A, x_B, ...]). Positions holding the tokenizer's special
-tokens (BOS/EOS/PAD) and padded positions are dropped by default: their activations are often far
-larger than ordinary tokens' and would pull features towards them.
+several models' activations at the hook on the same tokens (a crosscoder: [x_A, x_B, ...]).
+
+Positions holding the tokenizer's special tokens (BOS/EOS/PAD) and padded positions are dropped by default: their
+activations are often far larger than ordinary tokens' and would pull features towards them.
 
 Length: with `total_tokens` set, exactly that many activation vectors are emitted (the text is
 cycled as needed when `repeat` is on). Without it, `repeat=True` streams forever (the trainer stops

@@ -41,9 +41,11 @@ from saekit.saes.dictionary import Neurons
 
 __all__ = [
     "CoactivationSums", "Correlations", "FeatureEdit", "FeatureStore", "MapConfig", "Neurons", "Splitting",
-    "StoreConfig", "Universality", "best_match_histogram", "best_match_tables", "best_matches", "build_feature_store",
-    "compare_bases", "compare_with_matching", "correlate", "decoder_cosines", "edit_activations", "families", "feature_family", "feature_map", "hover_labels",
-    "load_feature_store", "logit_effect_matrix", "matching_by_kind", "model_logit_effects", "next_token_shift", "output_weights",
-    "relative_norm_histogram", "relative_norms", "split_edges", "split_similarities", "steer_generate", "steering_sweep", "top_logit_effects", "unit_measures",
-    "universality_by_density", "universality_summary", "window_activations",
+    "StoreConfig", "Universality", "best_match_histogram", "best_match_tables", "best_matches",
+    "build_feature_store", "compare_bases", "compare_with_matching", "correlate", "decoder_cosines",
+    "edit_activations", "families", "feature_family", "feature_map", "hover_labels", "load_feature_store",
+    "logit_effect_matrix", "matching_by_kind", "model_logit_effects", "next_token_shift", "output_weights",
+    "relative_norm_histogram", "relative_norms", "split_edges", "split_similarities", "steer_generate",
+    "steering_sweep", "top_logit_effects", "unit_measures", "universality_by_density", "universality_summary",
+    "window_activations",
 ]

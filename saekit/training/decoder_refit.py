@@ -58,9 +58,9 @@ def _add_sums(gram: Tensor, cross: Tensor, codes: Tensor, x: Tensor) -> None:
 @torch.no_grad()
 def refit_decoder(sae: SAE, batches: Iterator[Tensor], tokens: int, ridge: float = RIDGE) -> DecoderRefit:
     """Replace W_dec and b_dec by the least-squares readout of the codes of the next `tokens` training batches
-    [batch, batch_width] from `batches` (of their targets; fewer if they run out; none read: nothing changes). `ridge` (relative to G's mean diagonal)
-    pulls each row toward the trained one: a feature that fired a few times keeps its trained direction instead
-    of fitting those few tokens."""
+    [batch, batch_width] from `batches` (of their targets; fewer if they run out; none read: nothing changes).
+    `ridge` (relative to G's mean diagonal) pulls each row toward the trained one: a feature that fired a few times
+    keeps its trained direction instead of fitting those few tokens."""
     d_sae, d_out = sae.d_sae, sae.d_out
     gram = torch.zeros(d_sae + 1, d_sae + 1, dtype=torch.float64, device=sae.device)  # G = f̃ᵀ f̃
     cross = torch.zeros(d_sae + 1, d_out, dtype=torch.float64, device=sae.device)  # R = f̃ᵀ y
