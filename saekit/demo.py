@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ from saekit.activations.windows import TokenSource, TokenWindows, windows_from_t
 from saekit.cached_steps import code_version, input_key, is_built, run_step, write_json_atomic, write_text_atomic
 from saekit.embedded import EmbeddedConfig, build_embedded
 from saekit.embedded.build import ProfileName
-from saekit.embedded.lm import MLP_HOOK, model_identity
+from saekit.embedded.lm import MLP_HOOK, MLP_INPUT_HOOK, MLP_OUTPUT_HOOK, model_identity
 from saekit.embedded.threads import available_cores, torch_threads
 from saekit.folder_lock import folder_lock
 from saekit.saes.registry import sae_class
@@ -64,7 +65,7 @@ class SAESpec:
     """One dictionary the demo trains."""
 
     model: Literal["A", "B"]
-    """Which language model's MLP it decomposes."""
+    """Which language model's MLP it decomposes (a crosscoder's first model)."""
     arch: Literal["relu", "topk", "batchtopk", "jumprelu"]
     """SAE architecture."""
     n_features: int
@@ -91,9 +92,18 @@ class SAESpec:
     finetune_tokens: int = 0
     """Tokens of the training text on which W_dec and b_dec are then tuned on the KL to the clean model, the codes
     held fixed (0: none; see saekit.training.decoder_finetune): the reconstruction the model reads best."""
+    kind: Literal["sae", "transcoder", "crosscoder"] = "sae"
+    """sae: reads and rebuilds the MLP neurons; transcoder: reads the MLP's input and rebuilds its output;
+    crosscoder: reads both models' MLP neurons at once and rebuilds each."""
 
     def __post_init__(self) -> None:
         sae_class(self.arch)  # an unknown architecture fails here, naming the known ones
+        if self.kind not in ("sae", "transcoder", "crosscoder"):
+            raise ValueError(f"SAESpec kind {self.kind!r}: use 'sae', 'transcoder' or 'crosscoder'")
+        if self.kind != "sae" and self.finetune_tokens:
+            raise ValueError(f"SAESpec {self.name}: the decoder fine-tune is an SAE's; set finetune_tokens=0")
+        if self.kind == "crosscoder" and self.model != "A":
+            raise ValueError(f"SAESpec {self.name}: a crosscoder reads A and B; give model='A'")
         if self.tokens < 1:
             raise ValueError(f"SAESpec {self.name}: tokens must be positive (got {self.tokens})")
         for name in ("refit_tokens", "finetune_tokens"):
@@ -102,7 +112,20 @@ class SAESpec:
 
     @property
     def name(self) -> str:
-        return f"{self.model}-{self.arch}-{self.n_features}"
+        models = "AB" if self.kind == "crosscoder" else self.model
+        return f"{models}-{self.arch}-{self.n_features}" + ("" if self.kind == "sae" else f"-{self.kind}")
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The language models it reads: its own, or A and B for a crosscoder."""
+        return ("A", "B") if self.kind == "crosscoder" else (self.model,)
+
+    def activation_config(self, context: int, batch_size: int, seed: int) -> ActivationConfig:
+        """Where it reads and what it rebuilds, for `ActivationSource`."""
+        hooks = dict(hook=MLP_INPUT_HOOK, target_hook=MLP_OUTPUT_HOOK) if self.kind == "transcoder" else \
+            dict(hook=MLP_HOOK)
+        return ActivationConfig(**hooks, context_len=context, batch_size=batch_size,
+                                total_tokens=self.tokens + self.refit_tokens, seed=seed)
 
     def hyperparams(self) -> dict[str, Any]:
         """The architecture's own `SAE.create` arguments this spec sets (k, for the architectures that take it)."""
@@ -139,7 +162,7 @@ class DemoProfile:
     """Corpus, tokenizer and language models; None: saekit.embedded's settings for the profile name."""
 
     def __post_init__(self) -> None:
-        keys = {(s.model, s.arch, s.n_features) for s in self.saes}
+        keys = {(s.model, s.arch, s.n_features) for s in self.saes if s.kind == "sae"}
         for model in ("A", "B"):
             if (model, self.a1_arch, self.a1_features) not in keys:
                 raise ValueError(f"DemoProfile {self.name!r}: add a {self.a1_arch} SAE with {self.a1_features} "
@@ -158,11 +181,12 @@ class DemoProfile:
     @property
     def a1(self) -> SAESpec:
         """The paper's A/1 analogue: relu, 4096 features, on model A."""
-        return next(s for s in self.saes if (s.model, s.arch, s.n_features) == ("A", self.a1_arch, self.a1_features))
+        return next(s for s in self.saes
+                    if (s.model, s.arch, s.n_features, s.kind) == ("A", self.a1_arch, self.a1_features, "sae"))
 
     def family(self, model: str = "A") -> list[SAESpec]:
         """The dictionaries of A/1's architecture on one model, small → large (for splitting)."""
-        return sorted((s for s in self.saes if s.model == model and s.arch == self.a1_arch),
+        return sorted((s for s in self.saes if s.model == model and s.arch == self.a1_arch and s.kind == "sae"),
                       key=lambda s: s.n_features)
 
 
@@ -205,7 +229,9 @@ PROFILES: dict[str, DemoProfile] = {
         (_relu("A", 512, 150_000, 0.8), _relu("A", 1024, 150_000, 1.5, lr=2e-3),
          _relu("A", 2048, 150_000, 4.0, lr=1e-3), _relu("A", 4096, 200_000, 0.4, resample_at=LATE_RESAMPLING))
         + (SAESpec("A", "topk", 4096, 200_000, lr=1e-3, k=32),
-           _relu("B", 4096, 200_000, 0.4, resample_at=LATE_RESAMPLING)),
+           _relu("B", 4096, 200_000, 0.4, resample_at=LATE_RESAMPLING),
+           SAESpec("A", "topk", 4096, 200_000, lr=1e-3, k=32, kind="transcoder"),
+           SAESpec("A", "topk", 4096, 200_000, lr=1e-3, k=64, kind="crosscoder")),
         eval_tokens=16_384,
         store_tokens=60_000,
         family_store_tokens=30_000,
@@ -223,7 +249,9 @@ PROFILES: dict[str, DemoProfile] = {
         (_april("A", 512, 600_000), _april("A", 1024, 800_000), _april("A", 2048, 1_000_000),
          _april("A", 4096, 2_500_000), _april("A", 8192, 700_000), _april("A", 16384, 700_000))
         + (SAESpec("A", "topk", 4096, 1_000_000, lr=2e-3, k=32, finetune_tokens=FINETUNE_TOKENS),
-           _april("B", 4096, 2_500_000, finetune=False)),
+           _april("B", 4096, 2_500_000, finetune=False),
+           SAESpec("A", "topk", 4096, 1_000_000, lr=2e-3, k=32, kind="transcoder"),
+           SAESpec("A", "topk", 4096, 1_000_000, lr=1e-3, k=64, kind="crosscoder")),
         batch_size=512,
         eval_tokens=65_536,
         store_tokens=300_000,
@@ -289,23 +317,24 @@ about 40 of its 71 s on one thread. Measured on the quick demo (time; A/1's loss
 +0.055 nats; a quarter of the run 252 s, +0.070; an eighth 219 s, +0.114."""
 
 
-def train_demo_sae(spec: SAESpec, model_folder: Path, train_tokens: Path, profile: DemoProfile, folder: Path,
-                   progress: bool = True, compute_dtype: str | None = None) -> dict[str, Any]:
-    """Train one dictionary into `folder`, resuming from its latest complete checkpoint if a run was interrupted
-    (compute_dtype: the products' dtype; None: `sae_compute_dtype`)."""
+def train_demo_sae(spec: SAESpec, model_folders: Sequence[Path], train_tokens: Path, profile: DemoProfile,
+                   folder: Path, progress: bool = True, compute_dtype: str | None = None) -> dict[str, Any]:
+    """Train one dictionary (on the models of `spec.models`, in order) into `folder`, resuming from its latest
+    complete checkpoint if a run was interrupted (compute_dtype: the products' dtype; None: `sae_compute_dtype`)."""
     import shutil
 
     from saekit.saes import SAE
     from saekit.training import train
 
-    model = load_model(model_folder)
+    loaded = [load_model(path) for path in model_folders]
+    model = loaded[0]
     context = context_length(model)
     tokens = np.load(train_tokens, mmap_mode="r")
     windows = shuffled_windows(tokens, context, profile.seed)
-    source = ActivationSource(model, windows, ActivationConfig(
-        hook=MLP_HOOK, context_len=context, batch_size=profile.batch_size, total_tokens=spec.tokens + spec.refit_tokens,
-        seed=profile.seed), progress=False)
-    sae = SAE.create(spec.arch, source.d_in, spec.n_features, seed=profile.seed, **spec.hyperparams())
+    source = ActivationSource(loaded if len(loaded) > 1 else model, windows,
+                              spec.activation_config(context, profile.batch_size, profile.seed), progress=False)
+    sae = SAE.create(spec.arch, source.d_in, spec.n_features, d_out=source.d_out, n_models=len(loaded),
+                     seed=profile.seed, **spec.hyperparams())
     checkpoints = folder / "checkpoints"
     cfg = spec_train_config(spec, folder, compute_dtype or sae_compute_dtype(spec, source.d_in))
     run = train(sae, source, cfg, resume=latest_checkpoint(checkpoints), progress=progress)
@@ -339,7 +368,7 @@ class SAEJob:
 
     spec: SAESpec
     inputs: dict[str, Any]
-    model_folder: Path
+    model_folders: tuple[Path, ...]
     train_tokens: Path
     profile: DemoProfile
     out: Path
@@ -359,7 +388,7 @@ class SAEJob:
         """Train (or reuse) this SAE with SAE_THREADS threads; returns its step key."""
         with torch_threads(SAE_THREADS):
             step = run_step(self.folder, f"SAE {self.spec.name}", self.inputs, log=log,
-                            build=lambda folder: train_demo_sae(self.spec, self.model_folder, self.train_tokens,
+                            build=lambda folder: train_demo_sae(self.spec, self.model_folders, self.train_tokens,
                                                                 self.profile, folder, self.progress,
                                                                 self.inputs["compute_dtype"]))
         return step.key
@@ -400,31 +429,45 @@ def evaluate_demo(profile: DemoProfile, out: Path, models: dict[str, Path], held
     it all came from) and feature densities, each written atomically."""
     from safetensors.torch import save_file
 
-    from saekit.evaluation import evaluate_many
+    from saekit.evaluation import evaluate, evaluate_many
     from saekit.formats import load_sae
 
     loaded = {name: load_model(path) for name, path in models.items()}
     windows = first_windows(mixed_heldout_windows(heldout, loaded["A"], profile.seed), profile.eval_tokens)
     saes = {spec.name: load_sae(out / "saes" / spec.name) for spec in profile.saes}
     results = {}
-    for model in dict.fromkeys(spec.model for spec in profile.saes):  # one clean pass per model, shared by its SAEs
-        names = [spec.name for spec in profile.saes if spec.model == model]
+    plain = [spec for spec in profile.saes if spec.kind == "sae"]
+    for model in dict.fromkeys(spec.model for spec in plain):  # one clean pass per model, shared by its SAEs
+        names = [spec.name for spec in plain if spec.model == model]
         evaluated = evaluate_many([saes[n] for n in names], loaded[model], windows, hook=MLP_HOOK, max_tokens=None,
                                   batch_size=EVAL_BATCH, progress=progress)
         results.update(zip(names, evaluated))
+    for spec in profile.saes:
+        if spec.kind != "sae":  # a transcoder reads and writes its own hooks; a crosscoder reads both models
+            models_read = [loaded[m] for m in spec.models]
+            results[spec.name] = evaluate(saes[spec.name], models_read if len(models_read) > 1 else models_read[0],
+                                          windows, max_tokens=None, batch_size=EVAL_BATCH, progress=progress)
     rows, densities = [], {}
     for spec in profile.saes:
         result, training = results[spec.name], saes[spec.name].metadata.get("training", {})
-        rows.append({"name": spec.name, "model": spec.model, "arch": spec.arch, "n_features": spec.n_features,
-                     "k": spec.hyperparams().get("k"),
+        metrics = result.to_dict()
+        per_model = metrics.pop("per_model", {})
+        rows.append({"name": spec.name, "kind": spec.kind, "model": "+".join(spec.models), "arch": spec.arch,
+                     "n_features": spec.n_features, "k": spec.hyperparams().get("k"),
                      "recipe": spec.recipe + (" + resampling" if spec.resample else ""),
                      "train_tokens": training.get("tokens"), "compute_dtype": training.get("compute_dtype"),
-                     **result.to_dict(), "corpus_manifest": corpus_manifest})
+                     **metrics, **per_model_columns(per_model, spec.models), "corpus_manifest": corpus_manifest})
         densities[spec.name] = result.densities.contiguous()
     save_file(densities, str(folder / "densities.tmp.safetensors"))
     os.replace(folder / "densities.tmp.safetensors", folder / "densities.safetensors")
     write_text_atomic(folder / "eval.csv", pd.DataFrame(rows).to_csv(index=False))
     return {"rows": len(rows)}
+
+
+def per_model_columns(per_model: dict[str, dict[str, Any]], models: Sequence[str]) -> dict[str, Any]:
+    """A crosscoder's per-model fvu, loss recovered and loss increase as columns `<metric>_<model>` (A, B)."""
+    return {f"{metric}_{name}": result.get(metric) for name, result in zip(models, per_model.values())
+            for metric in ("fvu", "loss_recovered", "loss_increase")}
 
 
 def feature_data(profile: DemoProfile, out: Path, models: dict[str, Path], heldout: Path, folder: Path,
@@ -543,11 +586,12 @@ def _build(prof: DemoProfile, out: Path, progress: bool, log) -> Any:
     threads = torch.get_num_threads()
     jobs = []
     for spec in prof.saes:
-        dtype = sae_compute_dtype(spec, embedded.models[spec.model].config.n_mlp)
-        inputs = {"spec": vars(spec), "model": model_keys[spec.model], "data": manifest,
-                  "batch_size": prof.batch_size, "seed": prof.seed, "compute_dtype": dtype, "threads": SAE_THREADS,
-                  "version": code_version(SAE_VERSION)}
-        jobs.append(SAEJob(spec, inputs, models[spec.model], train_tokens, prof, out, progress))
+        config = embedded.models[spec.model].config
+        d_in = config.d_model if spec.kind == "transcoder" else config.n_mlp * len(spec.models)
+        inputs = {"spec": vars(spec), "model": "+".join(model_keys[m] for m in spec.models), "data": manifest,
+                  "batch_size": prof.batch_size, "seed": prof.seed, "compute_dtype": sae_compute_dtype(spec, d_in),
+                  "threads": SAE_THREADS, "version": code_version(SAE_VERSION)}
+        jobs.append(SAEJob(spec, inputs, tuple(models[m] for m in spec.models), train_tokens, prof, out, progress))
     sae_keys = train_demo_saes(jobs, log)
     eval_inputs = {"saes": sae_keys, "tokens": prof.eval_tokens, "threads": threads, "data": manifest,
                    "version": code_version(EVAL_VERSION)}
@@ -665,7 +709,7 @@ class DemoOutput:
 
     def family_names(self, model: str = "A") -> list[str]:
         """The relu dictionaries of one model, small → large (the splitting family)."""
-        names = [n for n in self.sae_names() if n.startswith(f"{model}-relu-")]
+        names = [n for n in self.sae_names() if n.startswith(f"{model}-relu-") and n.count("-") == 2]
         return sorted(names, key=lambda n: int(n.rsplit("-", 1)[1]))
 
     def density(self, name: str) -> torch.Tensor:

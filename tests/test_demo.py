@@ -26,7 +26,8 @@ def tiny_profile(text_folder, **changes) -> D.DemoProfile:
                                       recipe="april_2024", refit_tokens=1024,
                                       finetune_tokens=2048)
     saes = (relu("A", 32), relu("A", 64), relu("A", 128), D.SAESpec("A", "topk", 128, 8192, lr=3e-3, k=4),
-            relu("B", 128))
+            relu("B", 128), D.SAESpec("A", "topk", 128, 8192, lr=3e-3, k=4, kind="transcoder"),
+            D.SAESpec("A", "topk", 128, 8192, lr=3e-3, k=8, kind="crosscoder"))
     profile = D.DemoProfile("tiny", saes, batch_size=512, eval_tokens=2048, store_tokens=4096,
                             family_store_tokens=2048, universality_tokens=4096, splitting_tokens=4096,
                             a1_features=128, embedded=embedded)
@@ -51,7 +52,12 @@ def test_builds_everything_the_notebooks_open(built):
     table = demo.eval_table()
     assert {"model", "arch", "n_features", "l0", "dead_fraction", "fvu", "loss_recovered", "loss_increase",
             "loss_clean", "loss_mean_ablated", "name"} <= set(table.columns)
-    assert len(table) == 5 and set(table["model"]) == {"A", "B"}
+    assert len(table) == 7 and set(table["model"]) == {"A", "B", "A+B"}
+    assert list(table["kind"]) == ["sae"] * 5 + ["transcoder", "crosscoder"]
+    cross = table.set_index("name").loc["AB-topk-128-crosscoder"]
+    assert cross["loss_increase"] == pytest.approx((cross["loss_increase_A"] + cross["loss_increase_B"]) / 2, abs=1e-9)
+    assert demo.sae("A-topk-128-transcoder").is_transcoder and demo.sae("AB-topk-128-crosscoder").n_models == 2
+    assert demo.sae("A-topk-128-transcoder").metadata["target_hook"] == D.MLP_OUTPUT_HOOK
     assert (table["loss_increase"] > -0.5).all() and table["fvu"].between(0, 2).all()
     assert demo.a1_name == "A-relu-128" and demo.family_names("A") == ["A-relu-32", "A-relu-64", "A-relu-128"]
     assert demo.sae("A-topk-128").k == 4
@@ -183,8 +189,10 @@ def test_shared_passes_equal_one_computation_per_dictionary(built, text_folder):
     table = demo.eval_table().set_index("name")
     eval_windows = D.first_windows(windows, profile.eval_tokens)
     for spec in profile.saes:
-        alone = evaluate(saes[spec.name], models[spec.model], eval_windows, hook=D.MLP_HOOK, max_tokens=None,
-                         batch_size=D.EVAL_BATCH, progress=False)
+        read = [models[m] for m in spec.models]
+        alone = evaluate(saes[spec.name], read if len(read) > 1 else read[0], eval_windows,
+                         hook=D.MLP_HOOK if spec.kind == "sae" else None, max_tokens=None, batch_size=D.EVAL_BATCH,
+                         progress=False)
         for key, value in alone.to_dict().items():
             if isinstance(value, float):
                 assert table.loc[spec.name, key] == pytest.approx(value, rel=1e-12, abs=1e-12), (spec.name, key)

@@ -30,6 +30,10 @@ from saekit.training.precision import native_bf16
 
 MLP_HOOK = "transformer.h.0.mlp.act"
 """Module path of the MLP neurons' activations (the SAEs' input)."""
+MLP_INPUT_HOOK = "transformer.h.0.ln_2"
+"""The MLP's input (the LayerNorm before it): what a transcoder of the MLP reads."""
+MLP_OUTPUT_HOOK = "transformer.h.0.mlp"
+"""The MLP's output (what it adds to the residual stream): what a transcoder of the MLP writes."""
 MODEL_SEEDS = {"A": 0, "B": 1}
 """The paper's two models, identical but for the random seed."""
 HISTORY_COLUMNS = ["step", "tokens", "lr", "loss", "tokens_per_second", "seconds", "threads"]
