@@ -95,3 +95,26 @@ def test_token_strings(tiny_lm):
     assert texts[0] == "<|endoftext|>" and texts[-1] == f"<{len(tokenizer) + 1}>"
     ids = tokenizer("the quick", add_special_tokens=False)["input_ids"]
     assert "".join(texts[i] for i in ids) == "the quick"
+
+
+def test_a_transcoder_store_reads_its_logit_effects_off_the_decoder(tiny_lm):
+    """A transcoder writes the MLP's output, which the residual stream adds as it is: W_out is the identity, and the
+    feature store's effects are W_U · N(W_dec[i]) computed from the raw weights."""
+    import saekit
+    from saekit.analysis import StoreConfig, build_feature_store
+
+    module = api.underlying_module(tiny_lm)
+    weights = L.output_weights(tiny_lm, "transformer.h.0.mlp")
+    assert torch.equal(weights.W_out, torch.eye(32))
+    tc = saekit.SAE.create("topk", 32, 16, d_out=32, k=4, seed=0)
+    tc.metadata.update({"hook": "transformer.h.0.ln_2", "target_hook": "transformer.h.0.mlp"})
+    ids = torch.randint(1, 300, (4, 16), generator=torch.Generator().manual_seed(0))
+    store = build_feature_store(tiny_lm, ids, tc, config=StoreConfig(n_top=3, n_per_interval=1, n_logits=3),
+                                progress=False)
+    expected = _numpy_effects(tc.W_dec.detach().numpy(), np.eye(32), module.lm_head.weight.detach().numpy(),
+                              module.transformer.ln_f.weight.detach().numpy())
+    table = store.logits
+    boost = table[(table.direction == "boost") & (table["rank"] == 0)].set_index("feature")
+    for feature, row in boost.iterrows():
+        assert row.token_id == int(expected[feature].argmax())
+        assert row.logit == pytest.approx(float(expected[feature].max()), rel=1e-4, abs=1e-5)

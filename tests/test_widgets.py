@@ -439,3 +439,20 @@ def test_histogram_merges_fine_bins_into_readable_bars():
     assert len(bar.x) == len(merged) and list(bar.y) == merged["count"].tolist()
     assert fig.layout.yaxis.type == "log"
     assert merge_bins(hist.head(8), 10).equals(hist.head(8))
+
+
+def test_crosscoder_figures_count_every_feature_and_escape_names():
+    import saekit
+    from saekit.analysis import compare_with_matching, relative_norms
+    from saekit.widgets import matching_figure, relative_norm_figure
+
+    cc = saekit.SAE.create("relu", 16, 24, n_models=2, seed=0)
+    norms = relative_norms(cc, models=("<b>A</b>", "B"))
+    fig = relative_norm_figure(norms, models=("<b>A</b>", "B"))
+    assert sum(fig.data[0].y) == 24
+    assert "<b>" not in fig.layout.xaxis.title.text and "&lt;b&gt;" in fig.layout.xaxis.title.text
+    sae_a = saekit.SAE.create("relu", 8, 6, seed=1)
+    matches = pd.DataFrame({"unit": range(6), "best_match": range(6), "correlation": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]})
+    comparison = compare_with_matching(cc, sae_a, matches)
+    figure = matching_figure(comparison)
+    assert sum(len(trace.y) for trace in figure.data) == comparison["best_match_correlation"].notna().sum()

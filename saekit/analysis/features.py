@@ -37,7 +37,13 @@ import torch
 from torch import Tensor
 
 from saekit.activations import nnsight_api as api
-from saekit.activations.reading import DEFAULT_READ_TOKENS, Reading, open_reading, reading_activations
+from saekit.activations.reading import (
+    DEFAULT_READ_TOKENS,
+    META_TARGET_HOOK,
+    Reading,
+    open_reading,
+    reading_activations,
+)
 from saekit.activations.windows import TokenWindows
 from saekit.analysis.encoding import encode, fired
 from saekit.analysis.logit_effects import output_weights, token_strings, top_logit_effects
@@ -195,7 +201,8 @@ def _logit_table(reading: Reading, dictionary: Dictionary,
                  config: StoreConfig) -> tuple[list[str], pd.DataFrame, str | None]:
     """The vocabulary's token strings and the top logit effects (empty, with a note, when unavailable)."""
     try:
-        weights = output_weights(reading.model, reading.hook, final_norm=config.final_norm)
+        writes_at = (getattr(dictionary, "metadata", None) or {}).get(META_TARGET_HOOK) or reading.hook
+        weights = output_weights(reading.model, writes_at, final_norm=config.final_norm)
     except (ValueError, AttributeError) as error:
         tokenizer = reading.tokenizer
         vocab_size = len(tokenizer) if tokenizer is not None else int(reading.windows.input_ids.max()) + 1

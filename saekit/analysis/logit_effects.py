@@ -5,6 +5,8 @@ reads, so a feature's direct effect on the logits is (the paper's approximation)
 
     effect_i = W_U · N(W_out^T d_i)            d_i = W_dec[i] [d_mlp], W_out [d_mlp, d_model], W_U [vocab, d_model]
 
+(a transcoder writes the MLP's output, d_i [d_model], directly: W_out is then the identity)
+
 shifted so that each feature's median over the vocabulary is 0. `N` is the final layer norm's
 linear part: with ``final_norm=True`` (the default) the direction is centred over d_model and scaled
 by the norm's weight γ, exactly as the layer norm treats any residual vector; its 1/σ is a positive
@@ -55,7 +57,15 @@ def output_weights(model: Any, hook: str, *, final_norm: bool = True) -> OutputW
 
 
 def _mlp_output_weight(module: torch.nn.Module, hook: str) -> Tensor:
-    """[d_mlp, d_model] from the hook's parent MLP (HF Conv1D stores [in, out]; nn.Linear [out, in])."""
+    """[d_mlp, d_model] from the hook's parent MLP (HF Conv1D stores [in, out]; nn.Linear [out, in]); the identity
+    [d_model, d_model] where the hook is the MLP itself, whose output the residual stream adds as it is (a
+    transcoder's decoder writes there)."""
+    own = module.get_submodule(hook)
+    for name in _OUT_PROJECTIONS:
+        proj = getattr(own, name, None)
+        if proj is not None and hasattr(proj, "weight"):
+            d_model = proj.weight.shape[0] if isinstance(proj, torch.nn.Linear) else proj.weight.shape[1]
+            return torch.eye(d_model, dtype=proj.weight.dtype, device=proj.weight.device)
     parent_path = hook.rsplit(".", 1)[0] if "." in hook else ""
     parent = module.get_submodule(parent_path)
     for name in _OUT_PROJECTIONS:

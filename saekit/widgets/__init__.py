@@ -1,11 +1,12 @@
-"""ipywidgets + plotly views of the analyses: feature explorer, feature map, universality, feature
-splitting and steering, plus static figures of the paper's results. Views compute nothing of their
+"""ipywidgets + plotly views of the analyses: feature explorer, feature map, universality, crosscoder diffing,
+feature splitting and steering, plus static figures of the paper's results. Views compute nothing of their
 own (they call `saekit.analysis`); every token string they show is HTML-escaped (`widgets.html`).
 
 Needs the notebook extras: pip install 'saekit[notebooks]'.
 """
 
 from saekit.widgets.card import Basis, FeatureCard, histogram_figure
+from saekit.widgets.crosscoders import matching_figure, relative_norm_figure
 from saekit.widgets.explorer import FeatureExplorer
 from saekit.widgets.feature_map import FeatureMap, map_figure
 from saekit.widgets.paper import density_counts, density_figure, example_features, measures_figure, sweep_figure
@@ -16,6 +17,6 @@ from saekit.widgets.universality import PAPER, UniversalityView, universality_fi
 __all__ = [
     "PAPER", "Basis", "FeatureCard", "FeatureExplorer", "FeatureMap", "SplittingView", "SteeringView",
     "UniversalityView", "coarse_to_fine_html", "continuations_html", "density_counts", "density_figure",
-    "example_features", "family_figure", "histogram_figure", "map_figure", "measures_figure", "shift_figure",
-    "splitting_figure", "sweep_figure", "universality_figure",
+    "example_features", "family_figure", "histogram_figure", "map_figure", "matching_figure", "measures_figure",
+    "relative_norm_figure", "shift_figure", "splitting_figure", "sweep_figure", "universality_figure",
 ]
