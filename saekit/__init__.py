@@ -6,11 +6,12 @@ from saekit.errors import InputError
 from saekit.evaluation import EvalResult, evaluate
 from saekit.formats import SAEFormatError, load_sae
 from saekit.saes import SAE, architectures
+from saekit.saes.provenance import Provenance
 from saekit.training import TrainConfig, TrainResult, train
 
 __all__ = [
-    "ActivationConfig", "ActivationSource", "EvalResult", "FeatureStore", "InputError", "SAE", "SAEFormatError",
-    "StoreConfig",
+    "ActivationConfig", "ActivationSource", "EvalResult", "FeatureStore", "InputError", "Provenance", "SAE",
+    "SAEFormatError", "StoreConfig",
     "TrainConfig", "TrainResult", "UnknownHookError", "architectures", "build_feature_store", "evaluate",
     "load_feature_store", "load_model", "load_sae", "train",
 ]

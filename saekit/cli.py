@@ -146,10 +146,10 @@ def _add_eval(commands) -> None:
     _add_text_args(ev, required=False)
     ev.add_argument("--tokens", type=int, default=16_384, metavar="N", help="tokens to evaluate on (default: 16384)")
     ev.add_argument("--model", default=None, action="append", metavar="NAME_OR_DIR",
-                    help="model (default: the SAE's metadata); a crosscoder's: once per model, in training order")
-    ev.add_argument("--hook", default=None, metavar="MODULE.PATH", help="hook (default: the SAE's metadata)")
+                    help="model (default: the SAE's provenance); a crosscoder's: once per model, in training order")
+    ev.add_argument("--hook", default=None, metavar="MODULE.PATH", help="hook (default: the SAE's provenance)")
     ev.add_argument("--target-hook", default=None, metavar="MODULE.PATH",
-                    help="a transcoder's target hook (default: its metadata's)")
+                    help="a transcoder's target hook (default: its provenance's)")
     ev.add_argument("--batch-size", type=int, default=8, help="context windows per forward (default: 8)")
     _add_model_args(ev)
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -546,7 +546,7 @@ def _train_in(out: Path, args: argparse.Namespace) -> int:
         args.arch, d_in=source.d_in, n_features=args.features, d_out=source.d_out, n_models=len(models),
         seed=args.seed, dtype=torch_dtype(args.dtype), device=args.device, **sae_kwargs,
     )
-    sae.metadata.update(source.metadata())
+    sae.provenance = source.provenance()
     out.mkdir(parents=True, exist_ok=True)
     extra = {"device": args.device, "checkpoint_every_tokens": every}
     write_run_record(out, "running", settings, extra)
@@ -580,22 +580,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     check_eval_args(args)
     sae = load_sae(args.sae_dir, device=args.device)
-    names = args.model or sae.metadata.get("models") or [sae.metadata.get("model")]
-    if not all(names):
-        raise CliError(f"{args.sae_dir}: the SAE's metadata names no model; pass --model NAME_OR_DIR")
+    names = args.model or list(sae.provenance.model_names)
+    if not names:
+        raise CliError(f"{args.sae_dir}: the SAE's provenance names no model; pass --model NAME_OR_DIR")
     if len(names) != sae.n_models:
         raise CliError(f"{args.sae_dir} is a crosscoder over {sae.n_models} models and {len(names)} were given: "
                        "pass --model once per model, in its training order" if sae.n_models > 1 else
                        f"{args.sae_dir} reads one model and {len(names)} were given: pass one --model")
-    text = _text(args) or _metadata_text(sae.metadata.get("text"), args.sae_dir)
+    text = _text(args) or _provenance_text(sae.provenance.text, args.sae_dir)
     models = [load_model(name, device=args.device, trust_remote_code=args.trust_remote_code) for name in names]
     result = evaluate(
         sae, models if sae.n_models > 1 else models[0], text, hook=args.hook, target_hook=args.target_hook,
         max_tokens=args.tokens, batch_size=args.batch_size, progress=not args.quiet,
     )
-    target = args.target_hook or sae.metadata.get("target_hook")
+    target = args.target_hook or sae.provenance.target_hook
     row = {"sae": str(args.sae_dir), "kind": dictionary_kind(sae), "model": names[0] if len(names) == 1 else names,
-           "hook": args.hook or sae.metadata.get("hook"), **({"target_hook": target} if target else {}),
+           "hook": args.hook or sae.provenance.hook, **({"target_hook": target} if target else {}),
            "arch": sae.arch, "n_features": sae.d_sae, **result.to_dict()}
     if args.json:
         print(json.dumps(row))
@@ -611,12 +611,12 @@ def dictionary_kind(sae: Any) -> str:
     return "transcoder" if sae.is_transcoder else "crosscoder" if sae.n_models > 1 else "SAE"
 
 
-def _metadata_text(text: Any, sae_dir: Path) -> Any:
-    """The training text recorded in the SAE's metadata: a token file, a folder, else a dataset name."""
+def _provenance_text(text: Any, sae_dir: Path) -> Any:
+    """The training text recorded in the SAE's provenance: a token file, a folder, else a dataset name."""
     from saekit.activations.windows import HFDataset, TextFolder
 
     if not text or not isinstance(text, str):
-        raise CliError(f"{sae_dir}: the SAE's metadata names no text; pass --text DIR")
+        raise CliError(f"{sae_dir}: the SAE's provenance names no text; pass --text DIR")
     path = Path(text).expanduser()
     if text.endswith(".npy"):
         check_token_file(path)

@@ -343,9 +343,8 @@ def train_demo_sae(spec: SAESpec, model_folders: Sequence[Path], train_tokens: P
         tuned = finetune_decoder(sae, model, shuffled_windows(tokens, context, profile.seed + 1), MLP_HOOK,
                                  spec.finetune_tokens, compute_dtype=getattr(torch, run.summary["compute_dtype"]),
                                  progress=progress)._asdict()
-        run.summary["decoder_finetune"] = tuned  # the summary is the SAE's metadata["training"]
-    sae.metadata.update(source.metadata())
-    sae.metadata["text"] = str(train_tokens)
+        run.summary["decoder_finetune"] = tuned  # the summary is the SAE's provenance.training
+    sae.provenance = source.provenance().replace(text=str(train_tokens), training=run.summary)
     sae.save(folder)
     run.history.to_csv(folder / "history.csv", index=False)
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -449,7 +448,7 @@ def evaluate_demo(profile: DemoProfile, out: Path, models: dict[str, Path], held
                                           windows, max_tokens=None, batch_size=EVAL_BATCH, progress=progress)
     rows, densities = [], {}
     for spec in profile.saes:
-        result, training = results[spec.name], saes[spec.name].metadata.get("training", {})
+        result, training = results[spec.name], saes[spec.name].provenance.training
         metrics = result.to_dict()
         per_model = metrics.pop("per_model", {})
         rows.append({"name": spec.name, "kind": spec.kind, "model": "+".join(spec.models), "arch": spec.arch,

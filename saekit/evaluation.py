@@ -34,15 +34,12 @@ from tqdm.auto import tqdm
 from saekit.activations import nnsight_api as api
 from saekit.activations.nnsight_api import Site
 from saekit.activations.reading import (
-    META_MODEL,
-    META_MODELS,
-    META_TARGET_HOOK,
-    META_TARGET_SIDE,
     ReadSettings,
     check_same_tokenizer,
     keep_positions,
     open_model_at,
     open_reading,
+    provenance_of,
     read_settings,
 )
 from saekit.activations.windows import TokenWindows, split_windows
@@ -187,9 +184,9 @@ def evaluate(
     """Evaluate `sae` on `model`'s activations over `text` (see the module docstring for the metrics).
 
     `model`: nnsight model, hub name, folder or torch module (a crosscoder's: a list, one per model it reads); None
-    uses the model(s) in the SAE's metadata. `text`: folder, list of strings, DocumentSource or token ids; None uses
-    the text in the SAE's metadata. `hook`, `side`, `target_hook` (a transcoder's), `context_len`,
-    `exclude_special_tokens` default to the SAE's metadata. `max_tokens` bounds the tokens read (None: all).
+    uses the model(s) in the SAE's provenance. `text`: folder, list of strings, DocumentSource or token ids; None
+    uses the text in the SAE's provenance. `hook`, `side`, `target_hook` (a transcoder's), `context_len`,
+    `exclude_special_tokens` default to the SAE's provenance. `max_tokens` bounds the tokens read (None: all).
     """
     kwargs = dict(hook=hook, side=side, context_len=context_len, max_tokens=max_tokens, batch_size=batch_size,
                   exclude_special_tokens=exclude_special_tokens, dense_threshold=dense_threshold, tokenizer=tokenizer,
@@ -200,24 +197,24 @@ def evaluate(
 
 
 def _the_model(sae: Dictionary, model: Any) -> Any:
-    """`model`, else the one the dictionary's metadata names."""
-    model = model if model is not None else (getattr(sae, "metadata", None) or {}).get(META_MODEL)
+    """`model`, else the one the dictionary's provenance names."""
+    model = model if model is not None else provenance_of(sae).model
     if model is None:
-        raise InputError("no model given and the dictionary's metadata names none; pass the model it reads")
+        raise InputError("no model given and the dictionary's provenance names none; pass the model it reads")
     return model
 
 
 def target_site(sae: Dictionary, settings: ReadSettings, target_hook: str | None = None) -> Site:
-    """Where the dictionary's reconstruction belongs: a transcoder's target hook (given, else its metadata's), else
+    """Where the dictionary's reconstruction belongs: a transcoder's target hook (given, else its provenance's), else
     where it reads."""
-    meta = getattr(sae, "metadata", None) or {}
-    hook = target_hook or meta.get(META_TARGET_HOOK)
+    prov = provenance_of(sae)
+    hook = target_hook or prov.target_hook
     if hook is None:
         if getattr(sae, "is_transcoder", False):
-            raise InputError("a transcoder is spliced at its target, and neither target_hook nor its metadata names "
-                             "one: pass target_hook='module.path'")
+            raise InputError("a transcoder is spliced at its target, and neither target_hook nor its provenance "
+                             "names one: pass target_hook='module.path'")
         return settings.hook, settings.side
-    return hook, meta.get(META_TARGET_SIDE) or "output"
+    return hook, prov.target_side
 
 
 @torch.no_grad()
@@ -242,7 +239,7 @@ def evaluate_many(
 
     What does not depend on the SAE is computed once: the clean forward (activations and loss), the
     zero-ablated and the mean-ablated losses; each SAE adds only its own spliced forward. Settings
-    (hook, side, target, context, special tokens; from the first SAE's metadata unless given) must agree."""
+    (hook, side, target, context, special tokens; from the first SAE's provenance unless given) must agree."""
     if not saes:
         return []
     if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
@@ -307,11 +304,10 @@ def evaluate_crosscoder(
 ) -> EvalResult:
     """A crosscoder's metrics over all its models' activations, and in each model (`per_model`, keyed by the models'
     names): that model's block of the reconstruction against its activations, and spliced into it."""
-    meta = getattr(crosscoder, "metadata", None) or {}
-    models = list(models) if models is not None else list(meta.get(META_MODELS) or [])
+    models = list(models) if models is not None else list(provenance_of(crosscoder).models)
     if len(models) != crosscoder.n_models:
         raise InputError(f"the crosscoder reads {crosscoder.n_models} models and {len(models) or 'none'} were given "
-                         "(or named by its metadata): pass them all, in the order it was trained on")
+                         "(or named by its provenance): pass them all, in the order it was trained on")
     if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
         raise InputError(f"batch_size and max_tokens must be positive (got {batch_size}, {max_tokens})")
     settings = read_settings(crosscoder, hook, side, context_len, exclude_special_tokens)

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from saekit.errors import InputError
 from saekit.saes import SAE, sae_class
+from saekit.saes.provenance import Provenance
 from saekit.saes.registry import saelens_architectures, saelens_class
 
 CFG_FILE = "cfg.json"
@@ -62,7 +63,7 @@ def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
 
 def sae_config(sae: SAE) -> dict[str, Any]:
     """The cfg.json contents for `sae`: SAELens's keys plus saekit's under "saekit"."""
-    meta = sae.metadata
+    prov = sae.provenance
     cfg: dict[str, Any] = {
         "d_in": sae.d_in,
         "d_sae": sae.d_sae,
@@ -74,17 +75,17 @@ def sae_config(sae: SAE) -> dict[str, Any]:
         "metadata": {
             "sae_lens_version": SAELENS_FORMAT_VERSION,
             "saekit_version": saekit_version(),
-            "model_name": meta.get("model"),
-            "hook_name": meta.get("hook"),
+            "model_name": prov.model,
+            "hook_name": prov.hook,
         },
         "architecture": sae.saved_architecture,
     }
     if sae.is_transcoder:
         cfg["d_out"] = sae.d_out
-        cfg["metadata"]["hook_name_out"] = meta.get("target_hook")
+        cfg["metadata"]["hook_name_out"] = prov.target_hook
     cfg.update(sae.saelens_config())
     cfg["saekit"] = {"arch": sae.arch, "hyperparams": sae.hyperparams(),
-                     **({"n_models": sae.n_models} if sae.n_models > 1 else {}), **meta}
+                     **({"n_models": sae.n_models} if sae.n_models > 1 else {}), **prov.to_json()}
     return cfg
 
 
@@ -247,7 +248,11 @@ def load_sae(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     if cfg.get("rescale_acts_by_decoder_norm"):
         _fold_decoder_norm(sae)
     own = cfg.get("saekit") or {}
-    sae.metadata = {k: v for k, v in own.items() if k not in ("arch", "hyperparams", "n_models")}
+    try:
+        sae.provenance = Provenance.from_json({k: v for k, v in own.items() if k not in ("arch", "hyperparams",
+                                                                                          "n_models")})
+    except (TypeError, ValueError) as e:
+        raise SAEFormatError(f"{cfg_path}: the saekit block's provenance is not readable: {e}") from None
     return sae.to(device).eval()
 
 

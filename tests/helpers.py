@@ -13,6 +13,7 @@ from saekit.activations import nnsight_api as api
 from saekit.activations.reading import keep_positions
 from saekit.activations.windows import TokenWindows, special_token_ids, token_source
 from saekit.analysis.features import StoreConfig, build_feature_store
+from saekit.saes.provenance import Provenance
 from saekit.saes.registry import sae_class
 
 ARCHS = saekit.architectures()  # every registered architecture: a new one is tested wherever these are
@@ -136,7 +137,7 @@ def sparse_sae(acts: torch.Tensor, d_sae: int, density: float = 0.15, seed: int 
         sae.b_dec.copy_(acts.mean(0))
         sae.b_enc -= torch.quantile(sae.pre_acts(acts), 1 - density, dim=0)
         sae.b_enc[-1] = -1e3  # one dead feature
-    sae.metadata = {"hook": HOOK}
+    sae.provenance = Provenance(hook=HOOK)
     return sae
 
 

@@ -245,7 +245,8 @@ def test_clicking_a_map_point_opens_it_in_the_explorer(explorer_page):
 
 PAYLOAD_CELLS = [
     "from saekit import FeatureStore, load_model\nfrom saekit.widgets import *\nfrom saekit.analysis.maps import "
-    "hover_labels\nimport numpy as np, pandas as pd\nfrom helpers import PAYLOADS, HOOK, make_sae",
+    "hover_labels\nimport numpy as np, pandas as pd\nfrom helpers import PAYLOADS, HOOK, make_sae\n"
+    "from saekit.saes.provenance import Provenance",
     "store = FeatureStore.load({store!r})\nmodel = load_model({model!r})",
     "FeatureExplorer({{PAYLOADS[0]: store, 'neurons': store}}, model=model, feature={feature})",
     "n = store.n_features\n"
@@ -254,7 +255,7 @@ PAYLOAD_CELLS = [
     "other = pd.DataFrame({{'dictionary': 'other', 'size': 1, 'feature': [0], 'x': [20], 'y': [0], 'hover': [''],"
     " 'cluster': -1}})  # a smaller second trace for the legend, drawn after the grid's points\n"
     "FeatureMap(pd.concat([grid, other]))",
-    "sae = make_sae('relu', 128, 64)\nsae.metadata = {{'hook': HOOK}}\n"
+    "sae = make_sae('relu', 128, 64)\nsae.provenance = Provenance(hook=HOOK)\n"
     "view = SteeringView(model, sae, prompt=' '.join(PAYLOADS), max_new_tokens=3, k=4)\nview.run()\nview",
 ]
 PAYLOAD_VIEWS = ".saekit-explorer, .saekit-map, .saekit-steering"

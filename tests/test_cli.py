@@ -45,13 +45,13 @@ def test_help_reads_well(capsys):
         assert word in text
 
 
-def test_train_saves_a_loadable_sae_with_metadata(trained, tiny_lm_dir, text_dir):
+def test_train_saves_a_loadable_sae_with_its_provenance(trained, tiny_lm_dir, text_dir):
     sae = saekit.load_sae(trained)
     assert (sae.arch, sae.d_in, sae.d_sae) == ("topk", 128, 32)
-    meta = sae.metadata
-    assert meta["model"] == str(tiny_lm_dir.resolve()) and meta["hook"] == HOOK
-    assert meta["text"] == str(text_dir.resolve()) and meta["context_len"] == 16
-    assert meta["training"]["tokens"] >= 256
+    prov = sae.provenance
+    assert prov.model == str(tiny_lm_dir.resolve()) and prov.hook == HOOK
+    assert prov.text == str(text_dir.resolve()) and prov.context_len == 16
+    assert prov.training["tokens"] >= 256
     assert (trained / "history.csv").is_file()
 
 
@@ -60,7 +60,7 @@ def test_train_refits_the_decoder_on_further_tokens(tiny_lm_dir, text_dir, tmp_p
     args = _train_args(tiny_lm_dir, text_dir, out, **{"--arch": "relu", "--l1": 1.0, "--refit-tokens": 128})
     k = args.index("--k")
     assert main(args[:k] + args[k + 2:]) == 0
-    training = saekit.load_sae(out).metadata["training"]
+    training = saekit.load_sae(out).provenance.training
     assert training["decoder_refit"]["tokens"] == 128 and training["tokens"] >= 256
     assert training["decoder_refit"]["mse_after"] <= training["decoder_refit"]["mse_before"]
     assert json.loads((out / "run.json").read_text())["settings"]["refit_tokens"] == 128
@@ -70,7 +70,7 @@ def test_train_finetunes_the_decoder_on_the_kl(trained, tiny_lm_dir, text_dir, t
     out = tmp_path / "tuned"
     assert main(_train_args(tiny_lm_dir, text_dir, out, **{"--finetune-tokens": 512})) == 0
     plain, tuned = saekit.load_sae(trained), saekit.load_sae(out)
-    record = tuned.metadata["training"]["decoder_finetune"]
+    record = tuned.provenance.training["decoder_finetune"]
     assert record["tokens"] >= 512 and record["steps"] >= 2
     assert json.loads((out / "run.json").read_text())["settings"]["finetune_tokens"] == 512
     assert (plain.W_enc == tuned.W_enc).all() and not (plain.W_dec == tuned.W_dec).all()  # the same run, then tuned
@@ -86,7 +86,7 @@ def test_finetune_without_an_lm_head_stops_before_training(tiny_bert_dir, text_d
     assert not (out / "cfg.json").exists()
 
 
-def test_eval_json_from_metadata_alone(trained, capsys):
+def test_eval_json_from_provenance_alone(trained, capsys):
     capsys.readouterr()
     assert main(["eval", str(trained), "--json", "--tokens", "64", "--quiet"]) == 0
     row = json.loads(capsys.readouterr().out)

@@ -12,6 +12,7 @@ import saekit
 from saekit import cli
 from saekit.activations import nnsight_api as api
 from saekit.cli import main
+from saekit.saes.provenance import Provenance
 
 from helpers import HOOK
 
@@ -206,10 +207,10 @@ def test_bad_eval_sizes(no_model_loads, tmp_path, capsys, flag, value):
 
 @pytest.fixture
 def saved_sae(tmp_path, tiny_lm_dir, text_dir):
-    """A relu SAE on the tiny model's MLP neurons (d_in 128), saved with the metadata `saekit train` writes."""
+    """A relu SAE on the tiny model's MLP neurons (d_in 128), saved with the provenance `saekit train` writes."""
     sae = saekit.SAE.create("relu", d_in=128, n_features=32, seed=0)
-    sae.metadata = {"model": str(tiny_lm_dir.resolve()), "hook": HOOK, "text": str(text_dir.resolve()),
-                    "context_len": 16}
+    sae.provenance = Provenance(model=str(tiny_lm_dir.resolve()), hook=HOOK, text=str(text_dir.resolve()),
+                                context_len=16)
     sae.save(tmp_path / "sae")
     return tmp_path / "sae"
 
@@ -237,7 +238,7 @@ def test_eval_nonfinite_weights(saved_sae, capsys):
     _one_line_error(capsys, ["eval", str(saved_sae), "--quiet"], "NaN/inf", "b_dec: 1 of 128")
 
 
-def test_eval_text_gone_from_metadata(saved_sae, tmp_path, capsys):
+def test_eval_text_gone_from_provenance(saved_sae, tmp_path, capsys):
     cfg = json.loads((saved_sae / "cfg.json").read_text())
     cfg["saekit"]["text"] = str(tmp_path / "deleted_corpus")
     (saved_sae / "cfg.json").write_text(json.dumps(cfg))

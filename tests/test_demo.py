@@ -57,7 +57,7 @@ def test_builds_everything_the_notebooks_open(built):
     cross = table.set_index("name").loc["AB-topk-128-crosscoder"]
     assert cross["loss_increase"] == pytest.approx((cross["loss_increase_A"] + cross["loss_increase_B"]) / 2, abs=1e-9)
     assert demo.sae("A-topk-128-transcoder").is_transcoder and demo.sae("AB-topk-128-crosscoder").n_models == 2
-    assert demo.sae("A-topk-128-transcoder").metadata["target_hook"] == D.MLP_OUTPUT_HOOK
+    assert demo.sae("A-topk-128-transcoder").provenance.target_hook == D.MLP_OUTPUT_HOOK
     assert (table["loss_increase"] > -0.5).all() and table["fvu"].between(0, 2).all()
     assert demo.a1_name == "A-relu-128" and demo.family_names("A") == ["A-relu-32", "A-relu-64", "A-relu-128"]
     assert demo.sae("A-topk-128").k == 4
@@ -151,7 +151,7 @@ def test_finetuned_decoders_are_recorded(built):
 
     tuned = json.loads((out / "saes" / "A-relu-128" / DONE).read_text())["outputs"]["decoder_finetune"]
     assert tuned["tokens"] >= 2048 and tuned["kl_end"] < tuned["kl_start"]
-    assert D.open_demo(out).sae("A-relu-128").metadata["training"]["decoder_finetune"] == tuned  # saved with it
+    assert D.open_demo(out).sae("A-relu-128").provenance.training["decoder_finetune"] == tuned  # saved with it
     assert "decoder_finetune" not in json.loads((out / "saes" / "A-topk-128" / DONE).read_text())["outputs"]
 
 

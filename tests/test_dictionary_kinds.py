@@ -16,6 +16,7 @@ from saekit.activations.source import ActivationConfig, ActivationSource
 from saekit.evaluation import evaluate
 from saekit.formats import load_sae
 from saekit.saes import LossContext
+from saekit.saes.provenance import Provenance
 from saekit.training import TrainConfig, train
 from saekit.training.decoder_refit import refit_decoder
 from saekit.training.resampling import resample_dead
@@ -184,13 +185,13 @@ def test_the_decoder_refit_of_a_transcoder_is_least_squares_on_the_target():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_save_and_load_keep_the_kind_and_the_outputs(arch, kind, tmp_path):
     sae = transcoder(arch) if kind == "transcoder" else crosscoder(arch)
-    sae.metadata.update({"hook": LN_2, "target_hook": MLP} if kind == "transcoder" else
-                        {"hook": MLP_ACT, "models": ["a", "b"]})
+    sae.provenance = Provenance(hook=LN_2, target_hook=MLP) if kind == "transcoder" else \
+        Provenance(hook=MLP_ACT, models=("a", "b"))
     sae.save(tmp_path / "sae")
     loaded = load_sae(tmp_path / "sae")
     assert (loaded.d_in, loaded.d_out, loaded.n_models, loaded.is_transcoder) == \
         (sae.d_in, sae.d_out, sae.n_models, sae.is_transcoder)
-    assert loaded.metadata == sae.metadata
+    assert loaded.provenance == sae.provenance
     x = torch.randn(32, sae.d_in) * 2
     torch.testing.assert_close(loaded(x), sae(x))
     cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
@@ -250,7 +251,7 @@ def test_the_source_reads_input_and_target_or_every_model_side_by_side(two_model
     rows = next(src.activations())
     hooked = hooked_outputs(a, ids, [LN_2, MLP])
     torch.testing.assert_close(rows, torch.cat([hooked[LN_2][0], hooked[MLP][0]], dim=1))
-    assert src.metadata()["target_hook"] == MLP
+    assert src.provenance().target_hook == MLP
 
     cfg = ActivationConfig(hook=MLP_ACT, context_len=16, batch_size=8, repeat=False, exclude_special_tokens=False)
     src = ActivationSource([str(a), str(b)], ids, cfg, progress=False)
@@ -258,7 +259,7 @@ def test_the_source_reads_input_and_target_or_every_model_side_by_side(two_model
     rows = next(src.activations())
     expected = torch.cat([hooked_outputs(m, ids, [MLP_ACT])[MLP_ACT][0] for m in (a, b)], dim=1)
     torch.testing.assert_close(rows, expected)
-    assert src.metadata()["models"] == [str(a), str(b)]
+    assert src.provenance().models == (str(a), str(b))
 
 
 def test_a_crosscoder_refuses_models_with_other_tokenizers(two_models, tmp_path):
@@ -289,7 +290,7 @@ def test_evaluation_splices_a_transcoder_at_its_target_and_a_crosscoder_into_eac
     a, b = two_models
     ids = torch.tensor(build_tokenizer()(" ".join(TEXTS))["input_ids"][:48]).view(3, 16)
     tc = saekit.SAE.create("topk", 32, 64, d_out=32, k=8, seed=0)
-    tc.metadata.update({"hook": LN_2, "target_hook": MLP, "exclude_special_tokens": False})
+    tc.provenance = Provenance(hook=LN_2, target_hook=MLP, exclude_special_tokens=False)
     result = evaluate(tc, str(a), ids, context_len=16, progress=False)
     hooked = hooked_outputs(a, ids, [LN_2, MLP])
     with torch.no_grad():
@@ -300,7 +301,7 @@ def test_evaluation_splices_a_transcoder_at_its_target_and_a_crosscoder_into_eac
     assert result.fvu == pytest.approx(fvu, rel=1e-4)
 
     cc = saekit.SAE.create("relu", 256, 64, n_models=2, seed=0)
-    cc.metadata.update({"hook": MLP_ACT, "models": [str(a), str(b)], "exclude_special_tokens": False})
+    cc.provenance = Provenance(hook=MLP_ACT, models=(str(a), str(b)), exclude_special_tokens=False)
     result = evaluate(cc, None, ids, context_len=16, progress=False)
     acts = [hooked_outputs(m, ids, [MLP_ACT])[MLP_ACT] for m in (a, b)]
     with torch.no_grad():
@@ -343,7 +344,7 @@ def test_the_cli_trains_and_evaluates_a_transcoder_and_a_crosscoder(two_models, 
     assert set(rows["cc"]["per_model"]) == {str(a), str(b)}
     assert all(r["loss_increase"] is not None for r in rows["cc"]["per_model"].values())
     tc = load_sae(tmp_path / "tc")
-    assert tc.is_transcoder and tc.metadata["target_hook"] == MLP and tc.d_out == 32
+    assert tc.is_transcoder and tc.provenance.target_hook == MLP and tc.d_out == 32
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -30,6 +30,7 @@ from saekit.analysis.maps import hover_labels  # noqa: E402
 from saekit.analysis.splitting import split_edges, split_similarities  # noqa: E402
 from saekit.analysis.steering import FeatureEdit, SteeringResult  # noqa: E402
 from saekit.analysis.universality import best_match_tables, correlate  # noqa: E402
+from saekit.saes.provenance import Provenance
 from saekit.widgets import html as H  # noqa: E402
 from saekit.widgets.card import Basis, logit_html  # noqa: E402
 from saekit.widgets.explorer import FeatureExplorer  # noqa: E402
@@ -239,7 +240,7 @@ def pay(tmp_path_factory) -> SimpleNamespace:
 
     split_saes = [sparse_sae(acts, n, seed=n) for n in (16, 32, 64)]
     steer_sae = make_sae("relu", 128, 64)
-    steer_sae.metadata = {"hook": HOOK}
+    steer_sae.provenance = Provenance(hook=HOOK)
     corr = correlate(model, model_b, windows, sae, sae_b, hook=HOOK, progress=False)
     return SimpleNamespace(
         model=model, model_b=model_b, windows=windows, sae=sae, sae_b=sae_b, store=store(model, sae),

@@ -12,6 +12,7 @@ from transformers import GPT2LMHeadModel
 import saekit
 from saekit.activations.windows import TokenWindows
 from saekit.evaluation import evaluate, evaluate_many
+from saekit.saes.provenance import Provenance
 
 from helpers import HOOK
 
@@ -38,7 +39,7 @@ def _known_sae(d_in: int = 128, d_sae: int = 96) -> saekit.SAE:
         sae.W_dec.copy_(torch.randn(d_sae, d_in, generator=g) * 0.05)
         sae.b_enc.copy_(-torch.linspace(0, 3, d_sae))  # pre-activations have std ≈ 0.6
         sae.b_dec.copy_(torch.randn(d_in, generator=g) * 0.05)
-    sae.metadata = {"hook": HOOK, "hook_side": "output", "context_len": 12, "exclude_special_tokens": True}
+    sae.provenance = Provenance(hook=HOOK, hook_side="output", context_len=12, exclude_special_tokens=True)
     return sae
 
 
@@ -188,7 +189,7 @@ def test_many_saes_share_a_pass_and_each_matches_the_hand_computation(tiny_lm, t
 
 def test_many_saes_must_read_alike(tiny_lm):
     other = _other_sae()
-    other.metadata = {**other.metadata, "exclude_special_tokens": False}
+    other.provenance = other.provenance.replace(exclude_special_tokens=False)
     with pytest.raises(saekit.InputError, match="separately"):
         evaluate_many([_known_sae(), other], tiny_lm, _windows(), progress=False)
     with pytest.raises(saekit.InputError, match="separately"):  # another width: caught before any forward

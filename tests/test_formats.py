@@ -7,19 +7,21 @@ from safetensors.torch import load_file, save_file
 
 import saekit
 from saekit.formats import CFG_FILE, WEIGHTS_FILE, SAEFormatError
+from saekit.saes.provenance import Provenance
 
 from helpers import ARCHS
 from helpers import make_sae as make
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_round_trip_same_encodings_and_metadata(tmp_path, arch):
+def test_round_trip_same_encodings_and_provenance(tmp_path, arch):
     sae = make(arch)
-    sae.metadata = {"model": "gpt2", "hook": "transformer.h.0.mlp.act", "context_len": 64}
+    sae.provenance = Provenance(model="gpt2", hook="transformer.h.0.mlp.act", context_len=64,
+                                training={"tokens": 7}, extra={"from_a_later_version": [1, 2]})
     sae.save(tmp_path / "sae")
     back = saekit.load_sae(tmp_path / "sae")
     assert type(back) is type(sae) and back.hyperparams() == sae.hyperparams()
-    assert back.metadata == sae.metadata
+    assert back.provenance == sae.provenance
     x = torch.randn(30, sae.d_in)
     with torch.no_grad():
         torch.testing.assert_close(back.encode(x), sae.encode(x))

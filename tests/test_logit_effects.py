@@ -102,12 +102,13 @@ def test_a_transcoder_store_reads_its_logit_effects_off_the_decoder(tiny_lm):
     feature store's effects are W_U · N(W_dec[i]) computed from the raw weights."""
     import saekit
     from saekit.analysis import StoreConfig, build_feature_store
+    from saekit.saes.provenance import Provenance
 
     module = api.underlying_module(tiny_lm)
     weights = L.output_weights(tiny_lm, "transformer.h.0.mlp")
     assert torch.equal(weights.W_out, torch.eye(32))
     tc = saekit.SAE.create("topk", 32, 16, d_out=32, k=4, seed=0)
-    tc.metadata.update({"hook": "transformer.h.0.ln_2", "target_hook": "transformer.h.0.mlp"})
+    tc.provenance = Provenance(hook="transformer.h.0.ln_2", target_hook="transformer.h.0.mlp")
     ids = torch.randint(1, 300, (4, 16), generator=torch.Generator().manual_seed(0))
     store = build_feature_store(tiny_lm, ids, tc, config=StoreConfig(n_top=3, n_per_interval=1, n_logits=3),
                                 progress=False)

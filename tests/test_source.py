@@ -10,6 +10,7 @@ import saekit
 from saekit.activations import nnsight_api as api
 from saekit.activations.source import ActivationConfig, ActivationSource, check_dtype
 from saekit.activations.windows import token_source
+from saekit.saes.provenance import Provenance
 
 from helpers import HOOK
 
@@ -86,12 +87,10 @@ def test_check_dtype_against_the_sae(tiny_lm, text_dir):
         check_dtype(sae64, source)
 
 
-def test_metadata(tiny_lm, tiny_lm_dir, text_dir):
-    meta = ActivationSource(tiny_lm, text_dir, _config(), progress=False).metadata()
-    assert meta == {
-        "model": str(tiny_lm_dir.resolve()), "hook": HOOK, "hook_side": "output", "context_len": CTX,
-        "text": str(text_dir.resolve()), "exclude_special_tokens": True,
-    }
+def test_provenance(tiny_lm, tiny_lm_dir, text_dir):
+    prov = ActivationSource(tiny_lm, text_dir, _config(), progress=False).provenance()
+    assert prov == Provenance(model=str(tiny_lm_dir.resolve()), hook=HOOK, hook_side="output", context_len=CTX,
+                              text=str(text_dir.resolve()), exclude_special_tokens=True)
 
 
 def test_unknown_hook_fails_at_construction(tiny_lm, text_dir):

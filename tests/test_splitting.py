@@ -22,7 +22,7 @@ def _doubled(sae) -> saekit.SAE:
         big.b_enc.copy_(torch.cat([sae.b_enc, 0.5 * sae.b_enc]))
         big.W_dec.copy_(torch.cat([sae.W_dec, sae.W_dec]))
         big.b_dec.copy_(sae.b_dec)
-    big.metadata = dict(sae.metadata)
+    big.provenance = sae.provenance
     return big
 
 

@@ -12,6 +12,7 @@ from saekit.analysis import steering as St
 from saekit.analysis.encoding import encode
 from saekit.analysis.logit_effects import logit_effect_matrix, output_weights
 from saekit.analysis.steering import FeatureEdit
+from saekit.saes.provenance import Provenance
 
 from helpers import HOOK, make_sae
 
@@ -21,7 +22,7 @@ PROMPT = [5, 17, 33, 9, 41]
 @pytest.fixture(scope="module")
 def sae():
     sae = make_sae("relu", 128, 64)
-    sae.metadata = {"hook": HOOK}
+    sae.provenance = Provenance(hook=HOOK)
     return sae
 
 
@@ -103,3 +104,15 @@ def test_feature_edit_validation(sae):
         FeatureEdit(0, 1.0, "boost")
     with pytest.raises(IndexError, match="out of range"):
         St.edit_activations(sae, torch.zeros(1, 128), FeatureEdit(64, 1.0))
+
+
+@pytest.mark.parametrize("kind", [dict(d_out=128), dict(n_models=2)])
+def test_transcoders_and_crosscoders_are_refused_with_a_reason(tiny_lm, kind):
+    import saekit
+    from saekit.analysis import next_token_shift
+
+    d_in = 256 if "n_models" in kind else 128
+    other = saekit.SAE.create("relu", d_in, 16, seed=0, **kind)
+    other.provenance = Provenance(hook=HOOK)
+    with pytest.raises(saekit.InputError, match="cannot be steered yet"):
+        next_token_shift(tiny_lm, other, "hello world", FeatureEdit(0, 1.0))

@@ -33,7 +33,7 @@ def test_every_architecture_learns_and_logs(arch):
             "dense_fraction"} <= set(h.columns)
     assert h["mse"].iloc[-1] < 0.5 * h["mse"].iloc[0]
     assert h["tokens"].iloc[-1] == 60 * 1024
-    assert result.sae.metadata["training"]["tokens"] == 60 * 1024
+    assert result.sae.provenance.training["tokens"] == 60 * 1024
     if arch == "topk":
         assert (h["l0"] <= 4).all()
 

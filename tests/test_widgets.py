@@ -20,6 +20,7 @@ from saekit.analysis.features import StoreConfig, build_feature_store, window_ac
 from saekit.analysis.splitting import decoder_cosine, families, split_edges, split_similarities  # noqa: E402
 from saekit.analysis.steering import FeatureEdit, next_token_shift  # noqa: E402
 from saekit.analysis.universality import best_match_tables, correlate, universality_summary  # noqa: E402
+from saekit.saes.provenance import Provenance
 from saekit.widgets import html as H  # noqa: E402
 from saekit.widgets.card import Basis  # noqa: E402
 from saekit.widgets.explorer import FeatureExplorer  # noqa: E402
@@ -381,7 +382,7 @@ def test_one_line_constructors_on_your_own_saes(tiny, tiny_lm, universal, splitt
 
 def test_steering_view_generates_both_ways_and_shows_the_shift(tiny_lm, tiny):
     sae = make_sae("relu", 128, 64)
-    sae.metadata = {"hook": HOOK}
+    sae.provenance = Provenance(hook=HOOK)
     store = build_feature_store(tiny_lm, tiny.windows, sae, hook=HOOK, config=CONFIG, progress=False)
     view = SteeringView(tiny_lm, sae, store=store, feature=7, prompt="The quick <b>brown", value=60.0,
                         max_new_tokens=4, k=3)

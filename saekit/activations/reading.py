@@ -3,7 +3,7 @@ steering share. The model is opened and the hook checked, the tokenizer and the 
 and the token windows cut from the text; then activations stream batch by batch with each kept token's flat
 index (window · context_len + position), so two models read the same tokens.
 
-What is not given comes from the dictionary's metadata (where it was trained), then from the defaults.
+What is not given comes from the dictionary's provenance (where it was trained), then from the defaults.
 """
 
 from __future__ import annotations
@@ -19,18 +19,7 @@ from saekit.activations import nnsight_api as api
 from saekit.activations.windows import TokenWindows, special_token_ids, token_source
 from saekit.errors import InputError
 from saekit.saes.dictionary import Dictionary
-
-# Keys of `sae.metadata` that say where an SAE's activations came from (saved in cfg.json).
-META_MODEL = "model"  # hub name or absolute model folder (a crosscoder's first model)
-META_MODELS = "models"  # a crosscoder's models, in the order its input holds their activations
-META_HOOK = "hook"  # dotted module path, e.g. "transformer.h.0.mlp.act"
-META_HOOK_SIDE = "hook_side"  # "output" or "input" of that module
-META_TARGET_HOOK = "target_hook"  # a transcoder's target: the module whose activations it reconstructs
-META_TARGET_SIDE = "target_side"  # "output" or "input" of the target module
-META_CONTEXT_LEN = "context_len"  # tokens per context window
-META_TEXT = "text"  # training text (a folder or dataset name), or None
-META_EXCLUDE_SPECIAL = "exclude_special_tokens"  # whether BOS/EOS/PAD positions were dropped
-META_TRAINING = "training"  # the trainer's summary dict
+from saekit.saes.provenance import Provenance
 
 DEFAULT_CONTEXT_LEN = 128
 DEFAULT_READ_TOKENS = 1_000_000
@@ -46,6 +35,11 @@ class ReadSettings(NamedTuple):
     exclude_special_tokens: bool  # skip BOS/EOS/PAD positions (padding is always skipped)
 
 
+def provenance_of(dictionary: Dictionary | None) -> Provenance:
+    """The dictionary's provenance; an empty one for None or a dictionary built by hand."""
+    return getattr(dictionary, "provenance", None) or Provenance()
+
+
 def read_settings(
     dictionary: Dictionary | None = None,
     hook: str | None = None,
@@ -53,15 +47,15 @@ def read_settings(
     context_len: int | None = None,
     exclude_special_tokens: bool | None = None,
 ) -> ReadSettings:
-    """Explicit arguments, else the dictionary's metadata, else the defaults; the hook has no default."""
-    meta = getattr(dictionary, "metadata", None) or {}
-    hook = hook or meta.get(META_HOOK)
+    """Explicit arguments, else the dictionary's provenance, else the defaults; the hook has no default."""
+    prov = provenance_of(dictionary)
+    hook = hook or prov.hook
     if not hook:
-        raise InputError("no hook given and the dictionary's metadata names none; pass hook='module.path'")
-    side = side or meta.get(META_HOOK_SIDE) or "output"
-    context_len = context_len or meta.get(META_CONTEXT_LEN) or DEFAULT_CONTEXT_LEN
+        raise InputError("no hook given and the dictionary's provenance names none; pass hook='module.path'")
+    side = side or prov.hook_side
+    context_len = context_len or prov.context_len or DEFAULT_CONTEXT_LEN
     if exclude_special_tokens is None:
-        exclude_special_tokens = bool(meta.get(META_EXCLUDE_SPECIAL, True))
+        exclude_special_tokens = prov.exclude_special_tokens
     return ReadSettings(hook, side, int(context_len), exclude_special_tokens)
 
 
@@ -104,12 +98,12 @@ def open_model_at(model: Any, settings: ReadSettings, tokenizer: Any = None,
 
 def text_windows(text: Any, dictionary: Dictionary, tokenizer: Any, context_len: int,
                  max_tokens: int | None) -> TokenWindows:
-    """`text` (any form `token_source` takes; None: the text the dictionary's metadata names) as the first windows
+    """`text` (any form `token_source` takes; None: the text the dictionary's provenance names) as the first windows
     holding `max_tokens` real tokens (None: all of them); TokenWindows that fit are used as they are."""
     if text is None:
-        text = (getattr(dictionary, "metadata", None) or {}).get(META_TEXT)
+        text = provenance_of(dictionary).text
         if text is None:
-            raise InputError("no text given and the dictionary's metadata names none; pass a text folder or "
+            raise InputError("no text given and the dictionary's provenance names none; pass a text folder or "
                              "token ids")
     if isinstance(text, TokenWindows) and (max_tokens is None or text.n_tokens <= max_tokens):
         return text

@@ -27,15 +27,6 @@ from saekit.activations.buffer import ActivationBuffer
 from saekit.activations.nnsight_api import SIDES, check_hook, get_activations, model_name, read_sites
 from saekit.activations.reading import (
     DEFAULT_CONTEXT_LEN,
-    META_CONTEXT_LEN,
-    META_EXCLUDE_SPECIAL,
-    META_HOOK,
-    META_HOOK_SIDE,
-    META_MODEL,
-    META_MODELS,
-    META_TARGET_HOOK,
-    META_TARGET_SIDE,
-    META_TEXT,
     ReadSettings,
     check_same_tokenizer,
     keep_positions,
@@ -44,6 +35,7 @@ from saekit.activations.reading import (
 from saekit.activations.windows import TokenWindows, token_source
 from saekit.errors import InputError
 from saekit.saes.dictionary import Dictionary
+from saekit.saes.provenance import Provenance
 
 
 def torch_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -232,22 +224,15 @@ class ActivationSource:
                 if total is not None and emitted >= total:
                     return
 
-    def metadata(self) -> dict[str, Any]:
-        """What to store in `sae.metadata` so the SAE can be evaluated and explored later."""
-        kind = {}
-        if self.config.target_hook is not None:
-            kind = {META_TARGET_HOOK: self.config.target_hook, META_TARGET_SIDE: self.config.target_side}
-        if len(self.models) > 1:
-            kind = {META_MODELS: [model_name(m) for m in self.models]}
-        return {
-            **kind,
-            META_MODEL: model_name(self.model),
-            META_HOOK: self.config.hook,
-            META_HOOK_SIDE: self.config.hook_side,
-            META_CONTEXT_LEN: self.config.context_len,
-            META_TEXT: self.tokens.describe(),
-            META_EXCLUDE_SPECIAL: self.config.exclude_special_tokens,
-        }
+    def provenance(self) -> Provenance:
+        """What to store as `sae.provenance` so the SAE can be evaluated and explored later."""
+        cfg = self.config
+        return Provenance(
+            model=model_name(self.model),
+            models=tuple(model_name(m) for m in self.models) if len(self.models) > 1 else (),
+            hook=cfg.hook, hook_side=cfg.hook_side, target_hook=cfg.target_hook, target_side=cfg.target_side,
+            context_len=cfg.context_len, text=self.tokens.describe(), exclude_special_tokens=cfg.exclude_special_tokens,
+        )
 
 
 def check_dtype(sae: Dictionary, source: ActivationSource | ActivationConfig | torch.dtype | str) -> None:

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from saekit.activations import nnsight_api as api
+from saekit.activations.reading import provenance_of
 from saekit.activations.windows import windows_from_tokens
 from saekit.analysis.features import FeatureStore, StoreConfig, build_feature_store, window_activations
 from saekit.analysis.splitting import DEFAULT_THRESHOLD, decoder_cosine, split_edges, split_similarities
@@ -87,7 +88,7 @@ class ExplorerData(NamedTuple):
 def explorer_data(sae: Dictionary, model: Any, text: Any = None, *, neurons: bool = True, max_tokens: int = 100_000,
                   context_len: int | None = None, config: StoreConfig | None = None,
                   progress: bool = True) -> ExplorerData:
-    """The feature store of `sae` over `text` (default: its metadata's) and, with `neurons`, the raw neurons'."""
+    """The feature store of `sae` over `text` (default: its provenance's) and, with `neurons`, the raw neurons'."""
     model = api.load_model(model)
     config = config or StoreConfig()
     store = build_feature_store(model, text, sae, max_tokens=max_tokens, context_len=context_len, config=config,
@@ -145,7 +146,7 @@ def universality_data(model_a: Any, model_b: Any, sae_a: Dictionary, sae_b: Dict
     result = best_match_tables(correlate(model_a, model_b, text, sae_a, sae_b, max_tokens=max_tokens,
                                          progress=progress, **settings))
     store_a = build_feature_store(model_a, text, sae_a, max_tokens=max_tokens, progress=progress, **settings)
-    windows, hook_b = store_a.windows(), (getattr(sae_b, "metadata", None) or {}).get("hook")
+    windows, hook_b = store_a.windows(), provenance_of(sae_b).hook
     common = {"side": store_a.meta["side"], "progress": progress}
     store_b = build_feature_store(model_b, windows, sae_b, hook=hook_b or store_a.meta["hook"], **common)
     neurons_a = build_feature_store(model_a, windows, None, hook=store_a.meta["hook"], **common)

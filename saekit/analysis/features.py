@@ -39,9 +39,9 @@ from torch import Tensor
 from saekit.activations import nnsight_api as api
 from saekit.activations.reading import (
     DEFAULT_READ_TOKENS,
-    META_TARGET_HOOK,
     Reading,
     open_reading,
+    provenance_of,
     reading_activations,
 )
 from saekit.activations.windows import TokenWindows
@@ -125,7 +125,7 @@ def build_feature_store(
     """One pass over `text` through `model` and `dictionary` (an SAE; None: the raw neurons at `hook`).
 
     `text`: TokenWindows, a folder, strings or token ids (None: the SAE's training text); hook, side,
-    context_len and exclude_special_tokens default to the SAE's metadata.
+    context_len and exclude_special_tokens default to the SAE's provenance.
     """
     probe = dictionary if dictionary is not None else Neurons(1)
     reading = open_reading(model, text, probe, hook=hook, side=side, context_len=context_len, max_tokens=max_tokens,
@@ -201,7 +201,7 @@ def _logit_table(reading: Reading, dictionary: Dictionary,
                  config: StoreConfig) -> tuple[list[str], pd.DataFrame, str | None]:
     """The vocabulary's token strings and the top logit effects (empty, with a note, when unavailable)."""
     try:
-        writes_at = (getattr(dictionary, "metadata", None) or {}).get(META_TARGET_HOOK) or reading.hook
+        writes_at = provenance_of(dictionary).target_hook or reading.hook
         weights = output_weights(reading.model, writes_at, final_norm=config.final_norm)
     except (ValueError, AttributeError) as error:
         tokenizer = reading.tokenizer

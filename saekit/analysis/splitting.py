@@ -71,7 +71,7 @@ def split_similarities(
 ) -> Splitting:
     """Activation and decoder cosines between consecutive sizes, from one pass over `text`.
 
-    Hook, side and context come from the smallest SAE's metadata unless `settings` give them
+    Hook, side and context come from the smallest SAE's provenance unless `settings` give them
     (hook, side, context_len, exclude_special_tokens).
     """
     ordered = by_size(saes)

@@ -25,6 +25,7 @@ from saekit.activations import nnsight_api as api
 from saekit.activations.reading import open_model_at, read_settings
 from saekit.analysis.encoding import encode
 from saekit.analysis.logit_effects import token_strings
+from saekit.errors import InputError
 from saekit.saes.dictionary import Dictionary
 
 MODES = ("pin", "add", "clamp", "ablate")
@@ -113,6 +114,10 @@ class SteeringResult(NamedTuple):
 
 def _setup(model: Any, sae: Dictionary, hook: str | None, side: str | None,
            tokenizer: Any) -> tuple[Any, str, str, Any]:
+    if getattr(sae, "is_transcoder", False) or getattr(sae, "n_models", 1) > 1:
+        raise InputError("steering pins a feature where its dictionary reads and writes one hook of one model; a "
+                         "transcoder (reads one hook, writes another) or a crosscoder (several models) cannot be "
+                         "steered yet: steer an SAE of the same site")
     settings = read_settings(sae, hook, side)
     model, tokenizer, _ = open_model_at(model, settings, tokenizer)
     return model, settings.hook, settings.side, tokenizer

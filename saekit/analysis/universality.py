@@ -27,7 +27,13 @@ import torch
 from torch import Tensor
 
 from saekit.activations import nnsight_api as api
-from saekit.activations.reading import DEFAULT_READ_TOKENS, Reading, open_reading, reading_activations
+from saekit.activations.reading import (
+    DEFAULT_READ_TOKENS,
+    Reading,
+    open_reading,
+    provenance_of,
+    reading_activations,
+)
 from saekit.analysis.encoding import encode, fired
 from saekit.saes.dictionary import Dictionary
 from saekit.saes.sparse import Codes
@@ -266,11 +272,11 @@ def correlate(
 ) -> Correlations:
     """One pass over `text` through both models: feature–feature and neuron–neuron correlations.
 
-    Hook, side and context default to sae_a's metadata (`settings` overrides them: hook, side,
+    Hook, side and context default to sae_a's provenance (`settings` overrides them: hook, side,
     context_len, exclude_special_tokens); model B is read at `hook_b` (default: sae_b's hook, else A's).
     """
     reading_a = open_reading(model_a, text, sae_a, max_tokens=max_tokens, tokenizer=tokenizer, **settings)
-    reading_b = second_reading(reading_a, model_b, hook_b or (getattr(sae_b, "metadata", None) or {}).get("hook"))
+    reading_b = second_reading(reading_a, model_b, hook_b or provenance_of(sae_b).hook)
     features = neurons = None
     fires_a, fires_b = torch.zeros(sae_a.d_sae), torch.zeros(sae_b.d_sae)
     for acts_a, acts_b in paired_activations(reading_a, reading_b, batch_size, progress):

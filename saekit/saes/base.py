@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from saekit.errors import InputError
+from saekit.saes.provenance import Provenance
 from saekit.saes.sparse import Codes, gather, positive_codes, selected_pre_acts, sparse_decode
 
 
@@ -120,7 +121,7 @@ class SAE(nn.Module):
         self.d_out = int(d_out) if d_out is not None else self.d_in
         self.n_models = int(n_models)
         self.apply_b_dec_to_input = not self.is_transcoder if apply_b_dec_to_input is None else apply_b_dec_to_input
-        self.metadata: dict[str, Any] = {}
+        self.provenance = Provenance()  # where it reads its model(s): set by whoever trains or loads it
         kw = {"dtype": dtype, "device": device}
         self.W_enc = nn.Parameter(torch.empty(d_in, d_sae, **kw))
         self.W_dec = nn.Parameter(torch.empty(d_sae, self.d_out, **kw))

@@ -6,7 +6,7 @@ comparison in the paper).
     x̂ = decode(f)        [..., d_sae] → [..., d_out]       what they write back
     W_enc [d_in, d_sae]  each feature's direction in (what it reads)
     W_dec [d_sae, d_out] each feature's direction out (what it writes)
-    metadata             where it reads its model(s): model(s), hook, a transcoder's target hook, side, context
+    provenance           where it reads its model(s): model(s), hook, a transcoder's target hook, side, context
 
 d_out = d_in except for a transcoder (it writes at another hook); a crosscoder reads n_models models side by side
 (d_in = n_models · d) and writes each model's block of W_dec.
@@ -14,10 +14,12 @@ d_out = d_in except for a transcoder (it writes at another hook); a crosscoder r
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+from saekit.saes.provenance import Provenance
 
 
 @runtime_checkable
@@ -30,7 +32,7 @@ class Dictionary(Protocol):
     d_sae: int
     n_models: int
     is_transcoder: bool
-    metadata: dict[str, Any]
+    provenance: Provenance
 
     def encode(self, x: Tensor) -> Tensor: ...
 
@@ -56,7 +58,7 @@ class Neurons:
         self.d_in = self.d_out = self.d_sae = int(d_in)
         self.n_models, self.is_transcoder = 1, False
         self.dtype, self.device = dtype, torch.device(device)
-        self.metadata: dict[str, Any] = {}
+        self.provenance = Provenance()
 
     def encode(self, x: Tensor) -> Tensor:
         return x

@@ -370,7 +370,7 @@ class Trainer:
             **({"decoder_refit": self.refit._asdict()} if self.refit else {}),
             "config": dataclasses.asdict(self.cfg),
         }
-        self.sae.metadata["training"] = summary
+        self.sae.provenance = self.sae.provenance.replace(training=summary)
         return TrainResult(self.sae, history, summary)
 
     # --- checkpoints ------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ def relative_norm_figure(norms: pd.DataFrame, models: tuple[str, str] = ("A", "B
     return fig
 
 
-def matching_figure(comparison: pd.DataFrame, title: str = "crosscoder kinds against correlation matching") -> go.Figure:
+def matching_figure(comparison: pd.DataFrame,
+                    title: str = "crosscoder kinds against correlation matching") -> go.Figure:
     """Box plots of the best-match correlation (A/1 → B/1) of each crosscoder feature's nearest A/1 feature, per
     crosscoder kind (`compare_with_matching`)."""
     fig = go.Figure()

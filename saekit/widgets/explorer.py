@@ -198,7 +198,7 @@ class FeatureExplorer(widgets.VBox):
                  context_len: int | None = None, config: StoreConfig | None = None, progress: bool = True,
                  **kwargs: Any) -> FeatureExplorer:
         """Explore `sae`'s features (and the raw neurons) over `text`, stores built by
-        `saekit.analysis.browsing.explorer_data`; `text` and `context_len` default to the SAE's metadata; `kwargs`
+        `saekit.analysis.browsing.explorer_data`; `text` and `context_len` default to the SAE's provenance; `kwargs`
         go to the explorer."""
         data = browsing.explorer_data(sae, model, text, neurons=neurons, max_tokens=max_tokens,
                                       context_len=context_len, config=config, progress=progress)
