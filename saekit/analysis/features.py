@@ -48,6 +48,7 @@ from saekit.activations.windows import TokenWindows
 from saekit.analysis.encoding import encode, fired
 from saekit.analysis.logit_effects import output_weights, token_strings, top_logit_effects
 from saekit.analysis.reservoirs import BinnedSamples, GroupBest, IntervalSamples
+from saekit.errors import InputError
 from saekit.saes.dictionary import Dictionary, Neurons
 from saekit.saes.sparse import Codes
 
@@ -127,6 +128,10 @@ def build_feature_store(
     `text`: TokenWindows, a folder, strings or token ids (None: the SAE's training text); hook, side,
     context_len and exclude_special_tokens default to the SAE's provenance.
     """
+    if getattr(dictionary, "n_models", 1) > 1:
+        raise InputError("a crosscoder's feature store would read every one of its models on the same tokens, which "
+                         "feature stores do not do yet: read its features with saekit.analysis.crosscoders, or build "
+                         "stores for an SAE of each model")
     probe = dictionary if dictionary is not None else Neurons(1)
     reading = open_reading(model, text, probe, hook=hook, side=side, context_len=context_len, max_tokens=max_tokens,
                            exclude_special_tokens=exclude_special_tokens, tokenizer=tokenizer)
