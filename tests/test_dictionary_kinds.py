@@ -197,6 +197,11 @@ def test_save_and_load_keep_the_kind_and_the_outputs(arch, kind, tmp_path):
     cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
     expected = {"relu": "transcoder", "jumprelu": "jumprelu_transcoder"}.get(arch, sae.saelens_architecture)
     assert cfg["architecture"] == (expected if kind == "transcoder" else sae.saelens_architecture)
+    if kind == "transcoder":  # what SAELens's TranscoderConfig reads (it refuses apply_b_dec_to_input)
+        assert cfg["d_out"] == D_OUT and cfg["apply_b_dec_to_input"] is False
+        assert cfg["metadata"]["hook_name"] == LN_2 and cfg["metadata"]["hook_name_out"] == MLP
+    else:
+        assert "d_out" not in cfg and cfg["saekit"]["n_models"] == 2
 
 
 def test_a_saelens_transcoder_folder_loads_and_computes_its_map(tmp_path):
