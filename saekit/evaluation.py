@@ -35,9 +35,7 @@ from saekit.activations import nnsight_api as api
 from saekit.activations.nnsight_api import Site
 from saekit.activations.reading import (
     ReadSettings,
-    check_same_tokenizer,
     keep_positions,
-    open_model_at,
     open_reading,
     provenance_of,
     read_settings,
@@ -312,11 +310,8 @@ def evaluate_crosscoder(
         raise InputError(f"batch_size and max_tokens must be positive (got {batch_size}, {max_tokens})")
     settings = read_settings(crosscoder, hook, side, context_len, exclude_special_tokens)
     site = (settings.hook, settings.side)
-    reading = open_reading(models[0], text, crosscoder, max_tokens=max_tokens, tokenizer=tokenizer,
-                           **settings._asdict())
-    opened = [reading.model] + [open_model_at(m, settings)[0] for m in models[1:]]
-    for name, other in zip(models[1:], opened[1:]):
-        check_same_tokenizer(reading.tokenizer, api.get_tokenizer(other), models[0], name)
+    reading = open_reading(models, text, crosscoder, max_tokens=max_tokens, tokenizer=tokenizer, **settings._asdict())
+    opened = list(reading.models)
     names = model_keys(models)
     special = torch.tensor(reading.special_ids, dtype=torch.long)
     batches = list(split_windows(reading.windows, batch_size))

@@ -89,10 +89,3 @@ def test_a_plain_sae_is_not_a_crosscoder():
     with pytest.raises(ValueError, match="several models"):
         relative_norms(saekit.SAE.create("relu", D, D_SAE))
 
-
-def test_a_crosscoder_feature_store_is_refused_with_what_to_do_instead(tiny_lm):
-    from saekit.analysis import build_feature_store
-
-    cc = saekit.SAE.create("relu", 256, 16, n_models=2, seed=0)
-    with pytest.raises(saekit.InputError, match="crosscoder's feature store"):
-        build_feature_store(tiny_lm, torch.zeros(2, 8, dtype=torch.long), cc, hook="transformer.h.0.mlp.act")

@@ -366,3 +366,31 @@ def test_the_cli_refuses_kinds_it_cannot_build(two_models, tmp_path, capsys, ext
     code = main(["train", "--model", str(a), "--hook", LN_2, "--arch", "topk", "--k", "4", "--features", "8",
                  "--tokens", "512", "--text", str(tmp_path), "--out", str(tmp_path / "out"), *extra])
     assert code == 1 and message in capsys.readouterr().err
+
+
+def test_a_crosscoder_feature_store_reads_every_model_and_the_explorer_opens_it(two_models):
+    """The store's per-feature maxima equal a brute-force encoding of both models' hooked activations side by side;
+    the explorer shows its features with every example's context activations (both models rerun)."""
+    from saekit.analysis import StoreConfig, build_feature_store
+    from saekit.analysis.browsing import context_values
+    from saekit.widgets import FeatureExplorer
+
+    a, b = two_models
+    ids = torch.tensor(build_tokenizer()(" ".join(TEXTS))["input_ids"][:48]).view(3, 16)
+    cc = saekit.SAE.create("relu", 256, 32, n_models=2, seed=0)
+    cc.provenance = Provenance(hook=MLP_ACT, models=(str(a), str(b)), exclude_special_tokens=False)
+    with pytest.raises(saekit.InputError, match="2 model"):
+        build_feature_store(str(a), ids, cc, progress=False)
+    store = build_feature_store([str(a), str(b)], ids, cc, config=StoreConfig(n_top=3, n_per_interval=1),
+                                progress=False)
+    acts = torch.cat([hooked_outputs(m, ids, [MLP_ACT])[MLP_ACT] for m in (a, b)], dim=-1).flatten(0, 1)
+    with torch.no_grad():
+        expected = cc.encode(acts).max(0).values
+    table = store.feature_table().set_index("feature").sort_index()
+    np.testing.assert_allclose(table["max_activation"].to_numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    feature = int(expected.argmax())
+    examples = store.top_examples(feature, context=3)
+    values = context_values(store, cc, [str(a), str(b)], feature, examples)
+    assert values is not None and float(values[0].max()) == pytest.approx(float(expected[feature]), rel=1e-5)
+    explorer = FeatureExplorer(store, cc, [str(a), str(b)], name="crosscoder")
+    explorer.show(feature)

@@ -8,7 +8,7 @@ What is not given comes from the dictionary's provenance (where it was trained),
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -68,6 +68,12 @@ class Reading(NamedTuple):
     side: str
     special_ids: tuple[int, ...]  # token ids whose positions are skipped
     tokenizer: Any
+    others: tuple[Any, ...] = ()  # a crosscoder's further models, read at the same hook on the same windows
+
+    @property
+    def models(self) -> tuple[Any, ...]:
+        """Every model read, in the order a crosscoder's input holds their activations."""
+        return (self.model, *self.others)
 
 
 def keep_positions(windows: TokenWindows, special_ids: Tensor) -> Tensor:
@@ -123,11 +129,26 @@ def open_reading(
     tokenizer: Any = None,
 ) -> Reading:
     """Open `model` where `dictionary` reads it and cut the windows of `text` (see `read_settings`,
-    `text_windows`)."""
+    `text_windows`); a crosscoder's models as a list, in its training order (they must share the tokenizer)."""
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    n_models = getattr(dictionary, "n_models", 1)
+    if len(models) != n_models:
+        raise InputError(f"the dictionary reads {n_models} model(s) and {len(models)} were given: pass "
+                         f"{'a list of its models, in training order' if n_models > 1 else 'one model'}")
     settings = read_settings(dictionary, hook, side, context_len, exclude_special_tokens)
-    model, tokenizer, special = open_model_at(model, settings, tokenizer)
+    first, tokenizer, special = open_model_at(models[0], settings, tokenizer)
+    others = tuple(open_model_at(m, settings)[0] for m in models[1:])
+    for name, other in zip(models[1:], others):
+        check_same_tokenizer(tokenizer, api.get_tokenizer(other), models[0], name)
     windows = text_windows(text, dictionary, tokenizer, settings.context_len, max_tokens)
-    return Reading(model, windows, settings.hook, settings.side, special, tokenizer)
+    return Reading(first, windows, settings.hook, settings.side, special, tokenizer, others)
+
+
+def read_models(models: Sequence[Any], input_ids: Tensor, attention_mask: Tensor, hook: str,
+                side: str = "output") -> Tensor:
+    """Activations [batch, seq, Σ d] at `hook` of every model on the same tokens, side by side (one model: its own)."""
+    acts = [api.get_activations(model, input_ids, attention_mask, hook, side) for model in models]
+    return acts[0] if len(acts) == 1 else torch.cat([a.to(acts[0].dtype) for a in acts], dim=-1)
 
 
 class ActivationChunk(NamedTuple):
@@ -150,7 +171,6 @@ def reading_activations(reading: Reading, batch_size: int = 32, progress: bool =
         for start in range(0, n, batch_size):
             batch = TokenWindows(*(t[start : start + batch_size] for t in windows))
             keep = keep_positions(batch, special)
-            acts = api.get_activations(reading.model, batch.input_ids, batch.attention_mask, reading.hook,
-                                       reading.side)
+            acts = read_models(reading.models, batch.input_ids, batch.attention_mask, reading.hook, reading.side)
             bar.update(int(keep.sum()))
             yield ActivationChunk(flat[start : start + batch_size][keep], acts[keep.to(acts.device)].float())

@@ -42,13 +42,13 @@ from saekit.activations.reading import (
     Reading,
     open_reading,
     provenance_of,
+    read_models,
     reading_activations,
 )
 from saekit.activations.windows import TokenWindows
 from saekit.analysis.encoding import encode, fired
 from saekit.analysis.logit_effects import output_weights, token_strings, top_logit_effects
 from saekit.analysis.reservoirs import BinnedSamples, GroupBest, IntervalSamples
-from saekit.errors import InputError
 from saekit.saes.dictionary import Dictionary, Neurons
 from saekit.saes.sparse import Codes
 
@@ -123,15 +123,12 @@ def build_feature_store(
     config: StoreConfig = StoreConfig(),
     progress: bool = True,
 ) -> FeatureStore:
-    """One pass over `text` through `model` and `dictionary` (an SAE; None: the raw neurons at `hook`).
+    """One pass over `text` through `model` and `dictionary` (an SAE; None: the raw neurons at `hook`; a crosscoder
+    with its models as a list, its logit effects read in the first).
 
     `text`: TokenWindows, a folder, strings or token ids (None: the SAE's training text); hook, side,
     context_len and exclude_special_tokens default to the SAE's provenance.
     """
-    if getattr(dictionary, "n_models", 1) > 1:
-        raise InputError("a crosscoder's feature store would read every one of its models on the same tokens, which "
-                         "feature stores do not do yet: read its features with saekit.analysis.crosscoders, or build "
-                         "stores for an SAE of each model")
     probe = dictionary if dictionary is not None else Neurons(1)
     reading = open_reading(model, text, probe, hook=hook, side=side, context_len=context_len, max_tokens=max_tokens,
                            exclude_special_tokens=exclude_special_tokens, tokenizer=tokenizer)
@@ -216,6 +213,7 @@ def _logit_table(reading: Reading, dictionary: Dictionary,
     vocab = token_strings(reading.tokenizer, weights.W_U.shape[0])
     with torch.no_grad():
         directions = dictionary.W_dec.detach().float().cpu()
+        directions = directions[:, : directions.shape[1] // getattr(dictionary, "n_models", 1)]  # the first model's
     return vocab, top_logit_effects(directions, weights, vocab, config.n_logits), None
 
 
@@ -406,8 +404,9 @@ def load_feature_store(folder: str | Path) -> FeatureStore:
 def window_activations(
     model: Any, dictionary: Dictionary, windows: TokenWindows, features: Sequence[int], hook: str, side: str = "output"
 ) -> Tensor:
-    """Activations [n_windows, context_len, len(features)] of chosen features at every position."""
-    model = api.load_model(model)
-    acts = api.get_activations(model, windows.input_ids, windows.attention_mask, hook, side)
+    """Activations [n_windows, context_len, len(features)] of chosen features at every position (`model`: a
+    crosscoder's models as a list)."""
+    models = [api.load_model(m) for m in (model if isinstance(model, (list, tuple)) else [model])]
+    acts = read_models(models, windows.input_ids, windows.attention_mask, hook, side)
     f = encode(dictionary, acts.reshape(-1, acts.shape[-1]))[:, list(features)]
     return f.reshape(*acts.shape[:2], len(features)).cpu()
