@@ -394,3 +394,24 @@ def test_a_crosscoder_feature_store_reads_every_model_and_the_explorer_opens_it(
     assert values is not None and float(values[0].max()) == pytest.approx(float(expected[feature]), rel=1e-5)
     explorer = FeatureExplorer(store, cc, [str(a), str(b)], name="crosscoder")
     explorer.show(feature)
+
+
+def test_the_viewers_data_opens_transcoders_and_crosscoders(two_models):
+    """Explorer, map and splitting data for a family of each kind (sizes 16 and 32)."""
+    from saekit.analysis.browsing import explorer_data, map_stores, splitting_data
+
+    a, b = two_models
+    ids = torch.tensor(build_tokenizer()(" ".join(TEXTS))["input_ids"][:48]).view(3, 16)
+    transcoders = [saekit.SAE.create("topk", 32, n, d_out=32, k=4, seed=0) for n in (16, 32)]
+    crosscoders = [saekit.SAE.create("topk", 256, n, n_models=2, k=4, seed=0) for n in (16, 32)]
+    for sae in transcoders:
+        sae.provenance = Provenance(hook=LN_2, target_hook=MLP, exclude_special_tokens=False)
+    for sae in crosscoders:
+        sae.provenance = Provenance(hook=MLP_ACT, models=(str(a), str(b)), exclude_special_tokens=False)
+    for family, model in ((transcoders, str(a)), (crosscoders, [str(a), str(b)])):
+        split = splitting_data(model, family, ids, progress=False)
+        assert len(split.stores) == 2 and {"size_from", "size_to"} <= set(split.edges.columns)
+        stores = map_stores({"small": family[0]}, model, ids)
+        assert stores["small"].n_features == 16
+        data = explorer_data(family[1], model, ids, progress=False)
+        assert data.features.n_features == 32 and data.neurons.n_features == (32 if family is transcoders else 128)

@@ -89,21 +89,29 @@ def explorer_data(sae: Dictionary, model: Any, text: Any = None, *, neurons: boo
                   context_len: int | None = None, config: StoreConfig | None = None,
                   progress: bool = True) -> ExplorerData:
     """The feature store of `sae` over `text` (default: its provenance's) and, with `neurons`, the raw neurons'."""
-    model = api.load_model(model)
+    model = load_models(model)
     config = config or StoreConfig()
     store = build_feature_store(model, text, sae, max_tokens=max_tokens, context_len=context_len, config=config,
                                 progress=progress)
     neuron_store = None
     if neurons:
-        neuron_store = build_feature_store(model, store.windows(), None, hook=store.meta["hook"],
+        first = model[0] if isinstance(model, list) else model  # a crosscoder's: the first model's neurons
+        neuron_store = build_feature_store(first, store.windows(), None, hook=store.meta["hook"],
                                            side=store.meta["side"], config=config, progress=progress)
     return ExplorerData(model, store, neuron_store)
+
+
+def load_models(model: Any) -> Any:
+    """A model loaded through nnsight, or a crosscoder's models (a list) each loaded."""
+    if isinstance(model, (list, tuple)):
+        return [api.load_model(m) for m in model]
+    return api.load_model(model)
 
 
 def map_stores(saes: Mapping[str, Dictionary], model: Any, text: Any,
                max_tokens: int = 50_000) -> dict[str, FeatureStore]:
     """A feature store per dictionary (name → SAE) over `text`, for the map's hovers and explorer."""
-    model = api.load_model(model)
+    model = load_models(model)
     return {name: build_feature_store(model, text, sae, max_tokens=max_tokens, progress=False)
             for name, sae in saes.items()}
 
@@ -119,7 +127,7 @@ class SplittingData(NamedTuple):
 def splitting_data(model: Any, saes: Sequence[Dictionary], text: Any, *, threshold: float = DEFAULT_THRESHOLD,
                    max_tokens: int = 100_000, progress: bool = True, **settings: Any) -> SplittingData:
     """Link `saes` (same model and hook) over `text` and build their stores (`settings`: hook, context_len, ...)."""
-    model = api.load_model(model)
+    model = load_models(model)
     split = split_similarities(model, text, saes, max_tokens=max_tokens, progress=progress, **settings)
     stores = [build_feature_store(model, text, sae, max_tokens=max_tokens, progress=progress, **settings)
               for sae in saes]
