@@ -34,7 +34,9 @@ def test_peak_memory_does_not_grow_with_the_text(tiny_lm_dir, tmp_path):
     ids = rng.integers(1, 300, size=3_000_000)  # 24 MB of int64 ids, 10x as many as the small run
     np.save(small, ids[:300_000])
     np.save(large, ids)
-    base = peak_rss_mb(tiny_lm_dir, small, 20_000, tmp_path / "a")
-    more = peak_rss_mb(tiny_lm_dir, large, 200_000, tmp_path / "b")
-    print(f"peak RSS: {base:.1f} MiB (20k tokens), {more:.1f} MiB (200k tokens)")
+    # a process's peak varies by ±5 MiB from run to run (most of it is the ~500 MiB of imports): the median of three
+    runs = {n: [peak_rss_mb(tiny_lm_dir, path, n, tmp_path / f"{n}-{i}") for i in range(3)]
+            for n, path in ((20_000, small), (200_000, large))}
+    base, more = (float(np.median(peaks)) for peaks in runs.values())
+    print(f"peak RSS: {base:.1f} MiB (20k tokens), {more:.1f} MiB (200k tokens); runs {runs}")
     assert more - base < 12, f"peak RSS {base:.0f} MiB for 20k tokens, {more:.0f} MiB for 200k"
