@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from saekit.activations.sites import SITES
 from saekit.errors import InputError
 
 if TYPE_CHECKING:
@@ -100,7 +101,12 @@ def _add_train(commands) -> None:
     train.add_argument("--model", required=True, action="append", metavar="NAME_OR_DIR",
                        help="Hugging Face hub name or model folder; repeat it to train a crosscoder over several "
                             "models (they must share a tokenizer)")
-    train.add_argument("--hook", required=True, metavar="MODULE.PATH", help="module path, e.g. transformer.h.0.mlp.act")
+    train.add_argument("--hook", default=None, metavar="MODULE.PATH",
+                       help="module path, e.g. transformer.h.0.mlp.act (or --layer and --site)")
+    train.add_argument("--layer", type=int, default=None, metavar="N",
+                       help="with --site: the block to read (negative counts from the end)")
+    train.add_argument("--site", choices=SITES, default=None,
+                       help="with --layer: a site any common family has, resolved to its module path (printed)")
     train.add_argument("--target-hook", default=None, metavar="MODULE.PATH",
                        help="train a transcoder: read --hook, reconstruct this module's activations (e.g. --hook "
                             "transformer.h.0.ln_2 --target-hook transformer.h.0.mlp)")
@@ -317,7 +323,27 @@ def check_train_args(args: argparse.Namespace) -> None:
     check_out(args.out)
     check_device(args.device)
     check_text(args)
+    check_where(args)
     check_dictionary_kind(args)
+
+
+def check_where(args: argparse.Namespace) -> None:
+    """Where to read: --hook, or --layer with --site."""
+    if (args.layer is None) != (args.site is None):
+        raise CliError("--layer and --site go together: pass both (e.g. --layer 6 --site resid_post), or --hook")
+    if (args.hook is None) == (args.site is None):
+        raise CliError("pass --hook MODULE.PATH, or --layer N --site " + "|".join(SITES) + " (one of the two)")
+
+
+def with_site_resolved(args: argparse.Namespace, model: Any) -> argparse.Namespace:
+    """`args` with --layer/--site turned into --hook and --hook-side for `model` (printed); as given otherwise."""
+    from saekit.activations.sites import resolve_site
+
+    if args.site is None:
+        return args
+    hook, side = resolve_site(model, args.layer, args.site)
+    print(f"site {args.site} of layer {args.layer}: {hook} ({side})")
+    return argparse.Namespace(**{**vars(args), "hook": hook, "hook_side": side})
 
 
 def check_dictionary_kind(args: argparse.Namespace) -> None:
@@ -358,6 +384,7 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "model": _resolved(args.model[0]) if len(args.model) == 1 else [_resolved(m) for m in args.model],
         "hook": args.hook, "hook_side": args.hook_side, "arch": args.arch,
+        **({"layer": args.layer, "site": args.site} if args.site else {}),
         **({"target_hook": args.target_hook, "target_side": args.target_side} if args.target_hook else {}),
         "features": args.features, "k": _effective_k(args), "l1": args.l1, "lr": args.lr, "recipe": args.recipe,
         "tokens": args.tokens, "text": _resolved(args.text), "dataset": args.dataset,
@@ -528,6 +555,9 @@ def _train_in(out: Path, args: argparse.Namespace) -> int:
     train_cfg = _train_config_from_args(args, checkpoints if every else None, every)
     resume = _resume_point(args, checkpoints)
     text = _text(args)
+    models = [load_model(m, device=args.device, trust_remote_code=args.trust_remote_code) for m in args.model]
+    model = models[0]
+    args = with_site_resolved(args, model)
     config = ActivationConfig(
         hook=args.hook, hook_side=args.hook_side, target_hook=args.target_hook, target_side=args.target_side,
         context_len=args.context_len, batch_size=args.batch_size,
@@ -535,8 +565,6 @@ def _train_in(out: Path, args: argparse.Namespace) -> int:
         exclude_special_tokens=not args.include_special_tokens, total_tokens=args.tokens + args.refit_tokens,
         seed=args.seed,
     )
-    models = [load_model(m, device=args.device, trust_remote_code=args.trust_remote_code) for m in args.model]
-    model = models[0]
     if args.finetune_tokens and not has_lm_head(model):
         raise CliError(f"--finetune-tokens needs next-token logits and {args.model[0]} has no language-model head: "
                        "drop the flag (--refit-tokens fits the decoder without one)")
