@@ -57,10 +57,9 @@ def test_the_residual_stream_adds_up(family):
                                    rtol=1e-4, atol=1e-5)
 
 
-def test_gpt2_sites_are_the_usual_paths(family):
-    name, model = family
-    if name != "gpt2":
-        pytest.skip("GPT-2's paths")
+def test_gpt2_sites_are_the_usual_paths():
+    cls, config = FAMILIES["gpt2"]
+    model = api.load_model(cls(config).eval())
     assert resolve_site(model, 1, "mlp_act") == ("transformer.h.1.mlp.c_proj", "input")
     assert resolve_site(model, 0, "attn_out") == ("transformer.h.0.attn.c_proj", "output")
     assert resolve_site(model, -1, "resid_post") == ("transformer.h.1", "output")
