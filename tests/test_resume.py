@@ -68,7 +68,7 @@ def _same_weights(a: saekit.SAE, b: saekit.SAE) -> None:
 def test_resumed_run_is_bit_identical_and_skips_the_seen_text(tiny_lm, text_dir, tmp_path, monkeypatch, arch):
     forwards: list[int] = []  # tokens the model ran on
     real = api.get_activations
-    monkeypatch.setattr("saekit.activations.source.get_activations",
+    monkeypatch.setattr("saekit.activations.nnsight_api.get_activations",
                         lambda model, ids, *a, **k: forwards.append(ids.numel()) or real(model, ids, *a, **k))
     whole = _sae(arch)
     full = saekit.train(whole, _source(tiny_lm, text_dir), _config(tmp_path / "a"), progress=False)

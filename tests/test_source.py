@@ -135,7 +135,7 @@ def test_batches_from_matches_a_full_pass_and_skips_the_model(tiny_lm, text_dir,
         return real(model, input_ids, *args, **kw)
 
     source.d_in  # noqa: B018  (the width probe is one forward of its own)
-    monkeypatch.setattr("saekit.activations.source.get_activations", counting)
+    monkeypatch.setattr("saekit.activations.nnsight_api.get_activations", counting)
     again = list(source.batches_from(first))
     assert len(again) == len(whole) - first
     for a, b in zip(again, whole[first:]):

@@ -102,6 +102,17 @@ def open_model_at(model: Any, settings: ReadSettings, tokenizer: Any = None,
     return model, tokenizer, special
 
 
+def open_models_at(models: Sequence[Any], settings: ReadSettings, tokenizer: Any = None,
+                   device: str | torch.device = "cpu") -> tuple[list[Any], Any, tuple[int, ...]]:
+    """`open_model_at` for each of a crosscoder's models (one model: a list of one), the tokenizer and special tokens
+    the first one's; the others must cut text the same way."""
+    first, tokenizer, special = open_model_at(models[0], settings, tokenizer, device=device)
+    others = [open_model_at(m, settings, device=device)[0] for m in models[1:]]
+    for name, other in zip(models[1:], others):
+        check_same_tokenizer(tokenizer, api.get_tokenizer(other), models[0], name)
+    return [first, *others], tokenizer, special
+
+
 def text_windows(text: Any, dictionary: Dictionary, tokenizer: Any, context_len: int,
                  max_tokens: int | None) -> TokenWindows:
     """`text` (any form `token_source` takes; None: the text the dictionary's provenance names) as the first windows
@@ -136,12 +147,9 @@ def open_reading(
         raise InputError(f"the dictionary reads {n_models} model(s) and {len(models)} were given: pass "
                          f"{'a list of its models, in training order' if n_models > 1 else 'one model'}")
     settings = read_settings(dictionary, hook, side, context_len, exclude_special_tokens)
-    first, tokenizer, special = open_model_at(models[0], settings, tokenizer)
-    others = tuple(open_model_at(m, settings)[0] for m in models[1:])
-    for name, other in zip(models[1:], others):
-        check_same_tokenizer(tokenizer, api.get_tokenizer(other), models[0], name)
+    opened, tokenizer, special = open_models_at(models, settings, tokenizer)
     windows = text_windows(text, dictionary, tokenizer, settings.context_len, max_tokens)
-    return Reading(first, windows, settings.hook, settings.side, special, tokenizer, others)
+    return Reading(opened[0], windows, settings.hook, settings.side, special, tokenizer, tuple(opened[1:]))
 
 
 def read_models(models: Sequence[Any], input_ids: Tensor, attention_mask: Tensor, hook: str,

@@ -23,14 +23,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from saekit.activations import nnsight_api as api
 from saekit.activations.buffer import ActivationBuffer
-from saekit.activations.nnsight_api import SIDES, check_hook, get_activations, model_name, read_sites
+from saekit.activations.nnsight_api import SIDES, check_hook, model_name
 from saekit.activations.reading import (
     DEFAULT_CONTEXT_LEN,
     ReadSettings,
-    check_same_tokenizer,
     keep_positions,
-    open_model_at,
+    open_models_at,
+    read_models,
 )
 from saekit.activations.windows import TokenWindows, token_source
 from saekit.errors import InputError
@@ -107,11 +108,8 @@ class ActivationSource:
             raise InputError("a transcoder reads one model: pass one model with target_hook, or several models "
                              "without it (a crosscoder)")
         settings = ReadSettings(config.hook, config.hook_side, config.context_len, config.exclude_special_tokens)
-        opened = [open_model_at(m, settings, tokenizer, device=config.device) for m in models]
-        self.models = [m for m, _, _ in opened]
-        self.model, self.tokenizer, special = opened[0]
-        for other, (_, other_tokenizer, _) in zip(models[1:], opened[1:]):
-            check_same_tokenizer(self.tokenizer, other_tokenizer, models[0], other)
+        self.models, self.tokenizer, special = open_models_at(models, settings, tokenizer, device=config.device)
+        self.model = self.models[0]
         if config.target_hook is not None:
             check_hook(self.model, config.target_hook)
         self.tokens = token_source(text, self.tokenizer, config.context_len, config.model_batch_size)
@@ -146,13 +144,16 @@ class ActivationSource:
         ids, mask = windows.input_ids, windows.attention_mask
         if cfg.target_hook is not None:
             sites = [(cfg.hook, cfg.hook_side), (cfg.target_hook, cfg.target_side)]
-            return read_sites(self.model, ids, mask, sites)[0]
-        return [get_activations(model, ids, mask, cfg.hook, cfg.hook_side) for model in self.models]
+            return api.read_sites(self.model, ids, mask, sites)[0]
+        return [api.get_activations(model, ids, mask, cfg.hook, cfg.hook_side) for model in self.models]
 
     def _acts(self, windows: TokenWindows) -> Tensor:
         """Activations [batch, seq, width] of one batch of windows: the reads side by side."""
+        cfg = self.config
+        if cfg.target_hook is None:
+            return read_models(self.models, windows.input_ids, windows.attention_mask, cfg.hook, cfg.hook_side)
         reads = self._reads(windows)
-        return reads[0] if len(reads) == 1 else torch.cat([r.to(reads[0].dtype) for r in reads], dim=-1)
+        return torch.cat([r.to(reads[0].dtype) for r in reads], dim=-1)
 
     def keep_mask(self, windows: TokenWindows) -> Tensor:
         """[batch, seq] bool: real tokens that are not special tokens."""
