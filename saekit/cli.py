@@ -568,7 +568,7 @@ def _train_in(out: Path, args: argparse.Namespace) -> int:
     if args.finetune_tokens and not has_lm_head(model):
         raise CliError(f"--finetune-tokens needs next-token logits and {args.model[0]} has no language-model head: "
                        "drop the flag (--refit-tokens fits the decoder without one)")
-    source = ActivationSource(models if len(models) > 1 else model, text, config, progress=False)
+    source = ActivationSource(models, text, config, progress=False)
     sae_kwargs = {"k": args.k} if args.k is not None else {}
     sae = SAE.create(
         args.arch, d_in=source.d_in, n_features=args.features, d_out=source.d_out, n_models=len(models),

@@ -331,7 +331,7 @@ def train_demo_sae(spec: SAESpec, model_folders: Sequence[Path], train_tokens: P
     context = context_length(model)
     tokens = np.load(train_tokens, mmap_mode="r")
     windows = shuffled_windows(tokens, context, profile.seed)
-    source = ActivationSource(loaded if len(loaded) > 1 else model, windows,
+    source = ActivationSource(loaded, windows,
                               spec.activation_config(context, profile.batch_size, profile.seed), progress=False)
     sae = SAE.create(spec.arch, source.d_in, spec.n_features, d_out=source.d_out, n_models=len(loaded),
                      seed=profile.seed, **spec.hyperparams())

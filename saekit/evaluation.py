@@ -268,7 +268,7 @@ def evaluate_many(
             y_hat = sae.decode(f)
             sae_stats.update(y, f, y_hat)
             if lm:
-                sae_loss.update(api.spliced_logits(model, *batch, *target[:1], _put(keep, y_hat), target[1]), batch)
+                sae_loss.update(api.spliced_logits(model, *batch, target[0], _put(keep, y_hat), target[1]), batch)
     if lm:
         _mean_ablation(model, batches, special, target, stats[0].mean, shared["mean_ablated"], progress)
     return [_result(sae_stats.metrics(dense_threshold), {**shared, "spliced": loss} if lm else None)
@@ -323,11 +323,8 @@ def evaluate_crosscoder(
     losses = [{name: LossSum() for name in ("clean", "zero_ablated", "mean_ablated", "spliced")} for _ in opened]
     for batch in tqdm(batches, desc="evaluate crosscoder", disable=not progress):
         keep = keep_positions(batch, special)
-        x = torch.cat([_clean_pass(crosscoder, m, [site], batch, keep, loss if lm else None, width)[0]
+        x = torch.cat([_clean_pass(crosscoder, m, [site], batch, keep, loss if lm else None, width)[0]  # widths checked
                        for m, loss, width in zip(opened, losses, (b.stop - b.start for b in blocks))], dim=1)
-        if x.shape[1] != crosscoder.d_in:
-            raise InputError(f"the crosscoder reads d_in={crosscoder.d_in} but its models give {x.shape[1]} together: "
-                             "pass the models and hook it was trained on")
         f = crosscoder.encode(x)
         x_hat = crosscoder.decode(f)
         overall.update(x, f, x_hat)
@@ -337,7 +334,7 @@ def evaluate_crosscoder(
                 logits = api.spliced_logits(opened[m], *batch, site[0], _put(keep, x_hat[:, block]), site[1])
                 losses[m]["spliced"].update(logits, batch)
     per_model = {}
-    for name, m in zip(names, range(len(opened))):
+    for m, name in enumerate(names):
         if lm:
             _mean_ablation(opened[m], batches, special, site, stats[m].mean, losses[m]["mean_ablated"], progress)
         per_model[name] = _result(stats[m].metrics(dense_threshold), losses[m] if lm else None)
