@@ -13,11 +13,14 @@ finished one alone.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import inspect
 import json
 import math
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +41,9 @@ examples:
       --features 1024 --tokens 500000 --text corpus/ --out runs/relu-1k
   saekit eval runs/gpt2-l0-topk --json
   saekit eval runs/gpt2-l0-topk --text heldout/ --tokens 50000
+  saekit cache --model gpt2 --hook transformer.h.6 --text corpus/ --tokens 10000000 --out cache/gpt2-l6
+  saekit train --from-cache cache/gpt2-l6 --arch topk --features 16384 --tokens 10000000 --out runs/l6
+  torchrun --nproc-per-node 2 -m saekit train --from-cache cache/gpt2-l6 ... (or saekit train --nproc 2 ...)
 
 A killed `saekit train` resumes from its last checkpoint when the same command is run again; a
 finished one is left as it is.
@@ -66,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(commands)
     _add_train(commands)
+    _add_cache(commands)
     _add_eval(commands)
     return parser
 
@@ -74,6 +81,22 @@ def _add_demo(commands) -> None:
     demo = commands.add_parser("demo", help="build the offline demo: corpus, tokenizer, models, SAEs, table")
     demo.add_argument("--profile", choices=("quick", "full"), default="quick", help="quick (CI, minutes) or full")
     demo.add_argument("--out", type=Path, default=None, metavar="DIR", help="cache folder for what the demo builds")
+
+
+def _add_site_args(parser: argparse.ArgumentParser) -> None:
+    """Where the model is read: --hook, or --layer with --site; a transcoder's --target-hook."""
+    parser.add_argument("--hook", default=None, metavar="MODULE.PATH",
+                        help="module path, e.g. transformer.h.0.mlp.act (or --layer and --site)")
+    parser.add_argument("--layer", type=int, default=None, metavar="N",
+                        help="with --site: the block to read (negative counts from the end)")
+    parser.add_argument("--site", choices=SITES, default=None,
+                        help="with --layer: a site any common family has, resolved to its module path (printed)")
+    parser.add_argument("--hook-side", choices=("output", "input"), default="output", help="module output or input")
+    parser.add_argument("--target-hook", default=None, metavar="MODULE.PATH",
+                        help="a transcoder's: read --hook, reconstruct this module's activations (e.g. --hook "
+                             "transformer.h.0.ln_2 --target-hook transformer.h.0.mlp)")
+    parser.add_argument("--target-side", choices=("output", "input"), default="output",
+                        help="the target module's output (default) or input")
 
 
 def _add_text_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -98,24 +121,17 @@ def _add_train(commands) -> None:
                     "is saved. Rerunning the same command resumes from the last checkpoint, or, for a finished "
                     "run, changes nothing; a command with other settings and the same --out is refused.",
     )
-    train.add_argument("--model", required=True, action="append", metavar="NAME_OR_DIR",
+    train.add_argument("--model", action="append", metavar="NAME_OR_DIR",
                        help="Hugging Face hub name or model folder; repeat it to train a crosscoder over several "
                             "models (they must share a tokenizer)")
-    train.add_argument("--hook", default=None, metavar="MODULE.PATH",
-                       help="module path, e.g. transformer.h.0.mlp.act (or --layer and --site)")
-    train.add_argument("--layer", type=int, default=None, metavar="N",
-                       help="with --site: the block to read (negative counts from the end)")
-    train.add_argument("--site", choices=SITES, default=None,
-                       help="with --layer: a site any common family has, resolved to its module path (printed)")
-    train.add_argument("--target-hook", default=None, metavar="MODULE.PATH",
-                       help="train a transcoder: read --hook, reconstruct this module's activations (e.g. --hook "
-                            "transformer.h.0.ln_2 --target-hook transformer.h.0.mlp)")
-    train.add_argument("--target-side", choices=("output", "input"), default="output",
-                       help="the target module's output (default) or input")
+    _add_site_args(train)
+    train.add_argument("--from-cache", type=Path, default=None, metavar="DIR",
+                       help="train on the activations `saekit cache` wrote to DIR (instead of --model, the site and "
+                            "--text: the cache records them; a transcoder or crosscoder cache trains one)")
     train.add_argument("--arch", required=True, metavar="ARCH", help="relu, topk, batchtopk or jumprelu")
     train.add_argument("--features", type=int, required=True, metavar="N", help="dictionary size (number of features)")
     train.add_argument("--tokens", type=int, required=True, metavar="N", help="activation vectors to train on")
-    _add_text_args(train, required=True)
+    _add_text_args(train, required=False)
     train.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to save the SAE in")
     train.add_argument("--k", type=int, default=None, help="topk/batchtopk: active features per token (default: 32)")
     train.add_argument("--l1", type=float, default=None, help="relu: L1 coefficient")
@@ -132,7 +148,6 @@ def _add_train(commands) -> None:
                        help="activations per step (default: 4096, or smaller where --tokens would give under 1,000 "
                             "steps: see saekit.training.config.batch_size_for)")
     train.add_argument("--context-len", type=int, default=128, help="tokens per context window (default: 128)")
-    train.add_argument("--hook-side", choices=("output", "input"), default="output", help="module output or input")
     train.add_argument("--include-special-tokens", action="store_true", help="keep BOS/EOS/PAD positions")
     train.add_argument("--buffer-mb", type=int, default=256, help="shuffle buffer budget in MiB (default: 256)")
     train.add_argument("--dtype", default="float32", help="activation and SAE dtype (default: float32)")
@@ -143,7 +158,32 @@ def _add_train(commands) -> None:
                             "one batch, in whole batches; 0: no checkpoints, so a killed run starts over)")
     train.add_argument("--resume", type=Path, default=None, metavar="DIR",
                        help="resume from this checkpoint (or the latest in this folder) instead of OUT/checkpoints")
+    train.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="train data-parallel on N processes (torchrun on this machine: gloo on CPU, one GPU per "
+                            "process with --device cuda); --batch-size stays the global batch (default: 1)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_cache(commands) -> None:
+    cache = commands.add_parser(
+        "cache", help="write a model's activations to disk, for `saekit train --from-cache`",
+        description="Read the model(s) at the site over the text once and write the activations to OUT in shards "
+                    "(safetensors) with a manifest. Rerunning the same command continues a killed cache and leaves a "
+                    "finished one alone.",
+    )
+    cache.add_argument("--model", required=True, action="append", metavar="NAME_OR_DIR",
+                       help="hub name or model folder; repeat it for a crosscoder's models (same tokenizer)")
+    _add_site_args(cache)
+    cache.add_argument("--tokens", type=int, required=True, metavar="N", help="activation vectors to write")
+    _add_text_args(cache, required=True)
+    cache.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the cache in")
+    cache.add_argument("--context-len", type=int, default=128, help="tokens per context window (default: 128)")
+    cache.add_argument("--include-special-tokens", action="store_true", help="keep BOS/EOS/PAD positions")
+    cache.add_argument("--dtype", default="float32", help="stored dtype (default: float32; bfloat16 halves the disk)")
+    cache.add_argument("--shard-mb", type=int, default=128, help="MiB per shard file (default: 128)")
+    cache.add_argument("--model-batch-size", type=int, default=32, help="context windows per forward (default: 32)")
+    _add_model_args(cache)
+    cache.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_eval(commands) -> None:
@@ -311,7 +351,7 @@ def check_rates(args: argparse.Namespace) -> None:
 
 def check_train_args(args: argparse.Namespace) -> None:
     """Every check `saekit train` can make before loading a model."""
-    check_positive(args, ("features", "tokens", "batch_size", "context_len", "buffer_mb", "k"))
+    check_positive(args, ("features", "tokens", "batch_size", "context_len", "buffer_mb", "k", "nproc"))
     check_arch(args)
     check_rates(args)
     if args.refit_tokens < 0:
@@ -322,9 +362,41 @@ def check_train_args(args: argparse.Namespace) -> None:
     check_dtype_name(args.dtype)
     check_out(args.out)
     check_device(args.device)
+    if args.from_cache is not None:
+        check_cache_use(args)
+        return
+    if not args.model:
+        raise CliError("pass --model NAME_OR_DIR (with --hook and --text), or --from-cache DIR")
+    if args.text is None and args.dataset is None:
+        raise CliError("pass --text DIR or --dataset NAME: the text to read the model on (or train --from-cache DIR)")
     check_text(args)
     check_where(args)
     check_dictionary_kind(args)
+
+
+def check_cache_use(args: argparse.Namespace) -> None:
+    """--from-cache names a complete cache, and the flags the cache already settles are left out."""
+    from saekit.activations.cache import open_cache
+
+    given = [_option(name) for name in ("model", "hook", "layer", "site", "target_hook", "text", "dataset")
+             if getattr(args, name)]
+    if given:
+        raise CliError(f"--from-cache reads where the cache was written from: drop {', '.join(given)}")
+    if args.finetune_tokens:
+        raise CliError("--finetune-tokens runs the model, which a cache does not hold: drop it (--refit-tokens works)")
+    open_cache(args.from_cache)
+
+
+def check_cache_args(args: argparse.Namespace) -> None:
+    """Every check `saekit cache` can make before loading a model."""
+    check_positive(args, ("tokens", "context_len", "shard_mb", "model_batch_size"))
+    check_dtype_name(args.dtype)
+    check_out(args.out)
+    check_device(args.device)
+    check_text(args)
+    check_where(args)
+    if len(args.model) > 1 and args.target_hook is not None:
+        raise CliError("--target-hook reads one model (a transcoder's): pass one --model, or drop --target-hook")
 
 
 def check_where(args: argparse.Namespace) -> None:
@@ -342,7 +414,7 @@ def with_site_resolved(args: argparse.Namespace, model: Any) -> argparse.Namespa
     if args.site is None:
         return args
     hook, side = resolve_site(model, args.layer, args.site)
-    print(f"site {args.site} of layer {args.layer}: {hook} ({side})")
+    say(f"site {args.site} of layer {args.layer}: {hook} ({side})")
     return argparse.Namespace(**{**vars(args), "hook": hook, "hook_side": side})
 
 
@@ -380,7 +452,13 @@ def _resolved(path: str | Path | None) -> str | None:
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The settings that decide the trained SAE: recorded in OUT/run.json and compared when a command is rerun.
 
-    Where it runs (--device), checkpoint spacing, --resume and display options are left out."""
+    Where it runs (--device, --nproc), checkpoint spacing, --resume and display options are left out."""
+    if args.from_cache is not None:
+        return {"from_cache": _resolved(args.from_cache), "cache_shards": cache_digest(args.from_cache),
+                "arch": args.arch, "features": args.features, "k": _effective_k(args), "l1": args.l1, "lr": args.lr,
+                "recipe": args.recipe, "tokens": args.tokens, "batch_size": args.batch_size,
+                "buffer_mb": args.buffer_mb, "dtype": args.dtype, "seed": args.seed,
+                **({"refit_tokens": args.refit_tokens} if args.refit_tokens else {})}
     return {
         "model": _resolved(args.model[0]) if len(args.model) == 1 else [_resolved(m) for m in args.model],
         "hook": args.hook, "hook_side": args.hook_side, "arch": args.arch,
@@ -394,6 +472,14 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         **({"refit_tokens": args.refit_tokens} if args.refit_tokens else {}),
         **({"finetune_tokens": args.finetune_tokens} if args.finetune_tokens else {}),
     }
+
+
+def cache_digest(folder: Path) -> str:
+    """A digest of a cache's shard hashes: a rerun on a cache written again from other activations differs."""
+    from saekit.activations.cache import open_cache
+
+    shards = [shard.sha256 for shard in open_cache(folder).shards]
+    return hashlib.sha256(" ".join(shards).encode()).hexdigest()[:16]
 
 
 def read_run_record(out: Path) -> dict[str, Any] | None:
@@ -513,12 +599,51 @@ def _resume_point(args: argparse.Namespace, checkpoints: Path) -> Path | None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from saekit.folder_lock import folder_lock
+    from saekit.training.distributed import DataParallel
 
     check_train_args(args)
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_ranks(args)
     args = with_chosen_defaults(args)
     out = Path(args.out)
-    with folder_lock(out, "saekit train"):
-        return _train_in(out, args)
+    parallel = DataParallel.from_environment(args.device)
+    if parallel is None:
+        with folder_lock(out, "saekit train"):
+            return _train_in(out, args, None)
+    try:
+        if not parallel.is_main:
+            return _train_in(out, args, parallel)
+        with folder_lock(out, "saekit train"):
+            return _train_in(out, args, parallel)
+    finally:
+        parallel.close()
+
+
+def launch_ranks(args: argparse.Namespace) -> int:
+    """`saekit train --nproc N ...`: the same command under torchrun, N processes on this machine."""
+    argv, skip = [], False
+    for word in args.argv:
+        if skip:
+            skip = False
+        elif word == "--nproc":
+            skip = True
+        elif not word.startswith("--nproc="):
+            argv.append(word)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "saekit", *argv]
+    print(f"launching {args.nproc} ranks: torchrun --standalone --nproc-per-node={args.nproc} -m saekit "
+          + " ".join(argv), flush=True)
+    return subprocess.call(command)
+
+
+def is_main_process() -> bool:
+    """Whether this process prints: the only one, or rank 0 under torchrun."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def say(message: str) -> None:
+    if is_main_process():
+        print(message, flush=True)
 
 
 def with_chosen_defaults(args: argparse.Namespace) -> argparse.Namespace:
@@ -529,64 +654,116 @@ def with_chosen_defaults(args: argparse.Namespace) -> argparse.Namespace:
     if args.batch_size is not None:
         return args
     chosen = argparse.Namespace(**{**vars(args), "batch_size": batch_size_for(args.tokens)})
-    print(f"batch size {chosen.batch_size} (chosen for {args.tokens:,} tokens: "
+    say(f"batch size {chosen.batch_size} (chosen for {args.tokens:,} tokens: "
           f"{args.tokens // chosen.batch_size:,} steps; pass --batch-size to set it)")
     return chosen
 
 
-def _train_in(out: Path, args: argparse.Namespace) -> int:
-    """`saekit train` with the output folder locked: resume, skip a finished run, or train from scratch."""
+def _train_in(out: Path, args: argparse.Namespace, parallel: Any) -> int:
+    """`saekit train` with the output folder locked (by rank 0 alone under torchrun): resume, skip a finished run,
+    or train from scratch. Rank 0 decides and tells the other ranks; it alone writes."""
     import torch
 
-    from saekit.activations.nnsight_api import get_tokenizer, has_lm_head, load_model
-    from saekit.activations.source import ActivationConfig, ActivationSource, torch_dtype
+    from saekit.activations.nnsight_api import get_tokenizer, load_model
+    from saekit.activations.source import torch_dtype
     from saekit.activations.windows import token_source
     from saekit.saes import SAE
     from saekit.training import train
     from saekit.training.decoder_finetune import finetune_decoder
 
+    writer = parallel is None or parallel.is_main
     settings = run_settings(args)
-    if check_existing_run(out, settings):
-        print(f"already trained: {out} holds the finished {args.arch} SAE of this command "
-              "(delete it or pass another --out to train again)")
-        return 0
     every = checkpoint_every(args)
     checkpoints = out / CHECKPOINTS
+    finished = check_existing_run(out, settings) if writer else None
+    resume = None if finished or not writer else _resume_point(args, checkpoints)
+    if parallel is not None:
+        finished, resume = parallel.broadcast((finished, resume))
+    if finished:
+        say(f"already trained: {out} holds the finished {args.arch} SAE of this command "
+            "(delete it or pass another --out to train again)")
+        return 0
     train_cfg = _train_config_from_args(args, checkpoints if every else None, every)
-    resume = _resume_point(args, checkpoints)
-    text = _text(args)
-    models = [load_model(m, device=args.device, trust_remote_code=args.trust_remote_code) for m in args.model]
-    model = models[0]
-    args = with_site_resolved(args, model)
-    config = ActivationConfig(
-        hook=args.hook, hook_side=args.hook_side, target_hook=args.target_hook, target_side=args.target_side,
-        context_len=args.context_len, batch_size=args.batch_size,
-        buffer_bytes=args.buffer_mb * 2**20, dtype=args.dtype, device=args.device,
-        exclude_special_tokens=not args.include_special_tokens, total_tokens=args.tokens + args.refit_tokens,
-        seed=args.seed,
-    )
-    if args.finetune_tokens and not has_lm_head(model):
-        raise CliError(f"--finetune-tokens needs next-token logits and {args.model[0]} has no language-model head: "
-                       "drop the flag (--refit-tokens fits the decoder without one)")
-    source = ActivationSource(models, text, config, progress=False)
+    device = str(parallel.device) if parallel is not None else args.device
+    models = [] if args.from_cache else \
+        [load_model(m, device=device, trust_remote_code=args.trust_remote_code) for m in args.model]
+    if models:
+        args = with_site_resolved(args, models[0])
+    source = _training_source(args, models, device, parallel)
     sae_kwargs = {"k": args.k} if args.k is not None else {}
+    provenance = source.provenance()
     sae = SAE.create(
-        args.arch, d_in=source.d_in, n_features=args.features, d_out=source.d_out, n_models=len(models),
-        seed=args.seed, dtype=torch_dtype(args.dtype), device=args.device, **sae_kwargs,
+        args.arch, d_in=source.d_in, n_features=args.features, d_out=source.d_out,
+        n_models=max(1, len(provenance.models)), seed=args.seed, dtype=torch_dtype(args.dtype), device=device,
+        **sae_kwargs,
     )
-    sae.provenance = source.provenance()
-    out.mkdir(parents=True, exist_ok=True)
-    extra = {"device": args.device, "checkpoint_every_tokens": every}
-    write_run_record(out, "running", settings, extra)
-    run = train(sae, source, train_cfg, resume=resume, progress=not args.quiet)
+    sae.provenance = provenance
+    extra = {"device": args.device, "checkpoint_every_tokens": every, **({"nproc": parallel.world_size}
+                                                                         if parallel else {})}
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        write_run_record(out, "running", settings, extra)
+    run = train(sae, source, train_cfg, resume=resume, progress=not args.quiet and writer, parallel=parallel)
+    if not writer:
+        return 0
     if args.finetune_tokens:
+        model, text = models[0], _text(args)
         windows = token_source(text, get_tokenizer(model), args.context_len, batch_size=64).take(args.finetune_tokens)
         tuned = finetune_decoder(run.sae, model, windows, args.hook, args.finetune_tokens, side=args.hook_side,
                                  compute_dtype=getattr(torch, run.summary["compute_dtype"]), progress=not args.quiet)
         run.summary["decoder_finetune"] = tuned._asdict()
     save_run(out, run, settings, extra)
-    print(f"saved {args.arch} {dictionary_kind(run.sae)} ({run.sae.d_sae} features on {args.hook}"
-          f"{' → ' + args.target_hook if args.target_hook else ''}) to {out}")
+    where = sae.provenance
+    print(f"saved {args.arch} {dictionary_kind(run.sae)} ({run.sae.d_sae} features on {where.hook}"
+          f"{' → ' + where.target_hook if where.target_hook else ''}) to {out}")
+    return 0
+
+
+def _training_source(args: argparse.Namespace, models: list[Any], device: str, parallel: Any) -> Any:
+    """The training batches: this rank's share of the cache's or the models' activations."""
+    from saekit.activations.cache import CachedBatches
+    from saekit.activations.nnsight_api import has_lm_head
+    from saekit.activations.source import ActivationConfig, ActivationSource, torch_dtype
+
+    ranks = {"rank": parallel.rank, "world_size": parallel.world_size} if parallel else {}
+    total = args.tokens + args.refit_tokens
+    if args.from_cache is not None:
+        return CachedBatches(args.from_cache, batch_size=args.batch_size, total_tokens=total,
+                             buffer_bytes=args.buffer_mb * 2**20, seed=args.seed, dtype=torch_dtype(args.dtype),
+                             device=device, **ranks)
+    if args.finetune_tokens and not has_lm_head(models[0]):
+        raise CliError(f"--finetune-tokens needs next-token logits and {args.model[0]} has no language-model head: "
+                       "drop the flag (--refit-tokens fits the decoder without one)")
+    config = ActivationConfig(
+        hook=args.hook, hook_side=args.hook_side, target_hook=args.target_hook, target_side=args.target_side,
+        context_len=args.context_len, batch_size=args.batch_size,
+        buffer_bytes=args.buffer_mb * 2**20, dtype=args.dtype, device=device,
+        exclude_special_tokens=not args.include_special_tokens, total_tokens=total, seed=args.seed,
+    )
+    return ActivationSource(models, _text(args), config, progress=False, **ranks)
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from saekit.activations.cache import write_cache
+    from saekit.activations.nnsight_api import load_model
+    from saekit.activations.source import ActivationConfig, ActivationSource
+    from saekit.folder_lock import folder_lock
+
+    check_cache_args(args)
+    models = [load_model(m, device=args.device, trust_remote_code=args.trust_remote_code) for m in args.model]
+    args = with_site_resolved(args, models[0])
+    config = ActivationConfig(
+        hook=args.hook, hook_side=args.hook_side, target_hook=args.target_hook, target_side=args.target_side,
+        context_len=args.context_len, model_batch_size=args.model_batch_size, dtype=args.dtype, device=args.device,
+        exclude_special_tokens=not args.include_special_tokens, repeat=False,
+    )
+    source = ActivationSource(models, _text(args), config, progress=False)
+    with folder_lock(args.out, "saekit cache"):
+        manifest = write_cache(source, args.out, args.tokens, shard_bytes=args.shard_mb * 2**20,
+                               progress=not args.quiet)
+    short = f" (the text ran out: {manifest.rows:,} of {args.tokens:,})" if manifest.rows < args.tokens else ""
+    print(f"cached {manifest.rows:,} activations{short} of width {manifest.width} ({manifest.dtype}) in "
+          f"{len(manifest.shards)} shards at {args.out}")
     return 0
 
 
@@ -657,7 +834,7 @@ def _provenance_text(text: Any, sae_dir: Path) -> Any:
     return HFDataset(text)
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "eval": cmd_eval}
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "cache": cmd_cache, "eval": cmd_eval}
 # Bad input rather than a bug: saekit's InputError (CliError, SAEFormatError, ...) and paths that are
 # missing, in the way or not allowed.
 INPUT_ERRORS = (InputError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
@@ -666,7 +843,9 @@ INPUT_ERRORS = (InputError, FileNotFoundError, FileExistsError, NotADirectoryErr
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return COMMANDS[args.command](args)
     except INPUT_ERRORS as error:

@@ -63,9 +63,9 @@ def resumes(monkeypatch):
     seen: list = []
     real = saekit.training.train
 
-    def spy(sae, batches, cfg, *, resume=None, progress=True):
+    def spy(sae, batches, cfg, *, resume=None, progress=True, parallel=None):
         seen.append((resume, cfg))
-        return real(sae, batches, cfg, resume=resume, progress=progress)
+        return real(sae, batches, cfg, resume=resume, progress=progress, parallel=parallel)
 
     monkeypatch.setattr(saekit.training, "train", spy)
     return seen

@@ -21,6 +21,11 @@ from saekit.errors import InputError
 _BLOCK_SEED_STRIDE = 0x9E3779B1  # block generators (32-bit seeds) start at seed·stride + block mod 2³²: apart by seed
 
 
+def rank_rows(n: int, rank: int, world_size: int) -> slice:
+    """Rank `rank`'s rows of a global batch of n rows: consecutive, in rank order, sizes differing by at most one."""
+    return slice(n * rank // world_size, n * (rank + 1) // world_size)
+
+
 class ActivationBuffer:
     """Mixes a stream of activation chunks [n, d_in] into shuffled batches [batch_size, d_in]."""
 

@@ -24,7 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saekit.activations import nnsight_api as api
-from saekit.activations.buffer import ActivationBuffer
+from saekit.activations.buffer import ActivationBuffer, rank_rows
 from saekit.activations.nnsight_api import SIDES, check_hook, model_name
 from saekit.activations.reading import (
     DEFAULT_CONTEXT_LEN,
@@ -95,12 +95,20 @@ class ActivationSource:
     `model`: an nnsight model, hub name, folder, or torch module; a list of them for a crosscoder (they must share
     the tokenizer: every model reads the same tokens). `text`: a folder of .txt files, a list of strings, a
     DocumentSource, or pre-tokenized ids (see `saekit.activations.windows`).
+
+    Data-parallel training gives each of `world_size` ranks its own source: rank r reads model batches r, r + N,
+    r + 2N, ... of the text and emits its share of each global batch of `config.batch_size` rows (and of
+    `config.total_tokens`), so the ranks' batches together are one global batch.
     """
 
     def __init__(
-        self, model: Any, text: Any, config: ActivationConfig, *, tokenizer: Any = None, progress: bool = True
+        self, model: Any, text: Any, config: ActivationConfig, *, tokenizer: Any = None, progress: bool = True,
+        rank: int = 0, world_size: int = 1,
     ) -> None:
-        self.config = config
+        if not 0 <= rank < world_size or config.batch_size < world_size:
+            raise InputError(f"rank {rank} of {world_size} ranks cannot share batches of {config.batch_size} rows: "
+                             "pass 0 <= rank < world_size <= batch_size")
+        self.config, self.rank, self.world_size = config, rank, world_size
         models = list(model) if isinstance(model, (list, tuple)) else [model]
         if not models:
             raise InputError("no model given: pass one model, or a list of models for a crosscoder")
@@ -164,7 +172,9 @@ class ActivationSource:
         position `skip` on: windows wholly before it are counted from their tokens alone, never run."""
         while True:
             produced = 0
-            for windows in self.tokens:
+            for i, windows in enumerate(self.tokens):
+                if i % self.world_size != self.rank:
+                    continue
                 keep = self.keep_mask(windows)
                 n_kept = int(keep.sum())
                 produced += n_kept
@@ -198,8 +208,14 @@ class ActivationSource:
                 f"{self.width} besides one model batch's outputs ({working} bytes): raise the budget to at least "
                 f"{minimum} bytes (--buffer-mb {-(-minimum // 2**20)}), or lower the batch size or model_batch_size"
             )
-        return ActivationBuffer(self.width, budget_bytes=cfg.buffer_bytes - working, batch_size=cfg.batch_size,
-                                dtype=cfg.torch_dtype, device=cfg.device, seed=cfg.seed)
+        return ActivationBuffer(self.width, budget_bytes=cfg.buffer_bytes - working,
+                                batch_size=self._share(cfg.batch_size), dtype=cfg.torch_dtype, device=cfg.device,
+                                seed=cfg.seed)
+
+    def _share(self, rows: int) -> int:
+        """This rank's rows of `rows` global ones."""
+        part = rank_rows(rows, self.rank, self.world_size)
+        return part.stop - part.start
 
     def __iter__(self) -> Iterator[Tensor]:
         return self.batches_from(0)
@@ -209,8 +225,8 @@ class ActivationSource:
         buffer block holding that batch is recomputed (a resumed training run starts here)."""
         cfg = self.config
         buffer = self.buffer()
-        emitted = first_batch * cfg.batch_size
-        total = cfg.total_tokens
+        emitted = first_batch * buffer.batch_size
+        total = None if cfg.total_tokens is None else self._share(cfg.total_tokens)
         with tqdm(total=total, initial=min(emitted, total or emitted), unit="tok", desc="activations",
                   disable=not self.progress) as bar:
             if total is not None and emitted >= total:

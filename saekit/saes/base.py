@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from saekit.errors import InputError
+from saekit.saes.batch import LOCAL, BatchReduce
 from saekit.saes.provenance import Provenance
 from saekit.saes.sparse import Codes, gather, positive_codes, selected_pre_acts, sparse_decode
 
@@ -40,6 +41,11 @@ class LossContext(NamedTuple):
     aux_coefficient: float = 0.0  # weight of the auxiliary dead-feature loss (AuxK)
     aux_k: int = 0  # number of dead features the AuxK loss may use per token
     compute_dtype: torch.dtype | None = None  # dtype of the [batch, d_sae] products (None: the SAE's own)
+    batch: BatchReduce = LOCAL  # statistics over the global batch, for losses that read it as a whole
+
+
+PLAIN = LossContext()
+"""No penalty, no dead features, the SAE's dtype, one process: what inference-like calls of the training maps use."""
 
 
 class SAELoss(NamedTuple):
@@ -282,7 +288,7 @@ class SAE(nn.Module):
 
     # --- training ---------------------------------------------------------------------------------
 
-    def train_activate(self, pre: Tensor) -> Tensor:
+    def train_activate(self, pre: Tensor, ctx: LossContext = PLAIN) -> Tensor:
         """The activation used in training; architectures whose training differs override it."""
         return self.activate(pre)
 
@@ -321,7 +327,7 @@ class SAE(nn.Module):
         """The loss written plainly with autograd: the reference every faster path is tested against."""
         target = x if target is None else target
         pre = self.pre_acts(x)
-        f = self.train_activate(pre)
+        f = self.train_activate(pre, ctx)
         x_hat = self.decode(f)
         mse = (x_hat - target).pow(2).sum(-1).mean()
         sparsity = self.sparsity_loss(f, pre, ctx)
@@ -351,8 +357,9 @@ class SAE(nn.Module):
         return x_hat, (x_hat - target).pow(2).sum(-1).mean()
 
     @torch.no_grad()
-    def after_step(self, out: SAELoss) -> None:
-        """Hook for state an architecture updates after each optimiser step (e.g. BatchTopK's threshold)."""
+    def after_step(self, out: SAELoss, batch: BatchReduce = LOCAL) -> None:
+        """Hook for state an architecture updates after each optimiser step (e.g. BatchTopK's threshold), from
+        statistics of the global batch."""
 
     @torch.no_grad()
     def set_b_dec_keeping_codes(self, b_dec: Tensor) -> None:

@@ -1,7 +1,7 @@
 """BatchTopK SAE (Bussmann et al., 2024): TopK over the whole batch in training, a threshold at inference.
 
     x̄ = x − b_dec,  pre = x̄ W_enc + b_enc
-    training:   f = ReLU(pre) where it is among the k·B largest values of the batch, else 0
+    training:   f = ReLU(pre) where it is among the k·B largest values of the batch (over every rank), else 0
     inference:  f = ReLU(pre) · 1[pre > θ]
     θ ← (1 − η) θ + η · min{f > 0}               a global threshold, an EMA over training batches
     x̂ = f W_dec + b_dec,   L = ‖x − x̂‖² + α · AuxK   (AuxK as for TopK)
@@ -16,10 +16,11 @@ import torch
 from torch import Tensor
 
 from saekit.errors import InputError
-from saekit.saes.base import SAELoss
+from saekit.saes.base import PLAIN, LossContext, SAELoss
+from saekit.saes.batch import LOCAL, BatchReduce
 from saekit.saes.registry import register
 from saekit.saes.sparse import Codes, codes_from_flat, gather
-from saekit.saes.topk import TopKSAE, scatter_topk
+from saekit.saes.topk import TopKSAE
 
 
 @register
@@ -38,23 +39,30 @@ class BatchTopKSAE(TopKSAE):
     def activate(self, pre: Tensor) -> Tensor:
         return torch.relu(pre) * (pre > self.threshold)
 
-    def train_activate(self, pre: Tensor) -> Tensor:
-        flat = pre.reshape(-1)  # TopK over every (token, feature) pair of the batch
-        k = min(self.k * (flat.numel() // self.d_sae), flat.numel())
-        return scatter_topk(flat, k).view_as(pre)
+    @torch.no_grad()
+    def batch_threshold(self, pre: Tensor, batch: BatchReduce) -> Tensor:
+        """The k·B-th largest pre-activation of the global batch (B its rows, over every rank)."""
+        flat = pre.detach().reshape(-1)
+        rows = int(batch.sum(torch.tensor(pre.shape[0])))
+        k = min(self.k * rows, rows * self.d_sae)
+        return batch.kth_largest(flat.topk(min(k, flat.numel()), sorted=False).values, k)
 
-    def select(self, pre: Tensor) -> tuple[Codes, Tensor]:
+    def train_activate(self, pre: Tensor, ctx: LossContext = PLAIN) -> Tensor:
+        return torch.where(pre >= self.batch_threshold(pre, ctx.batch), torch.relu(pre), pre.new_zeros(()))
+
+    def select(self, pre: Tensor, ctx: LossContext = PLAIN) -> tuple[Codes, Tensor]:
         flat = pre.reshape(-1)
-        k = min(self.k * pre.shape[0], flat.numel())
-        codes = codes_from_flat(flat.topk(k, sorted=False).indices, pre.shape[0], self.d_sae).grouped()
+        kept = (flat >= self.batch_threshold(pre, ctx.batch)).nonzero().squeeze(1)
+        codes = codes_from_flat(kept, pre.shape[0], self.d_sae).grouped()
         return codes, gather(pre, codes)
 
     @torch.no_grad()
-    def after_step(self, out: SAELoss) -> None:
+    def after_step(self, out: SAELoss, batch: BatchReduce = LOCAL) -> None:
         kept = out.active_values()
-        if kept.numel() == 0:
+        lowest = batch.min(kept.min() if kept.numel() else kept.new_tensor(float("inf")))
+        if not torch.isfinite(lowest):
             return
-        lowest = kept.min().to(self.threshold.dtype)
+        lowest = lowest.to(self.threshold.dtype)
         if self.threshold <= 0:  # first batch: start at the observed value instead of creeping up from 0
             self.threshold.copy_(lowest)
         else:

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from saekit.errors import InputError
-from saekit.saes.base import SAE, LossContext, SAELoss
+from saekit.saes.base import PLAIN, SAE, LossContext, SAELoss
+from saekit.saes.batch import LOCAL, BatchReduce
 from saekit.saes.registry import register
 from saekit.saes.sparse import codes_from_mask, gather
 
@@ -80,7 +81,7 @@ class JumpReLUSAE(SAE):
     def activate(self, pre: Tensor) -> Tensor:
         return torch.relu(pre) * (pre > self.threshold)
 
-    def train_activate(self, pre: Tensor) -> Tensor:
+    def train_activate(self, pre: Tensor, ctx: LossContext = PLAIN) -> Tensor:
         return _JumpReLU.apply(pre, self.threshold, self.bandwidth)
 
     def sparsity_loss(self, f: Tensor, pre: Tensor, ctx: LossContext) -> Tensor:
@@ -102,7 +103,7 @@ class JumpReLUSAE(SAE):
         return SAELoss(total, mse, sparsity, mse.new_zeros(()), x_hat, codes=codes, values=f.detach())
 
     @torch.no_grad()
-    def after_step(self, out: SAELoss) -> None:
+    def after_step(self, out: SAELoss, batch: BatchReduce = LOCAL) -> None:
         self.threshold.clamp_min_(0.0)
 
     @torch.no_grad()

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from saekit.errors import InputError
-from saekit.saes.base import SAE, LossContext, SAELoss
+from saekit.saes.base import PLAIN, SAE, LossContext, SAELoss
+from saekit.saes.batch import row_variance
 from saekit.saes.registry import register
 from saekit.saes.sparse import Codes, codes_from_topk
 
@@ -77,9 +78,9 @@ class TopKSAE(SAE):
         e = (target - x_hat).detach()  # [batch, d_out]
         dead_pre = pre.masked_fill(~ctx.dead, float("-inf"))
         e_hat = scatter_topk(dead_pre, k_aux) @ self.W_dec
-        return (e_hat - e).pow(2).sum(-1).mean() / (e - e.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+        return (e_hat - e).pow(2).sum(-1).mean() / row_variance(e, ctx.batch).clamp_min(1e-12)
 
-    def select(self, pre: Tensor) -> tuple[Codes, Tensor]:
+    def select(self, pre: Tensor, ctx: LossContext = PLAIN) -> tuple[Codes, Tensor]:
         """The entries training keeps (per token: its k largest) and their pre-activations [nnz]."""
         top_values, top_indices = grouped_topk(pre, self.k)
         return codes_from_topk(top_indices).grouped(), top_values.reshape(-1)
@@ -87,7 +88,7 @@ class TopKSAE(SAE):
     def sparse_loss(self, x: Tensor, ctx: LossContext, target: Tensor) -> SAELoss:
         with torch.no_grad():
             pre = self.scratch_pre_acts(x, ctx.compute_dtype)  # [batch, d_sae], the one dense product
-            codes, values = self.select(pre)
+            codes, values = self.select(pre, ctx)
         f = torch.relu(self.selected(x, codes, values, ctx.compute_dtype))
         x_hat, mse = self.sparse_mse(target, codes, f, ctx.compute_dtype)
         aux = self.sparse_aux_loss(x, target, x_hat, ctx)
@@ -108,7 +109,7 @@ class TopKSAE(SAE):
         f_aux = pre_dead.relu() if k_aux == len(dead_ids) else scatter_topk(pre_dead, k_aux)
         e = (target - x_hat).detach()
         e_hat = f_aux @ self.W_dec[dead_ids]  # [batch, d_out]
-        return (e_hat - e).pow(2).sum(-1).mean() / (e - e.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+        return (e_hat - e).pow(2).sum(-1).mean() / row_variance(e, ctx.batch).clamp_min(1e-12)
 
     def hyperparams(self) -> dict:
         return {"k": self.k}

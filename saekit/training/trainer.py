@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from saekit.errors import InputError
 from saekit.saes import SAE, LossContext, SAELoss
+from saekit.saes.batch import LOCAL, BatchReduce, row_variance
 from saekit.training.checkpoint import (
     ResumeMismatchError,
     checkpoint_name,
@@ -34,6 +35,7 @@ from saekit.training.checkpoint import (
 )
 from saekit.training.config import TrainConfig
 from saekit.training.decoder_refit import DecoderRefit, refit_decoder
+from saekit.training.distributed import DataParallel, LossModule
 from saekit.training.geometric_median import geometric_median
 from saekit.training.interrupts import interrupts_between_steps
 from saekit.training.precision import resolve_compute_dtype
@@ -81,10 +83,18 @@ class NonFiniteError(InputError):
 
 
 class Trainer:
-    """Trains one SAE; holds the optimiser, the firing record and the counters between steps."""
+    """Trains one SAE; holds the optimiser, the firing record and the counters between steps.
 
-    def __init__(self, sae: SAE, cfg: TrainConfig) -> None:
-        self.sae, self.cfg = sae, cfg
+    With `parallel` (a rank of data-parallel training), the batches are this rank's shares of the global batches
+    and every decision is taken from the ranks' reduced numbers (see `saekit.training.distributed`)."""
+
+    def __init__(self, sae: SAE, cfg: TrainConfig, parallel: DataParallel | None = None) -> None:
+        if parallel is not None and cfg.decoder_refit_tokens:
+            raise InputError("the decoder refit reads its tokens in one process: train with one rank to use "
+                             "decoder_refit_tokens (--refit-tokens), or leave it at 0")
+        self.sae, self.cfg, self.parallel = sae, cfg, parallel
+        self.batch: BatchReduce = parallel or LOCAL
+        self.loss_module = parallel.wrap(LossModule(sae)) if parallel else None
         self.optimizer = make_adam(sae, cfg)
         self.tracker = FiringTracker(sae.d_sae, cfg.dead_window_tokens, sae.device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -106,6 +116,7 @@ class Trainer:
         Ctrl-C is taken between steps: with checkpoints on, the step just finished is saved first."""
         cfg, p = self.cfg, self.progress
         stream = self._resume_stream(batches)
+        progress = progress and (self.parallel is None or self.parallel.is_main)
         bar = tqdm(total=cfg.total_tokens, initial=min(p.tokens, cfg.total_tokens), unit="tok",
                    unit_scale=True, desc=f"train {self.sae.arch} {self.sae.d_sae}", disable=not progress)
         self._to_training_units()
@@ -117,11 +128,12 @@ class Trainer:
                     except KeyboardInterrupt:  # raised by the batches, between two steps: safe to save
                         self._checkpoint_if_new()
                         raise
-                    if x is None:
+                    rows = self._rows_on_every_rank(x)
+                    if x is None or 0 in rows:
                         bar.write(f"saekit.train: the batches ran out after {p.tokens:,} of {cfg.total_tokens:,} "
                                   "tokens; training stopped early")
                         break
-                    self._train_on(self._prepare(x), bar)
+                    self._train_on(self._prepare(x), rows, bar)
                 self._checkpoint_if_new()
                 if interrupted():
                     raise KeyboardInterrupt
@@ -142,12 +154,17 @@ class Trainer:
             bar.write(f"saekit.train: the batches ran out after {self.refit.tokens:,} of the decoder refit's "
                       f"{self.cfg.decoder_refit_tokens:,} tokens; refit on those")
 
-    def _train_on(self, x: Tensor, bar: tqdm) -> None:
+    def _rows_on_every_rank(self, x: Tensor | None) -> list[int]:
+        """Rows of each rank's next batch (0 where a rank's batches ran out): one process's alone outside DDP."""
+        n = 0 if x is None else x.shape[0]
+        return self.parallel.gather_counts(n) if self.parallel else [n]
+
+    def _train_on(self, x: Tensor, rows: list[int], bar: tqdm) -> None:
         p = self.progress
         if not p.started:
             self._start(x)
         x = self._scaled(x)
-        out = self.step(x)
+        out = self.step(x, rows)
         if p.step % self.cfg.log_every_steps == 0 or p.tokens >= self.cfg.total_tokens:
             row = self._log_row(x, out)
             self.history.append(row)
@@ -159,15 +176,22 @@ class Trainer:
             while p.next_checkpoint <= p.tokens:
                 p.next_checkpoint += self.cfg.checkpoint_every_tokens
 
-    def step(self, batch: Tensor) -> SAELoss:
-        """One Adam step on a batch [batch, batch_width] (training units); updates the counters and firing record."""
+    def step(self, batch: Tensor, rows: list[int] | None = None) -> SAELoss:
+        """One Adam step on a batch [batch, batch_width] (training units); updates the counters and firing record.
+        rows: every rank's rows of this global batch (data-parallel training; this batch alone by default)."""
         cfg, sae, p = self.cfg, self.sae, self.progress
-        n = batch.shape[0]
+        rows = rows or [batch.shape[0]]
+        n = sum(rows)
         progress = (p.tokens + n) / cfg.total_tokens
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(progress, cfg.lr_warmup_fraction, cfg.lr_decay_fraction)
         x, target = sae.split_batch(batch)
-        out = sae.loss(x, self._loss_context(progress), sparse=self._use_sparse(), target=target)
+        ctx, sparse = self._loss_context(progress), self._use_sparse()
+        if self.loss_module is None:
+            out = sae.loss(x, ctx, sparse=sparse, target=target)
+            total = out.total
+        else:
+            total, out = self.loss_module(x, ctx, sparse, target, len(rows) * batch.shape[0] / n)
         if not torch.isfinite(out.total):
             raise NonFiniteError(
                 f"saekit.train: the loss became {out.total.item()} at step {p.step} ({p.tokens:,} tokens) on finite "
@@ -175,16 +199,16 @@ class Trainer:
                 f"the learning rate (lr={cfg.lr}) or the sparsity coefficient; no weights were updated"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward(out.total)  # not Tensor.backward: nnsight, once imported, wraps it (~12 µs a call)
+        torch.autograd.backward(total)  # not Tensor.backward: nnsight, once imported, wraps it (~12 µs a call)
         if cfg.decoder_norm == "unit":
             sae.remove_parallel_decoder_grad()
         self.optimizer.step()
         if cfg.decoder_norm == "unit":
             sae.normalize_decoder()
-        sae.after_step(out)
+        sae.after_step(out, self.batch)
         p.step += 1
         p.tokens += n
-        fired = out.fired(sae.d_sae)
+        fired = self.batch.sum(out.fired(sae.d_sae))
         p.last_density = float(fired.sum()) / (n * sae.d_sae)
         self.tracker.update(fired, n, p.tokens)
         if cfg.resample_at:
@@ -213,6 +237,7 @@ class Trainer:
             aux_coefficient=cfg.aux_k_coefficient if uses_aux else 0.0,
             aux_k=self.aux_k,
             compute_dtype=self.compute_dtype,
+            batch=self.batch,
         )
 
     # --- set-up, input handling -------------------------------------------------------------------
@@ -248,6 +273,8 @@ class Trainer:
         """First batch: choose the input scale (from the input; a transcoder's target is scaled by the same factor,
         which keeps the fold-back exact) and initialise b_dec and the decoder as the recipe asks."""
         cfg, sae, p = self.cfg, self.sae, self.progress
+        if self.parallel:
+            batch = self.parallel.gather_rows(batch)  # every rank starts from the same, global, first batch
         x, target = sae.split_batch(batch)
         if cfg.normalize_activations:
             p.scale = math.sqrt(sae.d_in) / x.norm(dim=1).mean().clamp_min(1e-12).item()
@@ -329,7 +356,9 @@ class Trainer:
         if p.tokens < cfg.resample_at[p.resamples_done] * cfg.total_tokens:
             return
         dead = self.tracker.dead(p.tokens)
-        ids = resample_dead(self.sae, self.optimizer, torch.cat(list(self.pool)), dead, self.generator)
+        gather = self.parallel.gather_rows if self.parallel else (lambda rows: rows)
+        pool = torch.cat([gather(rows) for rows in self.pool])  # the global batches' rows, as one process holds them
+        ids = resample_dead(self.sae, self.optimizer, pool, dead, self.generator)
         self.tracker.revive(ids, p.tokens)
         p.resamples_done += 1
         p.resampled_features += int(ids.numel())
@@ -347,14 +376,15 @@ class Trainer:
 
     @torch.no_grad()
     def _log_row(self, batch: Tensor, out: SAELoss) -> dict[str, float]:
+        """The step's losses over the global batch (each rank's means weighted by its rows)."""
         target = self.sae.split_batch(batch)[1]
-        variance = (target - target.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
-        return {
-            **self._status(),
-            "loss": out.total.item(), "mse": out.mse.item(), "fvu": (out.mse / variance).item(),
-            "sparsity": out.sparsity.item(), "auxiliary": out.auxiliary.item(),
-            "l0": out.l0().item(),
-        }
+        variance = row_variance(target, self.batch).clamp_min(1e-12)
+        n = batch.shape[0]
+        means = (out.total, out.mse, out.sparsity, out.auxiliary, out.l0())
+        sums = self.batch.sum(torch.tensor([float(v) * n for v in means] + [n], dtype=torch.float64))
+        loss, mse, sparsity, auxiliary, l0 = (sums[:5] / sums[5]).tolist()
+        return {**self._status(), "loss": loss, "mse": mse, "fvu": mse / float(variance), "sparsity": sparsity,
+                "auxiliary": auxiliary, "l0": l0}
 
     def _result(self) -> TrainResult:
         history = pd.DataFrame(self.history)
@@ -380,9 +410,17 @@ class Trainer:
         if self.cfg.checkpoint_dir and self._checkpointed_tokens != self.progress.tokens:
             self.save_checkpoint()
 
+    @property
+    def writes_files(self) -> bool:
+        """Whether this process writes checkpoints: one process alone, or rank 0 of data-parallel training."""
+        return self.parallel is None or self.parallel.is_main
+
     def save_checkpoint(self) -> Path:
         """Write a checkpoint for the current step into cfg.checkpoint_dir (never one with non-finite weights)."""
         p = self.progress
+        if not self.writes_files:
+            self._checkpointed_tokens = p.tokens
+            return Path(self.cfg.checkpoint_dir) / checkpoint_name(p.tokens)
         bad = [name for name, param in self.sae.named_parameters() if not torch.isfinite(param).all()]
         if bad:
             raise NonFiniteError(f"saekit.train: non-finite weights {bad} at step {p.step}: no checkpoint written")
@@ -447,13 +485,16 @@ def make_adam(sae: SAE, cfg: TrainConfig) -> torch.optim.Adam:
 
 
 def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig | None = None, *,
-          resume: str | Path | None = None, progress: bool = True) -> TrainResult:
+          resume: str | Path | None = None, progress: bool = True, parallel: DataParallel | None = None) -> TrainResult:
     """Train `sae` in place on batches [batch, d_in] until cfg.total_tokens; returns the SAE and history.
 
     resume: a checkpoint folder (or a checkpoint_dir, for its latest) of an earlier run with the same
     config; pass the same batches from the start: the steps already taken are skipped.
+    parallel: this process's rank in data-parallel training (`DataParallel.from_environment()` under torchrun);
+    the batches are then its shares of the global batches (`CachedBatches`/`ActivationSource` with rank and
+    world_size).
     """
-    trainer = Trainer(sae, cfg or TrainConfig())
+    trainer = Trainer(sae, cfg or TrainConfig(), parallel)
     if resume is not None:
         trainer.load_checkpoint(resume)
     return trainer.fit(batches, progress=progress)
