@@ -1,0 +1,193 @@
+"""Every common family at every friendly site, end to end: tiny random models of real `transformers` classes go
+through `saekit train` → `saekit eval` → the feature store and explorer → steering, and each number is checked
+against one computed here from plain torch forward hooks on the raw model."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers as T
+
+import saekit
+from saekit.activations.sites import SITES
+from saekit.cli import main
+
+from helpers import build_tokenizer
+
+HIDDEN, INNER, CTX, K, FEATURES = 32, 48, 16, 4, 64
+# --buffer-mb 1: the shuffle buffer fills a whole block (cycling the text) before its first batch, whatever --tokens.
+TRAIN = ["--arch", "topk", "--k", str(K), "--features", str(FEATURES), "--tokens", "2048", "--batch-size", "64",
+         "--buffer-mb", "1", "--context-len", str(CTX), "--lr", "3e-3", "--quiet", "--checkpoint-every", "0"]
+
+
+def _config(name: str, vocab: int) -> T.PretrainedConfig:
+    common = dict(num_hidden_layers=2, hidden_size=HIDDEN, num_attention_heads=2, intermediate_size=INNER,
+                  vocab_size=vocab, max_position_embeddings=64, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    gqa = dict(num_key_value_heads=2, **common)
+    return {
+        "gpt2": lambda: T.GPT2Config(n_layer=2, n_embd=HIDDEN, n_head=2, n_inner=INNER, vocab_size=vocab,
+                                     n_positions=64, bos_token_id=0, eos_token_id=0),
+        "gpt_neox": lambda: T.GPTNeoXConfig(**common),
+        "llama": lambda: T.LlamaConfig(**gqa),
+        "mistral": lambda: T.MistralConfig(**gqa),
+        "qwen2": lambda: T.Qwen2Config(**gqa),
+        "gemma": lambda: T.GemmaConfig(head_dim=16, **gqa),
+        "gemma2": lambda: T.Gemma2Config(head_dim=16, **gqa),
+        "gemma3": lambda: T.Gemma3TextConfig(head_dim=16, **gqa),
+        "phi": lambda: T.PhiConfig(**common),
+        "bert": lambda: T.BertConfig(**common),
+    }[name]()
+
+
+CLASSES = {"gpt2": T.GPT2LMHeadModel, "gpt_neox": T.GPTNeoXForCausalLM, "llama": T.LlamaForCausalLM,
+           "mistral": T.MistralForCausalLM, "qwen2": T.Qwen2ForCausalLM, "gemma": T.GemmaForCausalLM,
+           "gemma2": T.Gemma2ForCausalLM, "gemma3": T.Gemma3ForCausalLM, "phi": T.PhiForCausalLM,
+           "bert": T.BertModel}
+FAMILIES = sorted(CLASSES)
+LMS = [f for f in FAMILIES if f != "bert"]
+
+# Where each family's sites are, written out by hand: (blocks, attention output projection, MLP output projection).
+PATHS = {
+    "gpt2": ("transformer.h", "attn.c_proj", "mlp.c_proj"),
+    "gpt_neox": ("gpt_neox.layers", "attention.dense", "mlp.dense_4h_to_h"),
+    "llama": ("model.layers", "self_attn.o_proj", "mlp.down_proj"),
+    "mistral": ("model.layers", "self_attn.o_proj", "mlp.down_proj"),
+    "qwen2": ("model.layers", "self_attn.o_proj", "mlp.down_proj"),
+    "gemma": ("model.layers", "self_attn.o_proj", "mlp.down_proj"),
+    "gemma2": ("model.layers", "self_attn.o_proj", "mlp.down_proj"),
+    "gemma3": ("model.layers", "self_attn.o_proj", "mlp.down_proj"),
+    "phi": ("model.layers", "self_attn.dense", "mlp.fc2"),
+    "bert": ("encoder.layer", "attention.output.dense", "output.dense"),
+}
+
+
+def expected_site(family: str, site: str) -> tuple[str, str]:
+    blocks, attn, mlp = PATHS[family]
+    block = f"{blocks}.1"
+    return {"resid_pre": (block, "input"), "resid_post": (block, "output"), "attn_out": (f"{block}.{attn}", "output"),
+            "mlp_act": (f"{block}.{mlp}", "input"), "mlp_out": (f"{block}.{mlp}", "output")}[site]
+
+
+# --- fixtures: each model saved once, each SAE trained once ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    """Every family's tiny model and the shared tokenizer, saved as hub-style folders."""
+    tokenizer = build_tokenizer()
+    root = tmp_path_factory.mktemp("families")
+    out = {}
+    for i, name in enumerate(FAMILIES):
+        torch.manual_seed(i)
+        model = CLASSES[name](_config(name, len(tokenizer))).eval()
+        out[name] = root / name
+        model.save_pretrained(out[name])
+        tokenizer.save_pretrained(out[name])
+    return out
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory) -> Path:
+    """Held-out windows as a token file: [6, CTX] ids with no special token, so every position is measured."""
+    ids = np.random.default_rng(0).integers(1, 300, size=(6, CTX)).astype(np.int64)
+    path = tmp_path_factory.mktemp("held") / "tokens.npy"
+    np.save(path, ids)
+    return path
+
+
+_trained: dict[tuple[str, str], Path] = {}
+
+
+def trained(folders: dict[str, Path], text_dir: Path, tmp_root: Path, family: str, site: str) -> Path:
+    """The SAE that `saekit train` saves at layer 1's `site` of `family` (trained once per module)."""
+    if (family, site) not in _trained:
+        out = tmp_root / f"{family}-{site}"
+        args = ["train", "--model", str(folders[family]), "--layer", "1", "--site", site, "--text", str(text_dir),
+                "--out", str(out), *TRAIN]
+        assert main(args) == 0
+        _trained[family, site] = out
+    return _trained[family, site]
+
+
+@pytest.fixture(scope="module")
+def sae_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("saes")
+
+
+# --- independent computations: plain torch hooks on the raw model ----------------------------------------------
+
+
+def raw_model(folder: Path) -> torch.nn.Module:
+    config = T.AutoConfig.from_pretrained(folder)
+    cls = T.AutoModelForCausalLM if config.architectures[0].endswith("ForCausalLM") or "LMHead" in \
+        config.architectures[0] else T.AutoModel
+    return cls.from_pretrained(folder).eval()
+
+
+def hooked_acts(module: torch.nn.Module, path: str, side: str, ids: torch.Tensor) -> torch.Tensor:
+    """Activations [batch, seq, d] at `path` (`side`) through a plain forward hook."""
+    seen: list[torch.Tensor] = []
+    target = module.get_submodule(path)
+
+    def first(value):
+        return value if isinstance(value, torch.Tensor) else value[0]
+
+    if side == "input":
+        handle = target.register_forward_pre_hook(
+            lambda m, args, kwargs: seen.append(first(args) if args else kwargs["hidden_states"]), with_kwargs=True)
+    else:
+        handle = target.register_forward_hook(lambda m, args, out: seen.append(first(out)))
+    with torch.no_grad():
+        module(input_ids=ids, attention_mask=torch.ones_like(ids))
+    handle.remove()
+    return seen[0]
+
+
+def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    x, x_hat = x.double(), x_hat.double()
+    return float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+
+
+# --- train → eval at every site of every family ----------------------------------------------------------------
+
+EVAL_KEYS = {"sae", "kind", "model", "hook", "arch", "n_features", "n_tokens", "mse", "fvu", "l0", "dead_fraction",
+             "dense_fraction", "loss_clean", "loss_spliced", "loss_zero_ablated", "loss_mean_ablated",
+             "loss_recovered", "loss_increase"}
+LOSSES = ("loss_clean", "loss_spliced", "loss_zero_ablated", "loss_mean_ablated", "loss_recovered", "loss_increase")
+
+
+@pytest.mark.parametrize("site", SITES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_train_then_eval_at_every_site(family, site, folders, text_dir, held_out, sae_root, capsys):
+    out = trained(folders, text_dir, sae_root, family, site)
+    hook, side = expected_site(family, site)
+    assert f"site {site} of layer 1: {hook} ({side})" in capsys.readouterr().out
+    sae = saekit.load_sae(out)
+    assert (sae.provenance.hook, sae.provenance.hook_side) == (hook, side)
+    assert main(["eval", str(out), "--text", str(held_out), "--tokens", "96", "--json", "--quiet"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert EVAL_KEYS <= set(row), EVAL_KEYS - set(row)
+    assert (row["hook"], row["arch"], row["n_features"], row["n_tokens"]) == (hook, "topk", FEATURES, 96)
+    for key in ("mse", "fvu", "l0", "dead_fraction", "dense_fraction"):
+        assert np.isfinite(row[key]), key
+    assert 0 < row["l0"] <= K and 0 <= row["dead_fraction"] < 1
+
+    model = raw_model(folders[family])
+    ids = torch.as_tensor(np.load(held_out))
+    x = hooked_acts(model, hook, side, ids).reshape(-1, sae.d_in)
+    with torch.no_grad():
+        direct = fvu(x, sae.decode(sae.encode(x)))
+    assert row["fvu"] == pytest.approx(direct, rel=1e-4, abs=1e-6)
+    assert 0 < row["fvu"] < 0.9, "2,048 tokens of training explain part of the variance"
+
+    if family == "bert":
+        assert all(row[key] is None for key in LOSSES), "an encoder has no next-token loss"
+        return
+    for key in LOSSES:
+        assert np.isfinite(row[key]), key
+    with torch.no_grad():
+        clean = float(model(input_ids=ids, labels=ids).loss)
+    assert row["loss_clean"] == pytest.approx(clean, rel=1e-4)
+    assert row["loss_increase"] == pytest.approx(row["loss_spliced"] - row["loss_clean"], abs=1e-6)
