@@ -191,3 +191,55 @@ def test_train_then_eval_at_every_site(family, site, folders, text_dir, held_out
         clean = float(model(input_ids=ids, labels=ids).loss)
     assert row["loss_clean"] == pytest.approx(clean, rel=1e-4)
     assert row["loss_increase"] == pytest.approx(row["loss_spliced"] - row["loss_clean"], abs=1e-6)
+
+
+# --- the feature store and the explorer at every site ----------------------------------------------------------
+
+STORE = saekit.StoreConfig(n_top=5, n_per_interval=2, n_bins=128, n_logits=5, batch_size=8)
+FINAL_NORMS = {"gpt2": "transformer.ln_f", "gpt_neox": "gpt_neox.final_layer_norm", "phi": "model.final_layernorm"}
+
+
+@torch.no_grad()
+def direct_logit_effects(model: torch.nn.Module, family: str, site: str, directions: torch.Tensor) -> torch.Tensor:
+    """Median-centred effects [n, vocab] of decoder rows on the logits through the final norm's linear part, from
+    the raw model's weights: the MLP's output projection for its neurons, nothing for a residual-width site."""
+    resid = directions.double()
+    if site == "mlp_act":
+        proj = model.get_submodule(expected_site(family, site)[0])
+        W = proj.weight.double()  # Conv1D [in, out]; Linear [out, in]
+        resid = resid @ (W if isinstance(proj, T.pytorch_utils.Conv1D) else W.T)
+    norm = model.get_submodule(FINAL_NORMS.get(family, "model.norm"))
+    if isinstance(norm, torch.nn.LayerNorm):
+        resid = resid - resid.mean(-1, keepdim=True)
+    gamma = norm.weight.double() + (1.0 if family.startswith("gemma") else 0.0)  # Gemma's RMSNorm scales by 1 + w
+    effects = resid * gamma @ model.get_output_embeddings().weight.double().T
+    return effects - effects.quantile(0.5, dim=-1, keepdim=True)  # the middle two's mean for an even vocabulary
+
+
+@pytest.mark.parametrize("site", SITES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_feature_store_at_every_site(family, site, folders, text_dir, held_out, sae_root):
+    sae = saekit.load_sae(trained(folders, text_dir, sae_root, family, site))
+    ids = np.load(held_out)
+    store = saekit.build_feature_store(saekit.load_model(folders[family]), ids, sae, config=STORE, progress=False)
+    assert (store.meta["hook"], store.meta["side"], store.meta["n_tokens"]) == (*expected_site(family, site), ids.size)
+
+    model = raw_model(folders[family])
+    x = hooked_acts(model, *expected_site(family, site), torch.as_tensor(ids)).reshape(-1, sae.d_in)
+    with torch.no_grad():
+        f = sae.encode(x)
+    np.testing.assert_array_equal(store.features["n_fires"], (f > 0).sum(0).numpy())
+    np.testing.assert_allclose(store.features["max_activation"], f.max(0).values.clamp_min(0).numpy(), rtol=1e-5)
+    best = int(f.max(0).values.argmax())
+    assert store.top_examples(best)["token_id"].iloc[0] == ids.reshape(-1)[int(f[:, best].argmax())]
+
+    if family == "bert":
+        assert store.logits.empty and "no output embedding" in store.meta["logit_effects_note"]
+        return
+    alive = np.flatnonzero(store.features["n_fires"].to_numpy())[:4]
+    expected = direct_logit_effects(model, family, site, sae.W_dec.detach()[alive])
+    for row, feature in enumerate(alive):
+        boosts = store.logit_effects(int(feature)).query("direction == 'boost'")
+        top = expected[row].topk(len(boosts))
+        np.testing.assert_allclose(boosts["logit"], top.values.numpy(), rtol=1e-3, atol=1e-5)
+        assert int(boosts["token_id"].iloc[0]) == int(top.indices[0])
