@@ -243,3 +243,107 @@ def test_feature_store_at_every_site(family, site, folders, text_dir, held_out, 
         top = expected[row].topk(len(boosts))
         np.testing.assert_allclose(boosts["logit"], top.values.numpy(), rtol=1e-3, atol=1e-5)
         assert int(boosts["token_id"].iloc[0]) == int(top.indices[0])
+
+
+# --- steering: pin a feature, next to the same edit made with a plain torch hook --------------------------------
+
+PROMPT = [5, 17, 33, 9, 40, 2, 77]
+
+
+def edited(module: torch.nn.Module, path: str, side: str, edit):
+    """A handle that replaces the activations at `path` (`side`) by `edit(acts)` in every forward."""
+    target = module.get_submodule(path)
+    if side == "output":
+        def after(m, args, out):
+            return edit(out) if isinstance(out, torch.Tensor) else (edit(out[0]), *out[1:])
+        return target.register_forward_hook(after)
+
+    def before(m, args, kwargs):
+        if args:
+            return (edit(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": edit(kwargs["hidden_states"])}
+    return target.register_forward_pre_hook(before, with_kwargs=True)
+
+
+def pin(sae, feature: int, value: float):
+    """x + (value − f_i(x)) · W_dec[i] at every position."""
+    def edit(x: torch.Tensor) -> torch.Tensor:
+        f = sae.encode(x.reshape(-1, x.shape[-1]))[:, feature]
+        return x + ((value - f)[:, None] * sae.W_dec[feature]).reshape(x.shape)
+    return edit
+
+
+@torch.no_grad()
+def greedy(module: torch.nn.Module, ids: list[int], n: int) -> list[int]:
+    """n greedy tokens, each from a full forward over everything so far (no cache)."""
+    ids = list(ids)
+    for _ in range(n):
+        ids.append(int(module(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids
+
+
+@pytest.mark.parametrize("site", SITES)
+@pytest.mark.parametrize("family", LMS)
+def test_pinning_a_feature_steers_as_a_plain_hook_does(family, site, folders, text_dir, held_out, sae_root):
+    from saekit.analysis.steering import FeatureEdit, next_token_shift, steer_generate
+
+    sae = saekit.load_sae(trained(folders, text_dir, sae_root, family, site))
+    model, raw = saekit.load_model(folders[family]), raw_model(folders[family])
+    path, side = expected_site(family, site)
+    x = hooked_acts(raw, path, side, torch.as_tensor(np.load(held_out))).reshape(-1, sae.d_in)
+    with torch.no_grad():
+        peak = sae.encode(x).max(0).values
+    feature, value = int(peak.argmax()), 10 * float(peak.max())
+    edit = FeatureEdit(feature, value, "pin")
+
+    shift = next_token_shift(model, sae, PROMPT, edit, k=5)
+    with torch.no_grad():
+        before = raw(input_ids=torch.tensor([PROMPT])).logits[0, -1].softmax(-1)
+        handle = edited(raw, path, side, pin(sae, feature, value))
+        after = raw(input_ids=torch.tensor([PROMPT])).logits[0, -1].softmax(-1)
+        handle.remove()
+    chosen = torch.as_tensor(shift["token_id"].to_numpy())
+    np.testing.assert_allclose(shift["p_before"], before[chosen].numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(shift["p_after"], after[chosen].numpy(), rtol=1e-3, atol=1e-6)
+    moved = float((after.log() - before.log()).abs().max())
+    assert moved > 1e-3, "pinning a feature at 10x its peak moves the next-token distribution (nearly flat here)"
+
+    result = steer_generate(model, sae, PROMPT, edit, max_new_tokens=4)
+    assert result.clean_ids.tolist() == greedy(raw, PROMPT, 4)
+    handle = edited(raw, path, side, pin(sae, feature, value))
+    try:
+        assert result.steered_ids.tolist() == greedy(raw, PROMPT, 4)
+    finally:
+        handle.remove()
+
+
+# --- the explorer and the steering widget, once per family -----------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_explorer_and_steering_widget(family, folders, text_dir, held_out, sae_root):
+    from saekit.analysis.browsing import explorer_data
+    from saekit.widgets import FeatureExplorer, SteeringView
+
+    sae = saekit.load_sae(trained(folders, text_dir, sae_root, family, "mlp_act"))
+    data = explorer_data(sae, folders[family], np.load(held_out), config=STORE, progress=False)
+    assert data.neurons.n_features == INNER and data.features.n_features == FEATURES
+    np.testing.assert_array_equal(data.neurons.token_ids, data.features.token_ids)
+    explorer = FeatureExplorer(data.features, sae, data.model, neurons=data.neurons)
+    feature = int(data.features.features["max_activation"].idxmax())
+    explorer.show(feature)
+    assert f"{data.features.features['max_activation'].iloc[feature]:.3g}"[:4] in explorer.card.summary.value
+    explorer.show(0, basis="neurons")
+    view = SteeringView(data.model, sae, store=data.features, feature=feature, prompt="The quick", max_new_tokens=2)
+    if family == "bert":
+        assert "no output embedding" in explorer.card.logits.value
+        assert view.button.disabled and "no language-model head" in view.output.value
+        with pytest.raises(saekit.InputError, match="no language-model head"):
+            view.run()
+        return
+    explorer.show(feature, basis="features")
+    boost = data.features.logit_effects(feature).query("direction == 'boost'")["logit"].iloc[0]
+    assert f"{boost:+.2f}" in explorer.card.logits.value
+    run = view.run()
+    assert len(run.result.clean_ids) == len(run.result.steered_ids) == len(run.result.clean_ids[:-2]) + 2
+    assert not run.shift.empty and np.isfinite(run.shift["delta"]).all()
