@@ -2,6 +2,8 @@
 through `saekit train` → `saekit eval` → the feature store and explorer → steering, and each number is checked
 against one computed here from plain torch forward hooks on the raw model."""
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -97,33 +99,36 @@ def held_out(tmp_path_factory) -> Path:
     return path
 
 
-_trained: dict[tuple[str, str], Path] = {}
+class Trained:
+    """The SAEs `saekit train` saves at layer 1's sites, each trained once per module, with what the command printed."""
 
+    def __init__(self, folders: dict[str, Path], text_dir: Path, root: Path) -> None:
+        self.folders, self.text_dir, self.root = folders, text_dir, root
+        self.runs: dict[tuple[str, str], tuple[Path, str]] = {}
 
-def trained(folders: dict[str, Path], text_dir: Path, tmp_root: Path, family: str, site: str) -> Path:
-    """The SAE that `saekit train` saves at layer 1's `site` of `family` (trained once per module)."""
-    if (family, site) not in _trained:
-        out = tmp_root / f"{family}-{site}"
-        args = ["train", "--model", str(folders[family]), "--layer", "1", "--site", site, "--text", str(text_dir),
-                "--out", str(out), *TRAIN]
-        assert main(args) == 0
-        _trained[family, site] = out
-    return _trained[family, site]
+    def __call__(self, family: str, site: str) -> tuple[Path, str]:
+        if (family, site) not in self.runs:
+            out = self.root / f"{family}-{site}"
+            args = ["train", "--model", str(self.folders[family]), "--layer", "1", "--site", site,
+                    "--text", str(self.text_dir), "--out", str(out), *TRAIN]
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                assert main(args) == 0
+            self.runs[family, site] = out, printed.getvalue()
+        return self.runs[family, site]
 
 
 @pytest.fixture(scope="module")
-def sae_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("saes")
+def trained(folders, text_dir, tmp_path_factory) -> Trained:
+    return Trained(folders, text_dir, tmp_path_factory.mktemp("saes"))
 
 
 # --- independent computations: plain torch hooks on the raw model ----------------------------------------------
 
 
 def raw_model(folder: Path) -> torch.nn.Module:
-    config = T.AutoConfig.from_pretrained(folder)
-    cls = T.AutoModelForCausalLM if config.architectures[0].endswith("ForCausalLM") or "LMHead" in \
-        config.architectures[0] else T.AutoModel
-    return cls.from_pretrained(folder).eval()
+    encoder = T.AutoConfig.from_pretrained(folder).architectures == ["BertModel"]
+    return (T.AutoModel if encoder else T.AutoModelForCausalLM).from_pretrained(folder).eval()
 
 
 def hooked_acts(module: torch.nn.Module, path: str, side: str, ids: torch.Tensor) -> torch.Tensor:
@@ -160,10 +165,10 @@ LOSSES = ("loss_clean", "loss_spliced", "loss_zero_ablated", "loss_mean_ablated"
 
 @pytest.mark.parametrize("site", SITES)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_train_then_eval_at_every_site(family, site, folders, text_dir, held_out, sae_root, capsys):
-    out = trained(folders, text_dir, sae_root, family, site)
+def test_train_then_eval_at_every_site(family, site, folders, held_out, trained, capsys):
+    out, printed = trained(family, site)
     hook, side = expected_site(family, site)
-    assert f"site {site} of layer 1: {hook} ({side})" in capsys.readouterr().out
+    assert f"site {site} of layer 1: {hook} ({side})" in printed
     sae = saekit.load_sae(out)
     assert (sae.provenance.hook, sae.provenance.hook_side) == (hook, side)
     assert main(["eval", str(out), "--text", str(held_out), "--tokens", "96", "--json", "--quiet"]) == 0
@@ -218,8 +223,8 @@ def direct_logit_effects(model: torch.nn.Module, family: str, site: str, directi
 
 @pytest.mark.parametrize("site", SITES)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_feature_store_at_every_site(family, site, folders, text_dir, held_out, sae_root):
-    sae = saekit.load_sae(trained(folders, text_dir, sae_root, family, site))
+def test_feature_store_at_every_site(family, site, folders, held_out, trained):
+    sae = saekit.load_sae(trained(family, site)[0])
     ids = np.load(held_out)
     store = saekit.build_feature_store(saekit.load_model(folders[family]), ids, sae, config=STORE, progress=False)
     assert (store.meta["hook"], store.meta["side"], store.meta["n_tokens"]) == (*expected_site(family, site), ids.size)
@@ -284,10 +289,10 @@ def greedy(module: torch.nn.Module, ids: list[int], n: int) -> list[int]:
 
 @pytest.mark.parametrize("site", SITES)
 @pytest.mark.parametrize("family", LMS)
-def test_pinning_a_feature_steers_as_a_plain_hook_does(family, site, folders, text_dir, held_out, sae_root):
+def test_pinning_a_feature_steers_as_a_plain_hook_does(family, site, folders, held_out, trained):
     from saekit.analysis.steering import FeatureEdit, next_token_shift, steer_generate
 
-    sae = saekit.load_sae(trained(folders, text_dir, sae_root, family, site))
+    sae = saekit.load_sae(trained(family, site)[0])
     model, raw = saekit.load_model(folders[family]), raw_model(folders[family])
     path, side = expected_site(family, site)
     x = hooked_acts(raw, path, side, torch.as_tensor(np.load(held_out))).reshape(-1, sae.d_in)
@@ -321,11 +326,11 @@ def test_pinning_a_feature_steers_as_a_plain_hook_does(family, site, folders, te
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_explorer_and_steering_widget(family, folders, text_dir, held_out, sae_root):
+def test_explorer_and_steering_widget(family, folders, held_out, trained):
     from saekit.analysis.browsing import explorer_data
     from saekit.widgets import FeatureExplorer, SteeringView
 
-    sae = saekit.load_sae(trained(folders, text_dir, sae_root, family, "mlp_act"))
+    sae = saekit.load_sae(trained(family, "mlp_act")[0])
     data = explorer_data(sae, folders[family], np.load(held_out), config=STORE, progress=False)
     assert data.neurons.n_features == INNER and data.features.n_features == FEATURES
     np.testing.assert_array_equal(data.neurons.token_ids, data.features.token_ids)
