@@ -119,3 +119,33 @@ def test_a_transcoder_store_reads_its_logit_effects_off_the_decoder(tiny_lm):
     for feature, row in boost.iterrows():
         assert row.token_id == int(expected[feature].argmax())
         assert row.logit == pytest.approx(float(expected[feature].max()), rel=1e-4, abs=1e-5)
+
+
+def test_each_site_reaches_the_residual_stream_through_its_own_weight():
+    """The MLP's neurons (its output projection's input) go through that projection; an attention or MLP output and
+    a block's input or output are in the residual stream already (the identity), whatever the hook's module is."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from saekit.activations.sites import resolve_site
+
+    model = LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=2,
+                                         num_key_value_heads=2, intermediate_size=24, vocab_size=40)).eval()
+    for site in ("resid_pre", "resid_post", "attn_out", "mlp_out"):
+        hook, side = resolve_site(model, 1, site)
+        assert torch.equal(L.output_weights(model, hook, side=side).W_out, torch.eye(16)), site
+    hook, side = resolve_site(model, 1, "mlp_act")
+    down_proj = model.model.layers[1].mlp.down_proj
+    torch.testing.assert_close(L.output_weights(model, hook, side=side).W_out, down_proj.weight.T)
+
+
+def test_gemma_final_norm_scales_by_one_plus_its_weight():
+    """Gemma's RMSNorm multiplies by 1 + w (w starts at 0): a γ of w alone would zero every logit effect."""
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    model = GemmaForCausalLM(GemmaConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2,
+                                         num_key_value_heads=2, head_dim=8, intermediate_size=24, vocab_size=40))
+    with torch.no_grad():
+        model.model.norm.weight.normal_()
+    found = L.output_weights(model, "model.layers.0.mlp.down_proj", side="input")
+    torch.testing.assert_close(found.norm_weight, 1 + model.model.norm.weight.detach())
+    assert not found.norm_centers

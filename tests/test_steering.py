@@ -116,3 +116,15 @@ def test_transcoders_and_crosscoders_are_refused_with_a_reason(tiny_lm, kind):
     other.provenance = Provenance(hook=HOOK)
     with pytest.raises(saekit.InputError, match="cannot be steered yet"):
         next_token_shift(tiny_lm, other, "hello world", FeatureEdit(0, 1.0))
+
+
+def test_an_encoder_without_an_lm_head_says_it_cannot_be_steered(tiny_bert_dir):
+    from saekit.errors import InputError
+
+    bert = api.load_model(tiny_bert_dir)
+    sae = make_sae("topk", 32, 16)
+    sae.provenance = Provenance(hook="encoder.layer.0.output.dense")
+    for run in (St.steer_generate, St.next_token_shift):
+        with pytest.raises(InputError, match="BertModel has no language-model head"):
+            run(bert, sae, [5, 6, 7], FeatureEdit(1, 3.0))
+    assert St.steering_problem(bert, sae) is not None and St.steering_problem(None, sae) is None

@@ -457,3 +457,14 @@ def test_crosscoder_figures_count_every_feature_and_escape_names():
     comparison = compare_with_matching(cc, sae_a, matches)
     figure = matching_figure(comparison)
     assert sum(len(trace.y) for trace in figure.data) == comparison["best_match_correlation"].notna().sum()
+
+
+def test_steering_view_of_an_encoder_says_why_it_cannot_steer(tiny_bert_dir):
+    from saekit.errors import InputError
+
+    sae = make_sae("topk", 32, 16)
+    sae.provenance = Provenance(hook="encoder.layer.0.output.dense")
+    view = SteeringView(api.load_model(tiny_bert_dir), sae, feature=1)
+    assert view.button.disabled and "no language-model head" in view.output.value
+    with pytest.raises(InputError, match="no language-model head"):
+        view.run()

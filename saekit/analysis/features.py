@@ -202,9 +202,15 @@ def _histogram_frame(counts: Tensor) -> pd.DataFrame:
 def _logit_table(reading: Reading, dictionary: Dictionary,
                  config: StoreConfig) -> tuple[list[str], pd.DataFrame, str | None]:
     """The vocabulary's token strings and the top logit effects (empty, with a note, when unavailable)."""
+    provenance = provenance_of(dictionary)
+    writes_at, side = ((provenance.target_hook, provenance.target_side) if provenance.target_hook
+                       else (reading.hook, reading.side))
+    width = dictionary.W_dec.shape[1] // getattr(dictionary, "n_models", 1)
     try:
-        writes_at = provenance_of(dictionary).target_hook or reading.hook
-        weights = output_weights(reading.model, writes_at, final_norm=config.final_norm)
+        weights = output_weights(reading.model, writes_at, side=side, final_norm=config.final_norm)
+        if weights.W_out.shape[0] != width:
+            raise ValueError(f"the directions at {writes_at} ({side}) are {width} wide and reach the residual stream "
+                             f"through a {tuple(weights.W_out.shape)} weight: no direct logit effects to read")
     except (ValueError, AttributeError) as error:
         tokenizer = reading.tokenizer
         vocab_size = len(tokenizer) if tokenizer is not None else int(reading.windows.input_ids.max()) + 1
@@ -213,7 +219,7 @@ def _logit_table(reading: Reading, dictionary: Dictionary,
     vocab = token_strings(reading.tokenizer, weights.W_U.shape[0])
     with torch.no_grad():
         directions = dictionary.W_dec.detach().float().cpu()
-        directions = directions[:, : directions.shape[1] // getattr(dictionary, "n_models", 1)]  # the first model's
+        directions = directions[:, :width]  # a crosscoder's: the first model's
     return vocab, top_logit_effects(directions, weights, vocab, config.n_logits), None
 
 

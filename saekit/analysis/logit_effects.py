@@ -5,12 +5,14 @@ reads, so a feature's direct effect on the logits is (the paper's approximation)
 
     effect_i = W_U · N(W_out^T d_i)            d_i = W_dec[i] [d_mlp], W_out [d_mlp, d_model], W_U [vocab, d_model]
 
-(a transcoder writes the MLP's output, d_i [d_model], directly: W_out is then the identity)
+(a transcoder writes the MLP's output, d_i [d_model], directly, and a dictionary at a residual-width site, an
+attention or MLP output or a block's input or output, lives in the residual stream already: W_out is then the
+identity and the effect is the direction's direct path to the logits)
 
 shifted so that each feature's median over the vocabulary is 0. `N` is the final layer norm's
-linear part: with ``final_norm=True`` (the default) the direction is centred over d_model and scaled
-by the norm's weight γ, exactly as the layer norm treats any residual vector; its 1/σ is a positive
-per-token scale that cannot change which tokens rank highest, and its bias does not depend on the
+linear part: with ``final_norm=True`` (the default) the direction is centred over d_model (LayerNorm) and
+scaled by the norm's weight γ (Gemma's RMSNorm: 1 + weight), exactly as the norm treats any residual vector; its
+1/σ is a positive per-token scale that cannot change which tokens rank highest, and its bias does not depend on the
 feature, so both are left out. ``final_norm=False`` ignores the layer norm, as the paper's figures do.
 For raw neurons d_i is the i-th unit vector, i.e. the neuron's row of W_out.
 """
@@ -25,6 +27,8 @@ import torch
 from torch import Tensor
 
 from saekit.activations import nnsight_api as api
+from saekit.activations.sites import ATTENTION_OUTPUT_PROJECTIONS, MLP_OUTPUT_PROJECTIONS, block_list
+from saekit.errors import InputError
 
 # Names of an MLP's output projection in common Hugging Face architectures.
 _OUT_PROJECTIONS = ("c_proj", "down_proj", "fc_out", "fc2", "dense_4h_to_h", "wo")
@@ -42,40 +46,64 @@ class OutputWeights(NamedTuple):
     norm_centers: bool  # whether the final norm subtracts the mean (LayerNorm yes, RMSNorm no)
 
 
-def output_weights(model: Any, hook: str, *, final_norm: bool = True) -> OutputWeights:
-    """The MLP output weight (found next to `hook`, e.g. `mlp.c_proj` for GPT-2's `mlp.act`), the
+def output_weights(model: Any, hook: str, *, side: str = "output", final_norm: bool = True) -> OutputWeights:
+    """The weight from the dictionary's space at `hook` (`side`) to the residual stream (see `_to_residual`), the
     unembedding (`lm_head`) and the final norm's γ, from an nnsight model or a torch module."""
     module = api.underlying_module(model)
     head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
     if head is None:
         raise ValueError("the model has no output embedding (LM head), so it has no logits to read effects on")
-    W_out = _mlp_output_weight(module, hook)
+    d_model = head.weight.shape[1]
+    W_out = _to_residual(model, module, hook, side, d_model)
     norm = _final_norm(module) if final_norm else None
-    weight = None if norm is None else norm.weight.detach().float()
+    weight = None if norm is None else _norm_gain(norm)
     centers = isinstance(norm, torch.nn.LayerNorm)
     return OutputWeights(W_out.detach().float(), head.weight.detach().float(), weight, centers)
 
 
-def _mlp_output_weight(module: torch.nn.Module, hook: str) -> Tensor:
-    """[d_mlp, d_model] from the hook's parent MLP (HF Conv1D stores [in, out]; nn.Linear [out, in]); the identity
-    [d_model, d_model] where the hook is the MLP itself, whose output the residual stream adds as it is (a
-    transcoder's decoder writes there)."""
+def _to_residual(model: Any, module: torch.nn.Module, hook: str, side: str, d_model: int) -> Tensor:
+    """[d, d_model]: what a direction at `hook` adds to the residual stream.
+
+    - the input of a sublayer's output projection (the MLP's neurons, `mlp_act`): that projection's weight;
+    - its output (`attn_out`, `mlp_out`), a whole MLP (a transcoder's target) or a block's input or output
+      (`resid_pre`, `resid_post`): the identity, as these live in the residual stream's space already;
+    - a hook inside an MLP (GPT-2's `mlp.act`): the MLP's output projection.
+    """
     own = module.get_submodule(hook)
+    if hook.endswith(tuple("." + p for p in MLP_OUTPUT_PROJECTIONS + ATTENTION_OUTPUT_PROJECTIONS)):
+        return _as_in_out(own) if side == "input" else _eye(d_model, own.weight)
     for name in _OUT_PROJECTIONS:
         proj = getattr(own, name, None)
         if proj is not None and hasattr(proj, "weight"):
-            d_model = proj.weight.shape[0] if isinstance(proj, torch.nn.Linear) else proj.weight.shape[1]
-            return torch.eye(d_model, dtype=proj.weight.dtype, device=proj.weight.device)
+            return _eye(d_model, proj.weight)
     parent_path = hook.rsplit(".", 1)[0] if "." in hook else ""
     parent = module.get_submodule(parent_path)
     for name in _OUT_PROJECTIONS:
         proj = getattr(parent, name, None)
         if proj is not None and hasattr(proj, "weight"):
-            return proj.weight.T if isinstance(proj, torch.nn.Linear) else proj.weight
+            return _as_in_out(proj)
+    if parent_path and parent_path == _block_list_path(model):
+        return _eye(d_model, next(own.parameters()))
     raise ValueError(
         f"found no MLP output projection ({', '.join(_OUT_PROJECTIONS)}) next to hook {hook!r}; "
         "pass the matrices to logit_effect_matrix() explicitly"
     )
+
+
+def _as_in_out(proj: torch.nn.Module) -> Tensor:
+    """A projection's weight as [in, out] (nn.Linear stores [out, in], Hugging Face's Conv1D [in, out])."""
+    return proj.weight.T if isinstance(proj, torch.nn.Linear) else proj.weight
+
+
+def _eye(d: int, like: Tensor) -> Tensor:
+    return torch.eye(d, dtype=like.dtype, device=like.device)
+
+
+def _block_list_path(model: Any) -> str | None:
+    try:
+        return block_list(model)[0]
+    except InputError:
+        return None
 
 
 def _final_norm(module: torch.nn.Module) -> torch.nn.Module | None:
@@ -86,6 +114,13 @@ def _final_norm(module: torch.nn.Module) -> torch.nn.Module | None:
             continue
         return norm if getattr(norm, "weight", None) is not None else None
     return None
+
+
+def _norm_gain(norm: torch.nn.Module) -> Tensor:
+    """The final norm's per-dimension scale γ: its weight, or 1 + weight for Gemma's RMSNorm (whose weight starts
+    at 0 and scales by 1 + w)."""
+    weight = norm.weight.detach().float()
+    return 1.0 + weight if type(norm).__name__.startswith("Gemma") else weight
 
 
 def logit_effect_matrix(directions: Tensor, weights: OutputWeights) -> Tensor:
@@ -148,9 +183,10 @@ def _effects_frame(names: Tensor, label: str, values: Tensor, ids: Tensor, token
 
 
 def model_logit_effects(
-    model: Any, hook: str, directions: Tensor, *, k: int = 10, tokenizer: Any = None, final_norm: bool = True
+    model: Any, hook: str, directions: Tensor, *, k: int = 10, tokenizer: Any = None, final_norm: bool = True,
+    side: str = "output",
 ) -> pd.DataFrame:
     """`top_logit_effects` for a Hugging Face model: weights found from `hook`, tokens from its tokenizer."""
-    weights = output_weights(model, hook, final_norm=final_norm)
+    weights = output_weights(model, hook, side=side, final_norm=final_norm)
     tokenizer = tokenizer if tokenizer is not None else api.get_tokenizer(model)
     return top_logit_effects(directions, weights, token_strings(tokenizer, weights.W_U.shape[0]), k)

@@ -112,14 +112,28 @@ class SteeringResult(NamedTuple):
     steered_ids: Tensor  # [prompt + new]
 
 
+def steering_problem(model: Any, sae: Dictionary) -> str | None:
+    """Why `sae` cannot steer `model` (None: it can): steering edits one hook of one model and reads the change off
+    next-token logits. `model`: an opened model, or None to check the dictionary alone."""
+    if getattr(sae, "is_transcoder", False) or getattr(sae, "n_models", 1) > 1:
+        return ("steering pins a feature where its dictionary reads and writes one hook of one model; a "
+                "transcoder (reads one hook, writes another) or a crosscoder (several models) cannot be "
+                "steered yet: steer an SAE of the same site")
+    if model is not None and not api.has_lm_head(model):
+        name = type(api.underlying_module(model)).__name__
+        return (f"steering generates text and reads next-token probabilities, and {name} has no language-model "
+                "head (an encoder such as BERT): steer a causal language model")
+    return None
+
+
 def _setup(model: Any, sae: Dictionary, hook: str | None, side: str | None,
            tokenizer: Any) -> tuple[Any, str, str, Any]:
-    if getattr(sae, "is_transcoder", False) or getattr(sae, "n_models", 1) > 1:
-        raise InputError("steering pins a feature where its dictionary reads and writes one hook of one model; a "
-                         "transcoder (reads one hook, writes another) or a crosscoder (several models) cannot be "
-                         "steered yet: steer an SAE of the same site")
+    if problem := steering_problem(None, sae):
+        raise InputError(problem)
     settings = read_settings(sae, hook, side)
     model, tokenizer, _ = open_model_at(model, settings, tokenizer)
+    if problem := steering_problem(model, sae):
+        raise InputError(problem)
     return model, settings.hook, settings.side, tokenizer
 
 

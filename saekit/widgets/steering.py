@@ -12,8 +12,17 @@ import ipywidgets as widgets
 import pandas as pd
 import plotly.graph_objects as go
 
+from saekit.activations.nnsight_api import load_model
 from saekit.analysis.features import FeatureStore
-from saekit.analysis.steering import MODES, FeatureEdit, SteeringResult, next_token_shift, steer_generate
+from saekit.analysis.steering import (
+    MODES,
+    FeatureEdit,
+    SteeringResult,
+    next_token_shift,
+    steer_generate,
+    steering_problem,
+)
+from saekit.errors import InputError
 from saekit.saes.dictionary import Dictionary
 from saekit.widgets import html as H
 from saekit.widgets.figure_slot import FigureSlot
@@ -60,12 +69,14 @@ class SteeringRun(NamedTuple):
 
 class SteeringView(widgets.VBox):
     """Feature picker, strength slider, mode, prompt and a generate button; shows both continuations and
-    the next-token shift. `run()` does what the button does and returns a SteeringRun."""
+    the next-token shift. `run()` does what the button does and returns a SteeringRun. A model that cannot be
+    steered (no language-model head) gets a note saying why and a disabled button."""
 
     def __init__(self, model: Any, sae: Dictionary, *, store: FeatureStore | None = None, feature: int = 0,
                  prompt: str = "The", value: float | None = None, mode: str = "pin", max_new_tokens: int = 20,
                  k: int = 10) -> None:
-        self.model, self.sae, self.store, self.k = model, sae, store, k
+        self.model, self.sae, self.store, self.k = load_model(model), sae, store, k
+        self.problem = steering_problem(self.model, sae)
         self.feature_box = widgets.BoundedIntText(value=feature, min=0, max=sae.d_sae - 1, description="feature",
                                                   layout=widgets.Layout(width="180px"))
         self.feature_note = widgets.HTML()
@@ -93,6 +104,9 @@ class SteeringView(widgets.VBox):
         if value is not None:
             self.strength.max = max(self.strength.max, float(value))
             self.strength.value = float(value)
+        if self.problem:
+            self.button.disabled = True
+            self.output.value = f"<div class='saekit-note' style='color:#9a6700'>{H.escape(self.problem)}</div>"
 
     def _feature_changed(self) -> None:
         """Rescale the slider to the feature's activation range: up to SLIDER_RANGE × its max, starting
@@ -128,7 +142,10 @@ class SteeringView(widgets.VBox):
         return FeatureEdit(int(self.feature_box.value), float(self.strength.value), self.mode_picker.value)
 
     def run(self) -> SteeringRun:
-        """Generate with and without the edit, and measure the next-token shift after the prompt."""
+        """Generate with and without the edit, and measure the next-token shift after the prompt (an InputError
+        saying why where the model cannot be steered, as the widget shows)."""
+        if self.problem:
+            raise InputError(self.problem)
         edit, prompt = self.edit(), self.prompt_box.value
         result = steer_generate(self.model, self.sae, prompt, edit, max_new_tokens=int(self.length.value))
         shift = next_token_shift(self.model, self.sae, prompt, edit, k=self.k)
