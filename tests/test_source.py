@@ -153,3 +153,19 @@ def test_buffer_budget_covers_the_forward_outputs(tiny_lm, text_dir):
     small = ActivationSource(tiny_lm, text_dir, _config(buffer_bytes=2 * 64 * 128 * 4), progress=False)
     with pytest.raises(saekit.InputError, match="besides one model batch's outputs"):
         next(iter(small))
+
+
+def test_a_short_run_reads_no_more_than_it_emits(tiny_lm, text_dir, monkeypatch):
+    """With the default 256 MiB budget a block would hold ~500k rows; a run of 200 tokens reads ~200 of them."""
+    source = ActivationSource(tiny_lm, text_dir, _config(total_tokens=200, buffer_bytes=256 * 2**20), progress=False)
+    forwards = []
+    real = api.get_activations
+
+    def counting(model, input_ids, *args, **kw):
+        forwards.append(int(input_ids.shape[0] * input_ids.shape[1]))
+        return real(model, input_ids, *args, **kw)
+
+    source.d_in  # noqa: B018  (the width probe)
+    monkeypatch.setattr("saekit.activations.nnsight_api.get_activations", counting)
+    assert sum(b.shape[0] for b in source) == 200
+    assert sum(forwards) <= 4 * 64 + 2 * 4 * CTX  # the rows of a 2-batch block, in whole model batches

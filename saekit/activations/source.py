@@ -208,9 +208,13 @@ class ActivationSource:
                 f"{self.width} besides one model batch's outputs ({working} bytes): raise the budget to at least "
                 f"{minimum} bytes (--buffer-mb {-(-minimum // 2**20)}), or lower the batch size or model_batch_size"
             )
-        return ActivationBuffer(self.width, budget_bytes=cfg.buffer_bytes - working,
-                                batch_size=self._share(cfg.batch_size), dtype=cfg.torch_dtype, device=cfg.device,
-                                seed=cfg.seed)
+        batch = self._share(cfg.batch_size)
+        budget = cfg.buffer_bytes - working
+        if cfg.total_tokens is not None:  # a short run needs no block larger than all it will emit
+            rows = max(2, -(-self._share(cfg.total_tokens) // batch)) * batch
+            budget = min(budget, rows * self.width * torch.empty((), dtype=cfg.torch_dtype).element_size())
+        return ActivationBuffer(self.width, budget_bytes=budget, batch_size=batch, dtype=cfg.torch_dtype,
+                                device=cfg.device, seed=cfg.seed)
 
     def _share(self, rows: int) -> int:
         """This rank's rows of `rows` global ones."""
