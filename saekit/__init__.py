@@ -8,11 +8,11 @@ from saekit.evaluation import EvalResult, evaluate
 from saekit.formats import SAEFormatError, load_sae
 from saekit.saes import SAE, architectures
 from saekit.saes.provenance import Provenance
-from saekit.training import TrainConfig, TrainResult, train
+from saekit.training import TrainConfig, TrainResult, train, train_many
 
 __all__ = [
     "ActivationConfig", "ActivationSource", "EvalResult", "FeatureStore", "InputError", "Provenance", "SAE",
     "SAEFormatError", "StoreConfig",
     "TrainConfig", "TrainResult", "UnknownHookError", "architectures", "build_feature_store", "evaluate",
-    "load_feature_store", "load_model", "load_sae", "resolve_site", "train",
+    "load_feature_store", "load_model", "load_sae", "resolve_site", "train", "train_many",
 ]

@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -114,36 +114,31 @@ class Trainer:
         """Train until cfg.total_tokens, then fold the input scale back into the SAE.
 
         Ctrl-C is taken between steps: with checkpoints on, the step just finished is saved first."""
-        cfg, p = self.cfg, self.progress
-        stream = self._resume_stream(batches)
-        progress = progress and (self.parallel is None or self.parallel.is_main)
-        bar = tqdm(total=cfg.total_tokens, initial=min(p.tokens, cfg.total_tokens), unit="tok",
-                   unit_scale=True, desc=f"train {self.sae.arch} {self.sae.d_sae}", disable=not progress)
-        self._to_training_units()
-        try:
-            with interrupts_between_steps() as interrupted:
-                while p.tokens < cfg.total_tokens and not interrupted():
-                    try:
-                        x = next(stream, None)
-                    except KeyboardInterrupt:  # raised by the batches, between two steps: safe to save
-                        self._checkpoint_if_new()
-                        raise
-                    rows = self._rows_on_every_rank(x)
-                    if x is None or 0 in rows:
-                        bar.write(f"saekit.train: the batches ran out after {p.tokens:,} of {cfg.total_tokens:,} "
-                                  "tokens; training stopped early")
-                        break
-                    self._train_on(self._prepare(x), rows, bar)
-                self._checkpoint_if_new()
-                if interrupted():
-                    raise KeyboardInterrupt
-                if cfg.decoder_refit_tokens and p.tokens >= cfg.total_tokens:
-                    self._refit_decoder(stream, bar)
-        finally:
-            self._to_input_units()
-            self.sae.release_scratch()
-            bar.close()
-        return self._result()
+        return fit_together([self], batches, progress=progress)[0]
+
+    @property
+    def done(self) -> bool:
+        return self.progress.tokens >= self.cfg.total_tokens
+
+    def first_batch_needed(self) -> int:
+        """The first batch a resumed run must see: the last ones whose inputs refill the resampling pool, then the
+        ones it has not trained on (0 for a fresh run)."""
+        p = self.progress
+        if p.step == 0:
+            return 0
+        replay = min(p.step, math.ceil(self.cfg.resample_pool_tokens * p.step / p.tokens) + 1) \
+            if self.cfg.resample_at else 0
+        return p.step - replay
+
+    def take(self, index: int, x: Tensor, rows: list[int], bar: tqdm | None = None) -> None:
+        """Batch number `index` of the stream: trained on if this run has not seen it, remembered for the resampling
+        pool if a resumed run needs it there, else passed over."""
+        if self.done:
+            return
+        if index >= self.progress.step:
+            self._train_on(self._prepare(x), rows, bar)
+        elif index >= self.first_batch_needed():
+            self._remember(self._scaled(self._prepare(x)))
 
     def _refit_decoder(self, stream: Iterator[Tensor], bar: tqdm) -> None:
         """The least-squares decoder for the trained encoder's codes, on the next inputs of the stream (after the
@@ -159,7 +154,7 @@ class Trainer:
         n = 0 if x is None else x.shape[0]
         return self.parallel.gather_counts(n) if self.parallel else [n]
 
-    def _train_on(self, x: Tensor, rows: list[int], bar: tqdm) -> None:
+    def _train_on(self, x: Tensor, rows: list[int], bar: tqdm | None) -> None:
         p = self.progress
         if not p.started:
             self._start(x)
@@ -168,8 +163,8 @@ class Trainer:
         if p.step % self.cfg.log_every_steps == 0 or p.tokens >= self.cfg.total_tokens:
             row = self._log_row(x, out)
             self.history.append(row)
-            bar.set_postfix(mse=f"{row['mse']:.3g}", L0=f"{row['l0']:.1f}", dead=f"{row['dead_fraction']:.1%}")
-        bar.update(min(p.tokens, self.cfg.total_tokens) - bar.n)
+            if bar is not None:
+                bar.set_postfix(mse=f"{row['mse']:.3g}", L0=f"{row['l0']:.1f}", dead=f"{row['dead_fraction']:.1%}")
         self._maybe_resample()
         if p.next_checkpoint is not None and p.tokens >= p.next_checkpoint:
             self.save_checkpoint()
@@ -319,29 +314,6 @@ class Trainer:
             return batch * factors
         return batch * p.scale if p.scale != 1.0 else batch
 
-    def _resume_stream(self, batches: Iterable[Tensor]) -> Iterator[Tensor]:
-        """The batches from the current step on. On resume, the batches earlier steps consumed are skipped
-        (a `SeekableBatches` source starts right at the last ones the resampling pool needs; any other
-        iterable is read from its start) and the pool is refilled exactly as the run had it."""
-        p = self.progress
-        if p.step == 0:
-            return iter(batches)
-        replay = min(p.step, math.ceil(self.cfg.resample_pool_tokens * p.step / p.tokens) + 1) \
-            if self.cfg.resample_at else 0
-        seekable = isinstance(batches, SeekableBatches)
-        first = p.step - replay if seekable else 0
-        it = iter(batches.batches_from(first)) if seekable else iter(batches)
-        for i in range(first, p.step):
-            x = next(it, None)
-            if x is None:
-                raise InputError(
-                    f"resuming at step {p.step}, but the batches ran out at step {i}: pass the same batches as the "
-                    "interrupted run, from the start (the trainer skips what it has already seen)"
-                )
-            if i >= p.step - replay:
-                self._remember(self._scaled(self._prepare(x)))
-        return it
-
     # --- dead features ----------------------------------------------------------------------------
 
     def _remember(self, x: Tensor) -> None:
@@ -475,6 +447,76 @@ class Trainer:
         self.compute_dtype = getattr(torch, state.get("compute_dtype", ""), self.compute_dtype)  # the run's choice
         self._training_units = self.progress.started  # the saved weights are in training units
         self._checkpointed_tokens = self.progress.tokens
+
+
+def fit_together(trainers: Sequence[Trainer], batches: Iterable[Tensor], *,
+                 columns: Sequence[slice | None] | None = None, progress: bool = True) -> list[TrainResult]:
+    """Train every trainer on one pass over `batches`, each on its `columns` of every batch (all of them by
+    default), until each has its own cfg.total_tokens; each ends where `trainer.fit(batches)` alone would.
+
+    A resumed run (trainers restored from checkpoints) reads a `SeekableBatches` source from the earliest batch any
+    of them needs, other iterables from their start. Ctrl-C is taken between steps: every trainer with checkpoints
+    on saves the step just finished first."""
+    columns = list(columns) if columns is not None else [None] * len(trainers)
+    if len(columns) != len(trainers):
+        raise InputError(f"{len(columns)} column selections for {len(trainers)} trainers: give one per trainer")
+    lead = trainers[0]
+    seekable = isinstance(batches, SeekableBatches)
+    index = min(t.first_batch_needed() for t in trainers) if seekable else 0
+    stream = iter(batches.batches_from(index)) if seekable and index else iter(batches)
+    show = progress and (lead.parallel is None or lead.parallel.is_main)
+    total = max(t.cfg.total_tokens for t in trainers)
+    alone = len(trainers) == 1
+    desc = f"train {lead.sae.arch} {lead.sae.d_sae}" if alone else f"train {len(trainers)} dictionaries"
+    bar = tqdm(total=total, initial=min(max(t.progress.tokens for t in trainers), total), unit="tok",
+               unit_scale=True, desc=desc, disable=not show)
+
+    def view(x: Tensor, part: slice | None) -> Tensor:
+        return x if part is None else x[:, part]
+
+    for trainer in trainers:
+        trainer._to_training_units()
+    try:
+        with interrupts_between_steps() as interrupted:
+            while not all(t.done for t in trainers) and not interrupted():
+                try:
+                    x = next(stream, None)
+                except KeyboardInterrupt:  # raised by the batches, between two steps: safe to save
+                    for trainer in trainers:
+                        trainer._checkpoint_if_new()
+                    raise
+                rows = lead._rows_on_every_rank(x)
+                if x is None or 0 in rows:
+                    behind = [t for t in trainers if index < t.progress.step]
+                    if behind:
+                        raise InputError(
+                            f"resuming at step {behind[0].progress.step}, but the batches ran out at step {index}: "
+                            "pass the same batches as the interrupted run, from the start (the trainer skips what it "
+                            "has already seen)")
+                    tokens = min(t.progress.tokens for t in trainers if not t.done)
+                    bar.write(f"saekit.train: the batches ran out after {tokens:,} of {total:,} tokens; training "
+                              "stopped early")
+                    break
+                for trainer, part in zip(trainers, columns):
+                    trainer.take(index, view(x, part), rows, bar if alone else None)
+                bar.update(min(max(t.progress.tokens for t in trainers), total) - bar.n)
+                index += 1
+            for trainer in trainers:
+                trainer._checkpoint_if_new()
+            if interrupted():
+                raise KeyboardInterrupt
+            for trainer, part in zip(trainers, columns):
+                if trainer.cfg.decoder_refit_tokens and trainer.done:
+                    for _ in range(index, trainer.progress.step):  # a run resumed after its last step
+                        next(stream, None)
+                    index = max(index, trainer.progress.step)
+                    trainer._refit_decoder((view(x, part) for x in stream), bar)
+    finally:
+        for trainer in trainers:
+            trainer._to_input_units()
+            trainer.sae.release_scratch()
+        bar.close()
+    return [trainer._result() for trainer in trainers]
 
 
 def make_adam(sae: SAE, cfg: TrainConfig) -> torch.optim.Adam:
