@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(commands)
     _add_train(commands)
+    _add_sweep(commands)
     _add_cache(commands)
     _add_eval(commands)
     return parser
@@ -83,10 +84,17 @@ def _add_demo(commands) -> None:
     demo.add_argument("--out", type=Path, default=None, metavar="DIR", help="cache folder for what the demo builds")
 
 
-def _add_site_args(parser: argparse.ArgumentParser) -> None:
-    """Where the model is read: --hook, or --layer with --site; a transcoder's --target-hook."""
-    parser.add_argument("--hook", default=None, metavar="MODULE.PATH",
-                        help="module path, e.g. transformer.h.0.mlp.act (or --layer and --site)")
+def _add_site_args(parser: argparse.ArgumentParser, many: bool = False) -> None:
+    """Where the model is read: --hook (repeated, where `many` sites are read in one forward), or --layer with
+    --site; a transcoder's --target-hook."""
+    if many:
+        parser.add_argument("--hook", default=None, action="append", metavar="MODULE.PATH",
+                            help="module path, e.g. transformer.h.0.mlp.act (or --layer and --site); repeat it to "
+                                 "read several sites in one forward, for a sweep over sites")
+    else:
+        parser.add_argument("--hook", default=None, metavar="MODULE.PATH",
+                            help="module path, e.g. transformer.h.0.mlp.act (or --layer and --site); with "
+                                 "--from-cache, which of the cache's sites to train on")
     parser.add_argument("--layer", type=int, default=None, metavar="N",
                         help="with --site: the block to read (negative counts from the end)")
     parser.add_argument("--site", choices=SITES, default=None,
@@ -164,6 +172,21 @@ def _add_train(commands) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_sweep(commands) -> None:
+    sweep = commands.add_parser(
+        "sweep", help="train several SAEs from one pass over the activations (sizes, architectures, sparsities, sites)",
+        description="Train every dictionary of a sweep spec (TOML: shared `saekit train` settings at the top, one "
+                    "[[dictionary]] table each with its own name, arch, features, k, l1, lr, tokens or site) from "
+                    "one pass over the model's activations, or one read of a cache. Each is saved in OUT/NAME as "
+                    "`saekit train` saves it; rerunning resumes the unfinished ones.",
+    )
+    sweep.add_argument("spec", nargs="?", type=Path, default=None, metavar="SPEC.toml", help="the sweep spec")
+    sweep.add_argument("--dictionary", action="append", default=[], metavar='"KEY=VALUE ..."',
+                       help='one more dictionary, e.g. "arch=topk features=4096 k=32" (repeatable)')
+    sweep.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the dictionaries")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _add_cache(commands) -> None:
     cache = commands.add_parser(
         "cache", help="write a model's activations to disk, for `saekit train --from-cache`",
@@ -173,7 +196,7 @@ def _add_cache(commands) -> None:
     )
     cache.add_argument("--model", required=True, action="append", metavar="NAME_OR_DIR",
                        help="hub name or model folder; repeat it for a crosscoder's models (same tokenizer)")
-    _add_site_args(cache)
+    _add_site_args(cache, many=True)
     cache.add_argument("--tokens", type=int, required=True, metavar="N", help="activation vectors to write")
     _add_text_args(cache, required=True)
     cache.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the cache in")
@@ -378,13 +401,16 @@ def check_cache_use(args: argparse.Namespace) -> None:
     """--from-cache names a complete cache, and the flags the cache already settles are left out."""
     from saekit.activations.cache import open_cache
 
-    given = [_option(name) for name in ("model", "hook", "layer", "site", "target_hook", "text", "dataset")
-             if getattr(args, name)]
+    given = [_option(name) for name in ("model", "layer", "site", "target_hook", "text", "dataset")
+             if getattr(args, name) is not None]
     if given:
         raise CliError(f"--from-cache reads where the cache was written from: drop {', '.join(given)}")
     if args.finetune_tokens:
         raise CliError("--finetune-tokens runs the model, which a cache does not hold: drop it (--refit-tokens works)")
-    open_cache(args.from_cache)
+    sites = open_cache(args.from_cache).sites
+    if sites and args.hook is None:
+        raise CliError(f"the cache holds {len(sites)} sites ({', '.join(s[0] for s in sites)}): pick one with --hook, "
+                       "or train one SAE per site with saekit sweep")
 
 
 def check_cache_args(args: argparse.Namespace) -> None:
@@ -394,9 +420,15 @@ def check_cache_args(args: argparse.Namespace) -> None:
     check_out(args.out)
     check_device(args.device)
     check_text(args)
-    check_where(args)
-    if len(args.model) > 1 and args.target_hook is not None:
-        raise CliError("--target-hook reads one model (a transcoder's): pass one --model, or drop --target-hook")
+    check_where(argparse.Namespace(**{**vars(args), "hook": args.hook[0] if args.hook else None}))
+    hooks = args.hook or []
+    if len(set(hooks)) < len(hooks):
+        raise CliError(f"--hook names the same module twice ({', '.join(hooks)}): name each site once")
+    if (len(args.model) > 1 or len(hooks) > 1) and args.target_hook is not None:
+        raise CliError("--target-hook reads one model at one hook (a transcoder's): pass one --model and one "
+                       "--hook, or drop --target-hook")
+    if len(args.model) > 1 and len(hooks) > 1:
+        raise CliError("several --model read one hook (a crosscoder's): pass one --hook, or one --model")
 
 
 def check_where(args: argparse.Namespace) -> None:
@@ -455,7 +487,8 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     Where it runs (--device, --nproc), checkpoint spacing, --resume and display options are left out."""
     if args.from_cache is not None:
         return {"from_cache": _resolved(args.from_cache), "cache_shards": cache_digest(args.from_cache),
-                "arch": args.arch, "features": args.features, "k": _effective_k(args), "l1": args.l1, "lr": args.lr,
+                **({"hook": args.hook} if args.hook else {}), "arch": args.arch, "features": args.features,
+                "k": _effective_k(args), "l1": args.l1, "lr": args.lr,
                 "recipe": args.recipe, "tokens": args.tokens, "batch_size": args.batch_size,
                 "buffer_mb": args.buffer_mb, "dtype": args.dtype, "seed": args.seed,
                 **({"refit_tokens": args.refit_tokens} if args.refit_tokens else {})}
@@ -730,7 +763,7 @@ def _training_source(args: argparse.Namespace, models: list[Any], device: str, p
     if args.from_cache is not None:
         return CachedBatches(args.from_cache, batch_size=args.batch_size, total_tokens=total,
                              buffer_bytes=args.buffer_mb * 2**20, seed=args.seed, dtype=torch_dtype(args.dtype),
-                             device=device, **ranks)
+                             device=device, hook=args.hook, **ranks)
     if args.finetune_tokens and not has_lm_head(models[0]):
         raise CliError(f"--finetune-tokens needs next-token logits and {args.model[0]} has no language-model head: "
                        "drop the flag (--refit-tokens fits the decoder without one)")
@@ -743,6 +776,114 @@ def _training_source(args: argparse.Namespace, models: list[Any], device: str, p
     return ActivationSource(models, _text(args), config, progress=False, **ranks)
 
 
+PER_DICTIONARY = frozenset({"arch", "features", "k", "l1", "lr", "recipe", "tokens", "refit_tokens", "hook",
+                            "hook_side", "layer", "site"})
+"""Run settings in which the dictionaries of one sweep may differ (all others decide the shared activations)."""
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from saekit.folder_lock import folder_lock
+    from saekit.sweep_command import parse_members, read_spec
+
+    shared, specs = read_spec(args.spec, args.dictionary)
+    members = parse_members(build_parser(), shared, specs, args.out)
+    for name, member in members:
+        try:
+            check_train_args(member)
+        except CliError as error:
+            raise CliError(f"dictionary {name!r}: {error}") from None
+        if member.finetune_tokens or member.nproc > 1:
+            raise CliError(f"dictionary {name!r}: a sweep trains in one process without the decoder's fine-tune: "
+                           "drop finetune_tokens and nproc (train that one alone with saekit train)")
+    longest = max((m for _, m in members), key=lambda m: m.tokens)
+    batch = with_chosen_defaults(longest).batch_size  # a shared setting: given for all, or chosen for the longest
+    members = [(name, argparse.Namespace(**{**vars(m), "batch_size": batch})) for name, m in members]
+    _check_shared(members)
+    with folder_lock(args.out, "saekit sweep"):
+        return _sweep_in(args.out, members, quiet=args.quiet)
+
+
+def _check_shared(members: list[tuple[str, argparse.Namespace]]) -> None:
+    """The dictionaries of a sweep read the same activations: only their own settings may differ."""
+    first_name, first = members[0]
+    base = {k: v for k, v in run_settings(first).items() if k not in PER_DICTIONARY}
+    for name, member in members[1:]:
+        differ = differing_settings(base, {k: v for k, v in run_settings(member).items() if k not in PER_DICTIONARY})
+        if differ:
+            raise CliError(f"dictionaries {first_name!r} and {name!r} read different activations ({'; '.join(differ)})"
+                           ": set these at the top of the spec, once for all")
+
+
+def _sweep_in(out: Path, members: list[tuple[str, argparse.Namespace]], quiet: bool) -> int:
+    """Train the sweep's unfinished dictionaries together; save each as `saekit train` would."""
+    from saekit.activations.cache import CachedBatches
+    from saekit.activations.nnsight_api import load_model
+    from saekit.activations.source import ActivationConfig, ActivationSource, torch_dtype
+    from saekit.saes import SAE
+    from saekit.training import train_many
+
+    pending = []
+    for name, member in members:
+        if check_existing_run(out / name, run_settings(member)):
+            print(f"already trained: {name}")
+        else:
+            pending.append((name, member))
+    if not pending:
+        return 0
+    first = pending[0][1]
+    total = max(m.tokens + m.refit_tokens for _, m in pending)
+    if first.from_cache is not None:
+        source = CachedBatches(first.from_cache, batch_size=first.batch_size, total_tokens=total,
+                               buffer_bytes=first.buffer_mb * 2**20, seed=first.seed, dtype=torch_dtype(first.dtype),
+                               device=first.device)
+    else:
+        models = [load_model(m, device=first.device, trust_remote_code=first.trust_remote_code) for m in first.model]
+        pending = [(name, with_site_resolved(m, models[0])) for name, m in pending]
+        sites = list(dict.fromkeys((m.hook, m.hook_side) for _, m in pending))
+        first = pending[0][1]
+        config = ActivationConfig(
+            hook=sites[0][0], hook_side=sites[0][1], target_hook=first.target_hook, target_side=first.target_side,
+            more_sites=tuple(sites[1:]), context_len=first.context_len, batch_size=first.batch_size,
+            buffer_bytes=first.buffer_mb * 2**20, dtype=first.dtype, device=first.device,
+            exclude_special_tokens=not first.include_special_tokens, total_tokens=total, seed=first.seed,
+        )
+        source = ActivationSource(models, _text(first), config, progress=False)
+    columns = {(hook, side): part for hook, side, part in source.site_columns()}
+    saes, configs, parts, resumes, records = [], [], [], [], []
+    for name, member in pending:
+        site = (member.hook, member.hook_side) if member.hook else next(iter(columns))
+        if site not in columns:
+            raise CliError(f"dictionary {name!r} reads {site[0]} ({site[1]}), which the cache does not hold: it holds "
+                           f"{', '.join(h for h, _ in columns)}")
+        part = columns[site]
+        width = part.stop - part.start
+        provenance = source.provenance().replace(hook=site[0], hook_side=site[1]) if len(columns) > 1 \
+            else source.provenance()
+        d_out = None if len(columns) > 1 else source.d_out
+        sae = SAE.create(member.arch, d_in=width - (d_out or 0), n_features=member.features, d_out=d_out,
+                         n_models=max(1, len(provenance.models)), seed=member.seed, dtype=torch_dtype(member.dtype),
+                         device=member.device, **({"k": member.k} if member.k is not None else {}))
+        sae.provenance = provenance
+        folder = out / name
+        every = checkpoint_every(member)
+        configs.append(_train_config_from_args(member, folder / CHECKPOINTS if every else None, every))
+        resumes.append(_resume_point(member, folder / CHECKPOINTS))
+        extra = {"device": member.device, "checkpoint_every_tokens": every, "sweep": str(out)}
+        folder.mkdir(parents=True, exist_ok=True)
+        write_run_record(folder, "running", run_settings(member), extra)
+        saes.append(sae)
+        parts.append(None if width == source.width else part)
+        records.append((name, member, extra))
+    runs = train_many(saes, source, configs, columns=parts, resume=resumes, progress=not quiet)
+    for (name, member, extra), run in zip(records, runs):
+        save_run(out / name, run, run_settings(member), extra)
+        summary = run.summary
+        print(f"saved {name}: {member.arch} {summary['d_sae']} features on {run.sae.provenance.hook}, "
+              f"{summary['tokens']:,} tokens, FVU {summary.get('fvu', float('nan')):.3f}, L0 "
+              f"{summary.get('l0', float('nan')):.1f}")
+    return 0
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     from saekit.activations.cache import write_cache
     from saekit.activations.nnsight_api import load_model
@@ -751,9 +892,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
     check_cache_args(args)
     models = [load_model(m, device=args.device, trust_remote_code=args.trust_remote_code) for m in args.model]
-    args = with_site_resolved(args, models[0])
+    hooks = args.hook or [None]
+    args = with_site_resolved(argparse.Namespace(**{**vars(args), "hook": hooks[0]}), models[0])
     config = ActivationConfig(
         hook=args.hook, hook_side=args.hook_side, target_hook=args.target_hook, target_side=args.target_side,
+        more_sites=tuple((hook, args.hook_side) for hook in hooks[1:]),
         context_len=args.context_len, model_batch_size=args.model_batch_size, dtype=args.dtype, device=args.device,
         exclude_special_tokens=not args.include_special_tokens, repeat=False,
     )
@@ -762,7 +905,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         manifest = write_cache(source, args.out, args.tokens, shard_bytes=args.shard_mb * 2**20,
                                progress=not args.quiet)
     short = f" (the text ran out: {manifest.rows:,} of {args.tokens:,})" if manifest.rows < args.tokens else ""
-    print(f"cached {manifest.rows:,} activations{short} of width {manifest.width} ({manifest.dtype}) in "
+    sites = f" from {len(manifest.sites)} sites" if manifest.sites else ""
+    print(f"cached {manifest.rows:,} activations{short} of width {manifest.width} ({manifest.dtype}){sites} in "
           f"{len(manifest.shards)} shards at {args.out}")
     return 0
 
@@ -834,7 +978,7 @@ def _provenance_text(text: Any, sae_dir: Path) -> Any:
     return HFDataset(text)
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "cache": cmd_cache, "eval": cmd_eval}
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "sweep": cmd_sweep, "cache": cmd_cache, "eval": cmd_eval}
 # Bad input rather than a bug: saekit's InputError (CliError, SAEFormatError, ...) and paths that are
 # missing, in the way or not allowed.
 INPUT_ERRORS = (InputError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,

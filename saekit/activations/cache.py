@@ -63,6 +63,9 @@ class CacheManifest:
     """Rows the writer was asked for (the cache holds fewer when the text ran out)."""
     shard_rows: int
     """Rows per shard (the last may hold fewer)."""
+    sites: tuple[tuple[str, str, int, int], ...] = ()
+    """(module path, side, first column, end column) of each site, where a row holds several sites' activations
+    side by side (a sweep over sites); () where a row is one dictionary's input."""
     shards: tuple[Shard, ...] = ()
     complete: bool = False
     """True once the writer finished: every row it will ever hold is listed."""
@@ -98,7 +101,8 @@ class CacheManifest:
     def settings(self) -> dict[str, Any]:
         """What decides the cache's contents: a rerun with other settings must not append to it."""
         return {"provenance": self.provenance.to_json(), "widths": list(self.widths), "dtype": self.dtype,
-                "tokens_requested": self.tokens_requested, "shard_rows": self.shard_rows}
+                "tokens_requested": self.tokens_requested, "shard_rows": self.shard_rows,
+                "sites": [list(site) for site in self.sites]}
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, **self.settings(), "rows": self.rows, "complete": self.complete,
@@ -106,11 +110,12 @@ class CacheManifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CacheManifest:
-        known = {"format", "provenance", "widths", "dtype", "tokens_requested", "shard_rows", "rows", "complete",
-                 "shards"}
+        known = {"format", "provenance", "widths", "dtype", "tokens_requested", "shard_rows", "sites", "rows",
+                 "complete", "shards"}
         return cls(provenance=Provenance.from_json(data["provenance"]), widths=tuple(data["widths"]),
                    dtype=data["dtype"], tokens_requested=int(data["tokens_requested"]),
-                   shard_rows=int(data["shard_rows"]), shards=tuple(Shard(**s) for s in data["shards"]),
+                   shard_rows=int(data["shard_rows"]), sites=tuple(tuple(s) for s in data.get("sites", ())),
+                   shards=tuple(Shard(**s) for s in data["shards"]),
                    complete=bool(data["complete"]), extra={k: v for k, v in data.items() if k not in known})
 
 
@@ -156,8 +161,10 @@ def write_cache(source: Any, folder: str | Path, tokens: int, *, shard_bytes: in
     folder = Path(folder)
     itemsize = torch.empty((), dtype=source.config.torch_dtype).element_size()
     shard_rows = max(1, shard_bytes // (source.width * itemsize))
+    columns = source.site_columns() if len(getattr(source, "site_columns", list)()) > 1 else []
     fresh = CacheManifest(provenance=source.provenance(), widths=tuple(source.widths), dtype=source.config.dtype,
-                          tokens_requested=tokens, shard_rows=shard_rows)
+                          tokens_requested=tokens, shard_rows=shard_rows,
+                          sites=tuple((hook, side, part.start, part.stop) for hook, side, part in columns))
     found = read_manifest(folder)
     if found is None and folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir()):
         raise InputError(f"{folder} is a folder that holds something other than an activation cache: pass a new or "
@@ -238,11 +245,12 @@ class CachedBatches:
     """Shuffled training batches [batch_size, width] from an activation cache, restartable at any batch.
 
     `total_tokens` rows are emitted (passes over the cache repeat, each in a new shard order); None: one pass.
-    With world_size > 1 each batch is rank `rank`'s share of the global batch of `batch_size` rows."""
+    With world_size > 1 each batch is rank `rank`'s share of the global batch of `batch_size` rows. `hook` picks one
+    site's columns of a cache that holds several (`site_columns` says where each is); None keeps whole rows."""
 
     def __init__(self, folder: str | Path, *, batch_size: int = 4096, total_tokens: int | None = None,
                  buffer_bytes: int = 256 * 2**20, seed: int = 0, dtype: torch.dtype | None = None,
-                 device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1,
+                 device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1, hook: str | None = None,
                  progress: bool = False) -> None:
         if not 0 <= rank < world_size:
             raise InputError(f"rank {rank} is not one of the {world_size} ranks")
@@ -256,25 +264,47 @@ class CachedBatches:
         self.device, self.rank, self.world_size, self.progress = torch.device(device), rank, world_size, progress
         self.buffer = ActivationBuffer(self.manifest.width, budget_bytes=buffer_bytes, batch_size=batch_size,
                                        dtype=self.dtype, device=self.device, seed=seed)
+        self.site = self._pick_site(hook)
+
+    def _pick_site(self, hook: str | None) -> tuple[str, str, int, int] | None:
+        """The site `hook` names, for a cache of several sites (which needs one); None: the whole row."""
+        sites = self.manifest.sites
+        if hook is None:
+            return None
+        found = [s for s in sites or [(self.manifest.provenance.hook, "", 0, self.manifest.width)] if s[0] == hook]
+        if not found:
+            held = ", ".join(s[0] for s in sites) if sites else self.manifest.provenance.hook
+            raise InputError(f"the cache in {self.folder} holds no activations of {hook!r}: it holds {held}")
+        return found[0] if sites else None
+
+    def site_columns(self) -> list[tuple[str, str, slice]]:
+        """(module path, side, columns of a row) of each site a row holds."""
+        if self.site is not None:
+            return [(self.site[0], self.site[1], slice(0, self.width))]
+        if self.manifest.sites:
+            return [(hook, side, slice(a, b)) for hook, side, a, b in self.manifest.sites]
+        prov = self.manifest.provenance
+        return [(prov.hook, prov.hook_side, slice(0, self.width))]
 
     @property
     def widths(self) -> tuple[int, ...]:
-        return self.manifest.widths
+        return (self.site[3] - self.site[2],) if self.site else self.manifest.widths
 
     @property
     def width(self) -> int:
-        return self.manifest.width
+        return sum(self.widths)
 
     @property
     def d_in(self) -> int:
-        return self.manifest.d_in
+        return self.width if self.site else self.manifest.d_in
 
     @property
     def d_out(self) -> int | None:
-        return self.manifest.d_out
+        return None if self.site else self.manifest.d_out
 
     def provenance(self) -> Provenance:
-        return self.manifest.provenance
+        prov = self.manifest.provenance
+        return prov.replace(hook=self.site[0], hook_side=self.site[1]) if self.site else prov
 
     def shard_order(self, epoch: int) -> list[int]:
         """The order pass `epoch` reads the shards in."""
@@ -316,6 +346,7 @@ class CachedBatches:
                     batch = batch[: total - emitted]
                 emitted += batch.shape[0]
                 bar.update(batch.shape[0])
-                yield batch[rank_rows(batch.shape[0], self.rank, self.world_size)]
+                batch = batch[rank_rows(batch.shape[0], self.rank, self.world_size)]
+                yield batch[:, self.site[2] : self.site[3]].contiguous() if self.site else batch
                 if total is not None and emitted >= total:
                     return

@@ -14,6 +14,7 @@ import difflib
 import inspect
 import os
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -304,11 +305,32 @@ Site = tuple[str, Side]
 """A place activations are read: (module path, "output" or "input")."""
 
 
-def _in_forward_order(model, sites: Sequence[Site]) -> list[int]:
-    """Indices of `sites` in the order a forward reaches them (module order; a module's input before its output):
-    nnsight hands out values in the order the model computes them."""
-    order = {path: i for i, path in enumerate(module_paths(model))}
-    return sorted(range(len(sites)), key=lambda i: (order[sites[i][0]], sites[i][1] == "output"))
+_FORWARD_ORDERS: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Site, ...], list[int]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _in_forward_order(model, sites: Sequence[Site], kwargs: dict[str, Tensor]) -> list[int]:
+    """Indices of `sites` in the order a forward reaches them: nnsight hands out values in the order the model
+    computes them, which is not the modules' order (GPT-2's MLP registers c_proj before act; a block's output comes
+    after its children's). Found once per model and sites by watching a forward of one token with torch hooks."""
+    module = underlying_module(model)
+    known = _FORWARD_ORDERS.setdefault(module, {})
+    key = tuple(sites)
+    if key not in known:
+        seen: list[int] = []
+        handles = []
+        for i, (hook, side) in enumerate(sites):
+            sub = module.get_submodule(hook)
+            note = lambda *_, i=i: seen.append(i) if i not in seen else None  # noqa: E731
+            handles.append(sub.register_forward_pre_hook(note) if side == "input" else sub.register_forward_hook(note))
+        try:
+            with torch.no_grad():
+                module(**{name: value[:1, :1] for name, value in kwargs.items()})
+        finally:
+            for handle in handles:
+                handle.remove()
+        known[key] = seen + [i for i in range(len(sites)) if i not in seen]
+    return known[key]
 
 
 @torch.no_grad()
@@ -326,8 +348,10 @@ def read_sites(model, input_ids: Tensor, attention_mask: Tensor | None, sites: S
         _check_side(side)
     envoys = [_envoy(model, hook) for hook, _ in sites]
     saved: dict[int, Any] = {}
-    with model.trace(**_forward_kwargs(model, input_ids, attention_mask)) as tracer:
-        for i in _in_forward_order(model, sites):
+    kwargs = _forward_kwargs(model, input_ids, attention_mask)
+    order = _in_forward_order(model, sites, kwargs)
+    with model.trace(**kwargs) as tracer:
+        for i in order:
             value = envoys[i].output if sites[i][1] == "output" else envoys[i].input
             saved[i] = _first_tensor(value).save()
         if logits:

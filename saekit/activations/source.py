@@ -2,7 +2,8 @@
 
 `ActivationSource` is the iterable `saekit.train` consumes. It reads what the dictionary needs side by side, one
 row per token: the hook's activations (an SAE); the hook's, then the target hook's (a transcoder: [x, y]); or
-several models' activations at the hook on the same tokens (a crosscoder: [x_A, x_B, ...]).
+several models' activations at the hook on the same tokens (a crosscoder: [x_A, x_B, ...]). A sweep over sites reads
+the hook and `more_sites` in one forward, each site's columns after the one before (`site_columns`).
 
 Positions holding the tokenizer's special tokens (BOS/EOS/PAD) and padded positions are dropped by default: their
 activations are often far larger than ordinary tokens' and would pull features towards them.
@@ -57,6 +58,7 @@ class ActivationConfig:
     hook_side: str = "output"  # "output" of the module (default) or its first "input"
     target_hook: str | None = None  # a transcoder's target: the module whose activations it reconstructs
     target_side: str = "output"  # "output" of the target module or its first "input"
+    more_sites: tuple[tuple[str, str], ...] = ()  # further (module path, side) pairs read in the same forward
     context_len: int = DEFAULT_CONTEXT_LEN  # tokens per context window
     batch_size: int = 4096  # activation vectors per emitted training batch
     model_batch_size: int = 32  # context windows per model forward
@@ -77,6 +79,13 @@ class ActivationConfig:
         if self.target_hook is not None and (self.target_hook, self.target_side) == (self.hook, self.hook_side):
             raise InputError(f"target_hook {self.target_hook!r} is the hook itself: that is an SAE, so leave "
                              "target_hook unset (a transcoder reconstructs another hook)")
+        sites = [(self.hook, self.hook_side), *self.more_sites]
+        if any(side not in SIDES for _, side in self.more_sites) or len(set(sites)) < len(sites):
+            raise InputError(f"more_sites must be distinct (module path, side) pairs besides the hook, sides one of "
+                             f"{SIDES}; got {self.more_sites}")
+        if self.more_sites and self.target_hook is not None:
+            raise InputError("more_sites reads several sites for a sweep of SAEs; a transcoder's target_hook is one "
+                             "site more: read a transcoder's pair alone")
         for name in ("context_len", "batch_size", "model_batch_size", "buffer_bytes"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -112,14 +121,15 @@ class ActivationSource:
         models = list(model) if isinstance(model, (list, tuple)) else [model]
         if not models:
             raise InputError("no model given: pass one model, or a list of models for a crosscoder")
-        if len(models) > 1 and config.target_hook is not None:
-            raise InputError("a transcoder reads one model: pass one model with target_hook, or several models "
-                             "without it (a crosscoder)")
+        if len(models) > 1 and (config.target_hook is not None or config.more_sites):
+            raise InputError("a transcoder, or a sweep over sites, reads one model: pass one model with target_hook "
+                             "or more_sites, or several models without them (a crosscoder)")
         settings = ReadSettings(config.hook, config.hook_side, config.context_len, config.exclude_special_tokens)
         self.models, self.tokenizer, special = open_models_at(models, settings, tokenizer, device=config.device)
         self.model = self.models[0]
-        if config.target_hook is not None:
-            check_hook(self.model, config.target_hook)
+        for hook in [config.target_hook, *(hook for hook, _ in config.more_sites)]:
+            if hook is not None:
+                check_hook(self.model, hook)
         self.tokens = token_source(text, self.tokenizer, config.context_len, config.model_batch_size)
         self.special_ids = torch.tensor(special, dtype=torch.long)
         self.progress = progress
@@ -138,8 +148,18 @@ class ActivationSource:
 
     @property
     def d_in(self) -> int:
-        """Width of the dictionary's input: the hook's (a transcoder's), or all the models' together."""
-        return self.widths[0] if self.config.target_hook is not None else self.width
+        """Width of the dictionary's input: the hook's (a transcoder's, or a sweep's first site), or all the models'
+        together."""
+        return self.widths[0] if self.config.target_hook is not None or self.config.more_sites else self.width
+
+    def site_columns(self) -> list[tuple[str, str, slice]]:
+        """(module path, side, columns of a row) of each site read: a sweep trains each SAE on its site's columns."""
+        cfg = self.config
+        if cfg.target_hook is not None or len(self.models) > 1:  # one dictionary reads the whole row
+            return [(cfg.hook, cfg.hook_side, slice(0, self.width))]
+        sites = [(cfg.hook, cfg.hook_side), *cfg.more_sites]
+        starts = [0, *torch.tensor(self.widths).cumsum(0).tolist()]
+        return [(hook, side, slice(a, b)) for (hook, side), a, b in zip(sites, starts, starts[1:])]
 
     @property
     def d_out(self) -> int | None:
@@ -150,15 +170,15 @@ class ActivationSource:
         """The activations [batch, seq, d] of one batch of windows, each read's."""
         cfg = self.config
         ids, mask = windows.input_ids, windows.attention_mask
-        if cfg.target_hook is not None:
-            sites = [(cfg.hook, cfg.hook_side), (cfg.target_hook, cfg.target_side)]
-            return api.read_sites(self.model, ids, mask, sites)[0]
+        if cfg.target_hook is not None or cfg.more_sites:
+            second = [(cfg.target_hook, cfg.target_side)] if cfg.target_hook is not None else list(cfg.more_sites)
+            return api.read_sites(self.model, ids, mask, [(cfg.hook, cfg.hook_side), *second])[0]
         return [api.get_activations(model, ids, mask, cfg.hook, cfg.hook_side) for model in self.models]
 
     def _acts(self, windows: TokenWindows) -> Tensor:
         """Activations [batch, seq, width] of one batch of windows: the reads side by side."""
         cfg = self.config
-        if cfg.target_hook is None:
+        if cfg.target_hook is None and not cfg.more_sites:
             return read_models(self.models, windows.input_ids, windows.attention_mask, cfg.hook, cfg.hook_side)
         reads = self._reads(windows)
         return torch.cat([r.to(reads[0].dtype) for r in reads], dim=-1)
