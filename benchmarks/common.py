@@ -15,10 +15,11 @@ HOOK = "transformer.h.0.mlp.act"
 
 def demo_shaped_model(seed: int = 0) -> GPT2LMHeadModel:
     """A one-layer GPT-2 with the demo's shape (untrained: throughput does not depend on the weights)."""
-    torch.manual_seed(seed)
     config = GPT2Config(n_layer=1, n_embd=D_MODEL, n_inner=N_MLP, n_head=4, n_positions=CONTEXT, vocab_size=VOCAB,
                         activation_function="gelu_pytorch_tanh", bos_token_id=0, eos_token_id=0)
-    return GPT2LMHeadModel(config).eval()
+    with torch.random.fork_rng():  # the init draws from the global generator: seeded here, restored after
+        torch.manual_seed(seed)
+        return GPT2LMHeadModel(config).eval()
 
 
 def sparse_relu_sae(n_features: int, density: float, acts: torch.Tensor, seed: int = 0):
