@@ -119,6 +119,16 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default: cpu)")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="let a model folder or hub repo run its own Python code (only for code you trust)")
+    parser.add_argument("--remote", nargs="?", const="ndif", default=None, choices=("ndif", "local"),
+                        help="run the model's forwards on NDIF through nnsight (a hub name NDIF hosts; the key from "
+                             "NDIF_API_KEY; only config and tokenizer load here), or 'local': nnsight's dry run of "
+                             "that path on a model loaded here")
+
+
+def _loading(args: argparse.Namespace) -> dict[str, Any]:
+    """load_model's options from the command line: remote code, and where the forwards run."""
+    remote = {"ndif": True, "local": "local", None: False}[getattr(args, "remote", None)]
+    return {"trust_remote_code": args.trust_remote_code, "remote": remote}
 
 
 def _add_train(commands) -> None:
@@ -719,7 +729,7 @@ def _train_in(out: Path, args: argparse.Namespace, parallel: Any) -> int:
     train_cfg = _train_config_from_args(args, checkpoints if every else None, every)
     device = str(parallel.device) if parallel is not None else args.device
     models = [] if args.from_cache else \
-        [load_model(m, device=device, trust_remote_code=args.trust_remote_code) for m in args.model]
+        [load_model(m, device=device, **_loading(args)) for m in args.model]
     if models:
         args = with_site_resolved(args, models[0])
     source = _training_source(args, models, device, parallel)
@@ -837,7 +847,7 @@ def _sweep_in(out: Path, members: list[tuple[str, argparse.Namespace]], quiet: b
                                buffer_bytes=first.buffer_mb * 2**20, seed=first.seed, dtype=torch_dtype(first.dtype),
                                device=first.device)
     else:
-        models = [load_model(m, device=first.device, trust_remote_code=first.trust_remote_code) for m in first.model]
+        models = [load_model(m, device=first.device, **_loading(first)) for m in first.model]
         pending = [(name, with_site_resolved(m, models[0])) for name, m in pending]
         sites = list(dict.fromkeys((m.hook, m.hook_side) for _, m in pending))
         first = pending[0][1]
@@ -891,7 +901,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from saekit.folder_lock import folder_lock
 
     check_cache_args(args)
-    models = [load_model(m, device=args.device, trust_remote_code=args.trust_remote_code) for m in args.model]
+    models = [load_model(m, device=args.device, **_loading(args)) for m in args.model]
     hooks = args.hook or [None]
     args = with_site_resolved(argparse.Namespace(**{**vars(args), "hook": hooks[0]}), models[0])
     config = ActivationConfig(
@@ -937,7 +947,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        "pass --model once per model, in its training order" if sae.n_models > 1 else
                        f"{args.sae_dir} reads one model and {len(names)} were given: pass one --model")
     text = _text(args) or _provenance_text(sae.provenance.text, args.sae_dir)
-    models = [load_model(name, device=args.device, trust_remote_code=args.trust_remote_code) for name in names]
+    models = [load_model(name, device=args.device, **_loading(args)) for name in names]
     result = evaluate(
         sae, models if sae.n_models > 1 else models[0], text, hook=args.hook, target_hook=args.target_hook,
         max_tokens=args.tokens, batch_size=args.batch_size, progress=not args.quiet,

@@ -11,6 +11,7 @@ from its source, so the blocks must live in a real file, not in `exec`'d strings
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import os
 import warnings
@@ -51,15 +52,63 @@ class RemoteCodeError(InputError):
 # --- loading --------------------------------------------------------------------------------------
 
 
+Remote = bool | Literal["local"]
+"""Where a model's forwards run: False here; True on NDIF through nnsight's remote execution (the weights stay there:
+only the config and tokenizer load here); "local": nnsight's dry run of the remote path (each trace serialized and
+run here with saekit's modules hidden, as a server would), which checks a trace would run remotely."""
+
+_REMOTE: weakref.WeakKeyDictionary[torch.nn.Module, Remote] = weakref.WeakKeyDictionary()
+
+
+class RemoteUnavailableError(InputError):
+    """NDIF could not be reached, or refused the request."""
+
+
+def remote_mode(model) -> Remote:
+    """How `model` runs its forwards (see `Remote`)."""
+    return _REMOTE.get(underlying_module(model), False)
+
+
+def ndif_api_key() -> str | None:
+    """The NDIF API key nnsight will send: NDIF_API_KEY, else the one saved in nnsight's config."""
+    import nnsight
+
+    return os.environ.get("NDIF_API_KEY") or getattr(nnsight.CONFIG.API, "APIKEY", None)
+
+
+def _reaching_remote(fn: Callable) -> Callable:
+    """Turn a remote run's network failure into one clear error (a local model's errors pass as they are)."""
+
+    @functools.wraps(fn)
+    def run(model, *args: Any, **kwargs: Any) -> Any:
+        if remote_mode(model) is not True:
+            return fn(model, *args, **kwargs)
+        try:
+            return fn(model, *args, **kwargs)
+        except (OSError, ConnectionError, TimeoutError) as error:
+            import nnsight
+
+            raise RemoteUnavailableError(
+                f"NDIF at {nnsight.CONFIG.API.HOST} could not run the request ({type(error).__name__}: {error}): check "
+                "the network and NDIF_API_KEY, or load the model here (drop --remote)") from error
+
+    return run
+
+
 def load_model(model: ModelLike, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-               trust_remote_code: bool = False):
+               trust_remote_code: bool = False, remote: Remote = False):
     """An nnsight model in eval mode: a hub name or folder → TransformersModel, a module → NNsight.
 
     Causal LMs load with their LM head (so losses can be computed); checkpoints saved without one
     (BERT-style encoders) load as the bare `AutoModel`. An already-loaded nnsight model passes through.
     A checkpoint's own Python code (`auto_map` in its config) runs only with trust_remote_code=True.
+    remote=True runs every forward on NDIF (a hub name NDIF serves; the API key from NDIF_API_KEY); "local" runs
+    nnsight's dry run of that path here (see `Remote`).
     """
     import nnsight
+
+    if remote is not False:
+        return _load_remote(model, remote, trust_remote_code)
 
     with warnings.catch_warnings():
         # BERT-style modules named `output` get another attribute name; hook paths here resolve them anyway.
@@ -75,8 +124,39 @@ def load_model(model: ModelLike, *, device: str | torch.device = "cpu", dtype: t
                 f"cannot load a model from {type(model).__name__}; pass a Hugging Face hub name, "
                 "a model folder, or a torch.nn.Module"
             )
-    wrapped.to(torch.device(device))
+    if remote_mode(wrapped) is not True:  # a model run on NDIF has no weights here to move
+        wrapped.to(torch.device(device))
     underlying_module(wrapped).eval()
+    return wrapped
+
+
+def _load_remote(model: ModelLike, remote: Remote, trust_remote_code: bool):
+    """A model whose forwards run through nnsight's remote path: on NDIF, its weights never loaded here (True), or
+    the dry run of that path on a model loaded here ("local")."""
+    from nnsight.modeling.transformers import TransformersModel
+
+    if remote not in (True, "local"):
+        raise InputError(f"remote={remote!r}: use True (NDIF), 'local' (a dry run here) or False")
+    if not isinstance(model, (str, os.PathLike)):
+        raise InputError("a remote model is named by its Hugging Face hub name (NDIF runs its own copy): pass the "
+                         "name, not a loaded module")
+    if remote is True and Path(model).expanduser().exists():
+        raise InputError(f"{model} is a folder here, and NDIF runs the models it hosts by their Hugging Face hub "
+                         "name: pass the hub name with --remote (or remote='local' to dry-run the remote path here)")
+    if remote is True and not ndif_api_key():
+        raise RemoteUnavailableError("remote execution on NDIF needs an API key: set NDIF_API_KEY (NDIF gives one "
+                                     "on sign-up), or drop --remote to load the model here")
+    if remote == "local":
+        wrapped = load_model(model, trust_remote_code=trust_remote_code)
+    else:
+        config = _read_config(str(model), trust_remote_code)
+        task = "text-generation" if _is_causal_lm(config) else "feature-extraction"
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model), trust_remote_code=trust_remote_code)
+        wrapped = TransformersModel(str(model), task=task, dispatch=False, tokenizer=tokenizer,
+                                    trust_remote_code=trust_remote_code)
+    _REMOTE[underlying_module(wrapped)] = remote
     return wrapped
 
 
@@ -282,10 +362,13 @@ def check_token_ids(model, input_ids: Tensor) -> None:
 def _forward_kwargs(model, input_ids: Tensor, attention_mask: Tensor | None) -> dict[str, Tensor]:
     """Keyword inputs for one forward, on the model's device; a plain module gets a mask only if it takes one."""
     check_token_ids(model, input_ids)
-    device = model_device(model)
-    kwargs = {"input_ids": input_ids.to(device)}
+    remote = remote_mode(model)
+    device = torch.device("cpu") if remote else model_device(model)  # a remote run ships its inputs
+    kwargs: dict[str, Any] = {"input_ids": input_ids.to(device)}
     if attention_mask is not None and _accepts_mask(model):
         kwargs["attention_mask"] = attention_mask.to(device)
+    if remote:
+        kwargs["remote"] = remote
     return kwargs
 
 
@@ -323,9 +406,10 @@ def _in_forward_order(model, sites: Sequence[Site], kwargs: dict[str, Tensor]) -
             sub = module.get_submodule(hook)
             note = lambda *_, i=i: seen.append(i) if i not in seen else None  # noqa: E731
             handles.append(sub.register_forward_pre_hook(note) if side == "input" else sub.register_forward_hook(note))
+        device = model_device(model)  # the meta device for a model run on NDIF: the order needs no weights
         try:
             with torch.no_grad():
-                module(**{name: value[:1, :1] for name, value in kwargs.items()})
+                module(**{name: value[:1, :1].to(device) for name, value in kwargs.items() if name != "remote"})
         finally:
             for handle in handles:
                 handle.remove()
@@ -333,6 +417,7 @@ def _in_forward_order(model, sites: Sequence[Site], kwargs: dict[str, Tensor]) -
     return known[key]
 
 
+@_reaching_remote
 @torch.no_grad()
 def read_sites(model, input_ids: Tensor, attention_mask: Tensor | None, sites: Sequence[Site],
                logits: bool = False) -> tuple[list[Tensor], Tensor | None]:
@@ -361,6 +446,7 @@ def read_sites(model, input_ids: Tensor, attention_mask: Tensor | None, sites: S
     return [saved[i] for i in range(len(sites))], _logits(output) if logits else None
 
 
+@_reaching_remote
 @torch.no_grad()
 def get_activations(
     model, input_ids: Tensor, attention_mask: Tensor | None, hook: str, side: Side = "output"
@@ -375,6 +461,7 @@ def get_activations(
     return acts
 
 
+@_reaching_remote
 @torch.no_grad()
 def activations_and_logits(
     model, input_ids: Tensor, attention_mask: Tensor | None, hook: str, side: Side = "output"
@@ -389,6 +476,7 @@ def activations_and_logits(
     return acts, _logits(output)
 
 
+@_reaching_remote
 def spliced_logits(
     model,
     input_ids: Tensor,
@@ -415,6 +503,7 @@ def spliced_logits(
 # --- generation -----------------------------------------------------------------------------------
 
 
+@_reaching_remote
 @torch.no_grad()
 def clean_logits(model, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
     """Logits [batch, seq, vocab] of an unmodified forward."""
@@ -437,6 +526,7 @@ def _generate_kwargs(model, input_ids: Tensor, attention_mask: Tensor | None, ma
     return kwargs
 
 
+@_reaching_remote
 @torch.no_grad()
 def generate(
     model,
