@@ -103,10 +103,11 @@ def parse_members(parser: argparse.ArgumentParser, shared: dict[str, Any], membe
         name = member_name(member, i)
         if name in (n for n, _ in named):
             raise SweepError(f"two dictionaries are named {name!r}: give each its own name")
-        if "hook" in member or "site" in member:  # a dictionary's site replaces the shared one
-            own = {k: v for k, v in shared.items() if k not in ("hook", "layer", "site")}
-        else:
-            own = dict(shared)
+        own = dict(shared)
+        if "hook" in member:  # a dictionary's own module path replaces the shared site
+            own = {k: v for k, v in own.items() if k not in ("hook", "layer", "site")}
+        elif "site" in member or "layer" in member:  # its own site (of the shared layer unless it names one)
+            own.pop("hook", None)
         argv = train_argv({**own, **member}, out / name)
         try:
             args = parser.parse_args(argv)

@@ -94,3 +94,14 @@ def test_bad_sweeps_say_what_to_change(tiny_lm_dir, text_dir, tmp_path, capsys, 
     spec.write_text(f'model = "{tiny_lm_dir}"\nhook = "{HOOK}"\ntext = "{text_dir}"\ntokens = 256\n')
     assert main(["sweep", str(spec), *extra, "--out", str(tmp_path / "out")]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_a_dictionary_names_its_own_site_of_the_shared_layer(tiny_lm_dir, text_dir, tmp_path, capsys):
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'model = "{tiny_lm_dir}"\nlayer = 0\nsite = "mlp_act"\ntext = "{text_dir}"\ntokens = 256\n'
+                    "batch_size = 64\ncontext_len = 16\nbuffer_mb = 4\n")
+    assert main(["sweep", str(spec), "--dictionary", "name=act arch=topk features=32 k=4",
+                 "--dictionary", "name=out arch=topk features=32 k=4 site=mlp_out", "--out", str(tmp_path / "o"),
+                 "--quiet"]) == 0
+    sites = [(p.hook, p.hook_side) for p in (saekit.load_sae(tmp_path / "o" / n).provenance for n in ("act", "out"))]
+    assert sites == [(OTHER, "input"), (OTHER, "output")]  # c_proj's input is the neurons, its output the MLP's

@@ -107,3 +107,19 @@ def test_without_a_network_a_remote_run_fails_with_one_clear_line(text_dir, tmp_
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("saekit cache: error: NDIF at http://127.0.0.1:9 could not run the request")
     assert "drop --remote" in last and not (tmp_path / "cache" / "shard-00000.safetensors").exists()
+
+
+def test_eval_through_the_remote_dry_run_gives_the_local_numbers(tiny_lm_dir, text_dir, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "sae"
+    assert main(["train", "--model", str(tiny_lm_dir), "--hook", HOOK, "--text", str(text_dir), "--arch", "topk",
+                 "--k", "4", "--features", "32", "--tokens", "256", "--batch-size", "64", "--context-len", "16",
+                 "--buffer-mb", "1", "--quiet", "--out", str(out)]) == 0
+    results = []
+    for extra in ([], ["--remote", "local"]):
+        capsys.readouterr()
+        assert main(["eval", str(out), "--tokens", "128", "--json", "--quiet", *extra]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    for key in ("fvu", "l0", "loss_clean", "loss_spliced", "loss_zero_ablated", "loss_mean_ablated"):
+        assert results[1][key] == pytest.approx(results[0][key], rel=1e-5), key
