@@ -153,7 +153,9 @@ def _add_train(commands) -> None:
     train.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to save the SAE in")
     train.add_argument("--k", type=int, default=None, help="topk/batchtopk: active features per token (default: 32)")
     train.add_argument("--l1", type=float, default=None, help="relu: L1 coefficient")
-    train.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default: 3e-4)")
+    train.add_argument("--lr", type=float, default=None,
+                       help="Adam learning rate (default: 8e-4, lower above 16,384 features: see "
+                            "saekit.training.config.lr_for)")
     train.add_argument("--recipe", choices=RECIPES, default="default", help="training recipe preset")
     train.add_argument("--refit-tokens", type=int, default=0, metavar="N",
                        help="after training, refit the decoder by least squares on the codes of N more tokens "
@@ -165,7 +167,8 @@ def _add_train(commands) -> None:
     train.add_argument("--batch-size", type=int, default=None,
                        help="activations per step (default: 4096, or smaller where --tokens would give under 1,000 "
                             "steps: see saekit.training.config.batch_size_for)")
-    train.add_argument("--context-len", type=int, default=128, help="tokens per context window (default: 128)")
+    train.add_argument("--context-len", type=int, default=None,
+                       help="tokens per context window (default: 128, or the model's longest context if shorter)")
     train.add_argument("--include-special-tokens", action="store_true", help="keep BOS/EOS/PAD positions")
     train.add_argument("--buffer-mb", type=int, default=256, help="shuffle buffer budget in MiB (default: 256)")
     train.add_argument("--dtype", default="float32", help="activation and SAE dtype (default: float32)")
@@ -210,7 +213,8 @@ def _add_cache(commands) -> None:
     cache.add_argument("--tokens", type=int, required=True, metavar="N", help="activation vectors to write")
     _add_text_args(cache, required=True)
     cache.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the cache in")
-    cache.add_argument("--context-len", type=int, default=128, help="tokens per context window (default: 128)")
+    cache.add_argument("--context-len", type=int, default=None,
+                       help="tokens per context window (default: 128, or the model's longest context if shorter)")
     cache.add_argument("--include-special-tokens", action="store_true", help="keep BOS/EOS/PAD positions")
     cache.add_argument("--dtype", default="float32", help="stored dtype (default: float32; bfloat16 halves the disk)")
     cache.add_argument("--shard-mb", type=int, default=128, help="MiB per shard file (default: 128)")
@@ -374,7 +378,7 @@ def check_arch(args: argparse.Namespace) -> None:
 
 def check_rates(args: argparse.Namespace) -> None:
     """--lr positive and --l1 non-negative, both finite."""
-    if not (math.isfinite(args.lr) and args.lr > 0):
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise CliError(f"--lr must be a positive number (got {args.lr}): pass e.g. --lr 3e-4")
     if args.l1 is not None and not (math.isfinite(args.l1) and args.l1 >= 0):
         raise CliError(f"--l1 must be a number ≥ 0 (got {args.l1}): pass e.g. --l1 5")
@@ -458,6 +462,26 @@ def with_site_resolved(args: argparse.Namespace, model: Any) -> argparse.Namespa
     hook, side = resolve_site(model, args.layer, args.site)
     say(f"site {args.site} of layer {args.layer}: {hook} ({side})")
     return argparse.Namespace(**{**vars(args), "hook": hook, "hook_side": side})
+
+
+DEFAULT_CONTEXT = 128
+
+
+def with_context_resolved(args: argparse.Namespace, model: Any) -> argparse.Namespace:
+    """`args` with --context-len set: as given (refused if longer than the model's context), else 128 or the model's
+    longest context, whichever is shorter."""
+    from saekit.activations.nnsight_api import context_length
+
+    longest = context_length(model)
+    if args.context_len is not None:
+        if longest is not None and args.context_len > longest:
+            raise CliError(f"--context-len {args.context_len} is longer than the model's context ({longest} "
+                           f"positions): pass --context-len {longest} or less")
+        return args
+    chosen = min(DEFAULT_CONTEXT, longest or DEFAULT_CONTEXT)
+    if chosen < DEFAULT_CONTEXT:
+        say(f"context length {chosen} (the model's longest; pass --context-len to set it)")
+    return argparse.Namespace(**{**vars(args), "context_len": chosen})
 
 
 def check_dictionary_kind(args: argparse.Namespace) -> None:
@@ -690,15 +714,29 @@ def say(message: str) -> None:
 
 
 def with_chosen_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """`args` with the settings chosen from the others where not given (the batch size, from --tokens); each choice
-    is printed, and recorded with the run like any flag."""
+    """`args` with the settings chosen from the others where not given (the batch size from --tokens, the learning
+    rate from --features); each choice is printed, and recorded with the run like any flag."""
+    return with_chosen_lr(with_chosen_batch_size(args))
+
+
+def with_chosen_batch_size(args: argparse.Namespace) -> argparse.Namespace:
     from saekit.training.config import batch_size_for
 
     if args.batch_size is not None:
         return args
     chosen = argparse.Namespace(**{**vars(args), "batch_size": batch_size_for(args.tokens)})
     say(f"batch size {chosen.batch_size} (chosen for {args.tokens:,} tokens: "
-          f"{args.tokens // chosen.batch_size:,} steps; pass --batch-size to set it)")
+        f"{args.tokens // chosen.batch_size:,} steps; pass --batch-size to set it)")
+    return chosen
+
+
+def with_chosen_lr(args: argparse.Namespace) -> argparse.Namespace:
+    from saekit.training.config import lr_for
+
+    if args.lr is not None:
+        return args
+    chosen = argparse.Namespace(**{**vars(args), "lr": lr_for(args.features)})
+    say(f"learning rate {chosen.lr:.3g} (chosen for {args.features:,} features; pass --lr to set it)")
     return chosen
 
 
@@ -731,7 +769,7 @@ def _train_in(out: Path, args: argparse.Namespace, parallel: Any) -> int:
     models = [] if args.from_cache else \
         [load_model(m, device=device, **_loading(args)) for m in args.model]
     if models:
-        args = with_site_resolved(args, models[0])
+        args = with_context_resolved(with_site_resolved(args, models[0]), models[0])
     source = _training_source(args, models, device, parallel)
     sae_kwargs = {"k": args.k} if args.k is not None else {}
     provenance = source.provenance()
@@ -806,8 +844,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise CliError(f"dictionary {name!r}: a sweep trains in one process without the decoder's fine-tune: "
                            "drop finetune_tokens and nproc (train that one alone with saekit train)")
     longest = max((m for _, m in members), key=lambda m: m.tokens)
-    batch = with_chosen_defaults(longest).batch_size  # a shared setting: given for all, or chosen for the longest
-    members = [(name, argparse.Namespace(**{**vars(m), "batch_size": batch})) for name, m in members]
+    batch = with_chosen_batch_size(longest).batch_size  # a shared setting: given for all, or chosen for the longest
+    members = [(name, with_chosen_lr(argparse.Namespace(**{**vars(m), "batch_size": batch}))) for name, m in members]
     _check_shared(members)
     with folder_lock(args.out, "saekit sweep"):
         return _sweep_in(args.out, members, quiet=args.quiet)
@@ -848,7 +886,7 @@ def _sweep_in(out: Path, members: list[tuple[str, argparse.Namespace]], quiet: b
                                device=first.device)
     else:
         models = [load_model(m, device=first.device, **_loading(first)) for m in first.model]
-        pending = [(name, with_site_resolved(m, models[0])) for name, m in pending]
+        pending = [(name, with_context_resolved(with_site_resolved(m, models[0]), models[0])) for name, m in pending]
         sites = list(dict.fromkeys((m.hook, m.hook_side) for _, m in pending))
         first = pending[0][1]
         config = ActivationConfig(
@@ -903,7 +941,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     check_cache_args(args)
     models = [load_model(m, device=args.device, **_loading(args)) for m in args.model]
     hooks = args.hook or [None]
-    args = with_site_resolved(argparse.Namespace(**{**vars(args), "hook": hooks[0]}), models[0])
+    args = with_context_resolved(with_site_resolved(argparse.Namespace(**{**vars(args), "hook": hooks[0]}), models[0]),
+                                 models[0])
     config = ActivationConfig(
         hook=args.hook, hook_side=args.hook_side, target_hook=args.target_hook, target_side=args.target_side,
         more_sites=tuple((hook, args.hook_side) for hook in hooks[1:]),

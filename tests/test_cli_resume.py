@@ -122,7 +122,7 @@ def test_rerun_with_other_settings_is_refused(finished, tiny_lm_dir, text_dir, c
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("saekit train: error: ")
-    assert "features: 32 → 48" in err[0] and "lr: 0.0003 → 0.001" in err[0] and "tokens" not in err[0]
+    assert "features: 32 → 48" in err[0] and "lr: 0.0008 → 0.001" in err[0] and "tokens" not in err[0]
     assert "use another --out or delete it" in err[0]
     assert (finished / WEIGHTS).read_bytes() == before
 
@@ -166,7 +166,7 @@ def test_started_run_with_other_settings(tiny_lm_dir, text_dir, tmp_path, capsys
     """Other settings may take over a started run only while it has no checkpoint to lose."""
     monkeypatch.setattr(api, "load_model", lambda *a, **k: (_ for _ in ()).throw(cli.CliError("model load")))
     argv = _argv(tiny_lm_dir, text_dir, tmp_path / "out")
-    old = {**cli.run_settings(cli.build_parser().parse_args(argv)), "seed": 99}
+    old = {**cli.run_settings(cli.with_chosen_defaults(cli.build_parser().parse_args(argv))), "seed": 99}
     _started(tmp_path / "out", old, with_checkpoint)
     capsys.readouterr()
     assert main(argv) == 1
