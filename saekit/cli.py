@@ -154,8 +154,8 @@ def _add_train(commands) -> None:
     train.add_argument("--k", type=int, default=None, help="topk/batchtopk: active features per token (default: 32)")
     train.add_argument("--l1", type=float, default=None, help="relu: L1 coefficient")
     train.add_argument("--lr", type=float, default=None,
-                       help="Adam learning rate (default: 8e-4, lower above 16,384 features: see "
-                            "saekit.training.config.lr_for)")
+                       help="Adam learning rate (default: chosen from the input width and --features, 8e-4 at "
+                            "d_in 512: see saekit.training.config.lr_for; printed)")
     train.add_argument("--recipe", choices=RECIPES, default="default", help="training recipe preset")
     train.add_argument("--refit-tokens", type=int, default=0, metavar="N",
                        help="after training, refit the decoder by least squares on the codes of N more tokens "
@@ -714,9 +714,9 @@ def say(message: str) -> None:
 
 
 def with_chosen_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """`args` with the settings chosen from the others where not given (the batch size from --tokens, the learning
-    rate from --features); each choice is printed, and recorded with the run like any flag."""
-    return with_chosen_lr(with_chosen_batch_size(args))
+    """`args` with the batch size chosen from --tokens where not given (printed, and recorded with the run like any
+    flag); the learning rate is chosen once the input width is known (`with_chosen_lr`)."""
+    return with_chosen_batch_size(args)
 
 
 def with_chosen_batch_size(args: argparse.Namespace) -> argparse.Namespace:
@@ -730,13 +730,16 @@ def with_chosen_batch_size(args: argparse.Namespace) -> argparse.Namespace:
     return chosen
 
 
-def with_chosen_lr(args: argparse.Namespace) -> argparse.Namespace:
+def with_chosen_lr(args: argparse.Namespace, d_in: int) -> argparse.Namespace:
+    """`args` with --lr chosen for the input width and dictionary size where not given (printed; the run record
+    keeps lr None, which the same command on the same model chooses alike, and the summary the rate chosen)."""
     from saekit.training.config import lr_for
 
     if args.lr is not None:
         return args
-    chosen = argparse.Namespace(**{**vars(args), "lr": lr_for(args.features)})
-    say(f"learning rate {chosen.lr:.3g} (chosen for {args.features:,} features; pass --lr to set it)")
+    chosen = argparse.Namespace(**{**vars(args), "lr": lr_for(d_in, args.features)})
+    say(f"learning rate {chosen.lr:.3g} (chosen for d_in {d_in:,} and {args.features:,} features; pass --lr to "
+        "set it)")
     return chosen
 
 
@@ -764,7 +767,6 @@ def _train_in(out: Path, args: argparse.Namespace, parallel: Any) -> int:
         say(f"already trained: {out} holds the finished {args.arch} SAE of this command "
             "(delete it or pass another --out to train again)")
         return 0
-    train_cfg = _train_config_from_args(args, checkpoints if every else None, every)
     device = str(parallel.device) if parallel is not None else args.device
     models = [] if args.from_cache else \
         [load_model(m, device=device, **_loading(args)) for m in args.model]
@@ -773,6 +775,8 @@ def _train_in(out: Path, args: argparse.Namespace, parallel: Any) -> int:
     source = _training_source(args, models, device, parallel)
     sae_kwargs = {"k": args.k} if args.k is not None else {}
     provenance = source.provenance()
+    args = with_chosen_lr(args, source.d_in)
+    train_cfg = _train_config_from_args(args, checkpoints if every else None, every)
     sae = SAE.create(
         args.arch, d_in=source.d_in, n_features=args.features, d_out=source.d_out,
         n_models=max(1, len(provenance.models)), seed=args.seed, dtype=torch_dtype(args.dtype), device=device,
@@ -845,7 +849,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                            "drop finetune_tokens and nproc (train that one alone with saekit train)")
     longest = max((m for _, m in members), key=lambda m: m.tokens)
     batch = with_chosen_batch_size(longest).batch_size  # a shared setting: given for all, or chosen for the longest
-    members = [(name, with_chosen_lr(argparse.Namespace(**{**vars(m), "batch_size": batch}))) for name, m in members]
+    members = [(name, argparse.Namespace(**{**vars(m), "batch_size": batch})) for name, m in members]
     _check_shared(members)
     with folder_lock(args.out, "saekit sweep"):
         return _sweep_in(args.out, members, quiet=args.quiet)
@@ -914,7 +918,8 @@ def _sweep_in(out: Path, members: list[tuple[str, argparse.Namespace]], quiet: b
         sae.provenance = provenance
         folder = out / name
         every = checkpoint_every(member)
-        configs.append(_train_config_from_args(member, folder / CHECKPOINTS if every else None, every))
+        configs.append(_train_config_from_args(with_chosen_lr(member, width - (d_out or 0)),
+                                               folder / CHECKPOINTS if every else None, every))
         resumes.append(_resume_point(member, folder / CHECKPOINTS))
         extra = {"device": member.device, "checkpoint_every_tokens": every, "sweep": str(out)}
         folder.mkdir(parents=True, exist_ok=True)

@@ -122,7 +122,7 @@ def test_rerun_with_other_settings_is_refused(finished, tiny_lm_dir, text_dir, c
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("saekit train: error: ")
-    assert "features: 32 → 48" in err[0] and "lr: 0.0008 → 0.001" in err[0] and "tokens" not in err[0]
+    assert "features: 32 → 48" in err[0] and "lr: None → 0.001" in err[0] and "tokens" not in err[0]
     assert "use another --out or delete it" in err[0]
     assert (finished / WEIGHTS).read_bytes() == before
 

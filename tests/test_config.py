@@ -48,3 +48,10 @@ def test_batch_size_for_gives_a_thousand_steps_where_the_budget_allows():
     for n, size in zip(range(100_000, 5_000_000, 50_000), sizes):
         assert size == 256 or n // size >= MIN_STEPS
         assert size == 4096 or n // (2 * size) < MIN_STEPS
+
+
+def test_the_dead_window_defaults_to_a_tenth_of_the_run():
+    assert saekit.TrainConfig(total_tokens=200_000).dead_window == 20_000
+    assert saekit.TrainConfig(total_tokens=100_000_000).dead_window == 1_000_000
+    assert saekit.TrainConfig(total_tokens=200_000, resample_at=(0.05,)).dead_window == 10_000
+    assert saekit.TrainConfig(total_tokens=200_000, dead_window_tokens=5).dead_window == 5

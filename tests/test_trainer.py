@@ -143,3 +143,15 @@ def test_checkpoint_holds_loadable_sae_in_input_units(tmp_path):
     x = batches[0]
     with torch.no_grad():
         torch.testing.assert_close(final(x), sae(x))
+
+
+def test_auxk_revives_dead_features_in_a_short_run_with_the_default_window():
+    """With a window as long as the run (the old default of 1M tokens) AuxK never saw a dead feature."""
+    from saekit.synthetic import SparseDictionary
+
+    sae = saekit.SAE.create("topk", 16, 48, k=4, seed=0)
+    with torch.no_grad():
+        sae.b_enc[:12] = -3.0
+    batches = list(SparseDictionary(d_in=16, n_features=40, p_active=0.08).batches(256, 80, seed=1))
+    run = saekit.train(sae, batches, saekit.TrainConfig(total_tokens=256 * 80, lr=1e-3), progress=False)
+    assert run.history["auxiliary"].max() > 0

@@ -45,8 +45,9 @@ class TrainConfig:
     """Scale inputs so E‖x‖ = √d_in while training (λ then means the same at any scale); folded out at the end."""
     resample_at: tuple[float, ...] = ()
     """Fractions of training at which dead features are resampled (the 2023 recipe: 4 times); () = never."""
-    dead_window_tokens: int = 1_000_000
-    """A feature that fires on none of this many consecutive tokens counts as dead."""
+    dead_window_tokens: int | None = None
+    """A feature that fires on none of this many consecutive tokens counts as dead; None: a tenth of the run, at most
+    1M tokens and no later than the first resample (a window as long as the run never finds a feature to revive)."""
     resample_pool_tokens: int = 65_536
     """Recent inputs kept to draw resampled directions from."""
     dense_threshold: float = 0.1
@@ -88,7 +89,8 @@ class TrainConfig:
             need(getattr(self, name) >= 0, f"{name} must be ≥ 0 (got {getattr(self, name)})")
         need(self.aux_k is None or self.aux_k > 0, "aux_k must be positive, or None for d_in // 2")
         need(self.decoder_init_norm is None or self.decoder_init_norm > 0, "decoder_init_norm must be > 0")
-        need(self.dead_window_tokens > 0, "dead_window_tokens must be positive")
+        need(self.dead_window_tokens is None or self.dead_window_tokens > 0,
+             "dead_window_tokens must be positive, or None for a tenth of the run")
         need(self.resample_pool_tokens > 0, "resample_pool_tokens must be positive")
         need(0 < self.sparse_max_density <= 1, "sparse_max_density is a share of features: use (0, 1]")
         need(0 < self.dense_threshold <= 1, "dense_threshold is a firing rate: use a value in (0, 1]")
@@ -104,9 +106,17 @@ class TrainConfig:
         need(all(0 < p < 1 for p in points) and list(points) == sorted(set(points)),
              f"resample_at must be increasing fractions in (0, 1) (got {points})")
         if points:
-            need(self.dead_window_tokens <= points[0] * self.total_tokens,
+            need(self.dead_window <= points[0] * self.total_tokens,
                  f"dead_window_tokens ({self.dead_window_tokens}) must fit before the first resample "
                  f"({points[0] * self.total_tokens:.0f} tokens): lower it or resample later")
+
+    @property
+    def dead_window(self) -> int:
+        """dead_window_tokens, or its default for this run."""
+        if self.dead_window_tokens is not None:
+            return self.dead_window_tokens
+        first_resample = int(self.resample_at[0] * self.total_tokens) if self.resample_at else self.total_tokens
+        return max(1, min(1_000_000, self.total_tokens // 10, first_resample))
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again)."""
@@ -141,14 +151,23 @@ BATCH_SIZE_RANGE = (256, 4096)
 
 
 LR_BASE = 8e-4
-"""`lr_for`'s learning rate up to LR_REFERENCE_FEATURES features."""
+"""`lr_for`'s learning rate for LR_REFERENCE_D_IN inputs and up to LR_REFERENCE_FEATURES features."""
+LR_REFERENCE_D_IN = 512
+"""The input width up to which `lr_for` gives LR_BASE; above it the rate falls as 1/d_in (to 1/16 of it at most)."""
 LR_REFERENCE_FEATURES = 2**14
 """Above this many features `lr_for` lowers the learning rate as 1/√features (sparsify's scaling)."""
 
 
-def lr_for(n_features: int) -> float:
-    """A learning rate for a dictionary of `n_features` on activations scaled to E‖x‖ = √d_in (the trainer's
-    default): LR_BASE, times √(LR_REFERENCE_FEATURES / n_features) above that size.
+def lr_for(d_in: int, n_features: int) -> float:
+    """A learning rate for a dictionary reading `d_in` activations scaled to E‖x‖ = √d_in (the trainer's default)
+    into `n_features`: LR_BASE, times 512 / d_in above 512 inputs (down to 1/16), times √(2¹⁴ / n_features) above
+    2¹⁴ features.
+
+    A step moves each pre-activation by about lr times the summed size of the input's entries, which grows with
+    d_in. Measured on the quick demo's models at 1M tokens: a TopK crosscoder over two models' neurons (d_in 1024,
+    4096 features, k 64) lost +0.020 / +0.016 / +0.029 / +0.051 nats on its worse model at lr 3e-4 / 4e-4 / 5.7e-4 /
+    8e-4 (best at half the rate of d_in 512); a TopK transcoder from ln_2 (d_in 128) +0.020 / +0.011 / +0.021 at
+    3e-4 / 8e-4 / 3.2e-3, so narrower inputs keep LR_BASE rather than a higher rate.
 
     Measured on the quick demo's model (MLP neurons, d_in 512, 1M tokens, batch 512, held-out FVU): TopK k 32 with
     1024 / 4096 / 16384 features reached 0.034 / 0.029 / 0.029 at the old default 3e-4, 0.026 / 0.021 / 0.021 at
@@ -157,9 +176,10 @@ def lr_for(n_features: int) -> float:
     FVU 0.166 at L0 17 (3e-4) to 0.200 at L0 7 (8e-4) and 0.153 at L0 8 (1.6e-3). sparsify's 2e-4·√(2¹⁴/n)
     (for long runs) gave 16384 features 0.038: at these budgets the size does not call for a lower rate, so the
     scaling starts only above 2¹⁴ features, where the runs that train them are long."""
-    if n_features < 1:
-        raise InputError(f"n_features must be positive (got {n_features})")
-    return LR_BASE * min(1.0, (LR_REFERENCE_FEATURES / n_features) ** 0.5)
+    if n_features < 1 or d_in < 1:
+        raise InputError(f"d_in and n_features must be positive (got {d_in}, {n_features})")
+    width = min(1.0, max(1 / 16, LR_REFERENCE_D_IN / d_in))
+    return LR_BASE * width * min(1.0, (LR_REFERENCE_FEATURES / n_features) ** 0.5)
 
 
 def batch_size_for(total_tokens: int) -> int:

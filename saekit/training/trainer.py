@@ -96,7 +96,7 @@ class Trainer:
         self.batch: BatchReduce = parallel or LOCAL
         self.loss_module = parallel.wrap(LossModule(sae)) if parallel else None
         self.optimizer = make_adam(sae, cfg)
-        self.tracker = FiringTracker(sae.d_sae, cfg.dead_window_tokens, sae.device)
+        self.tracker = FiringTracker(sae.d_sae, cfg.dead_window, sae.device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.progress = _Progress(next_checkpoint=cfg.checkpoint_every_tokens)
         self.pool: deque[Tensor] = deque()  # recent training inputs, for resampling
@@ -341,7 +341,7 @@ class Trainer:
     def _status(self) -> dict[str, float]:
         p = self.progress
         dense = self.tracker.recent_density() > self.cfg.dense_threshold
-        seen_a_window = p.tokens >= self.cfg.dead_window_tokens
+        seen_a_window = p.tokens >= self.cfg.dead_window
         dead = self.tracker.dead(p.tokens).float().mean().item() if seen_a_window else 0.0
         return {"step": p.step, "tokens": p.tokens, "lr": self.optimizer.param_groups[0]["lr"],
                 "dead_fraction": dead, "dense_fraction": dense.float().mean().item()}
