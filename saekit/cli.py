@@ -804,23 +804,27 @@ def _train_in(out: Path, args: argparse.Namespace, parallel: Any) -> int:
     return 0
 
 
-def _training_source(args: argparse.Namespace, models: list[Any], device: str, parallel: Any) -> Any:
-    """The training batches: this rank's share of the cache's or the models' activations."""
+def _training_source(args: argparse.Namespace, models: list[Any], device: str, parallel: Any, *,
+                     sites: Sequence[tuple[str, str]] = (), total: int | None = None) -> Any:
+    """The training batches: this rank's share of the cache's or the models' activations, at --hook or, for a
+    sweep, at every one of `sites` side by side (a cache gives all its sites then); `total` rows (default: --tokens
+    and --refit-tokens)."""
     from saekit.activations.cache import CachedBatches
     from saekit.activations.nnsight_api import has_lm_head
     from saekit.activations.source import ActivationConfig, ActivationSource, torch_dtype
 
     ranks = {"rank": parallel.rank, "world_size": parallel.world_size} if parallel else {}
-    total = args.tokens + args.refit_tokens
+    total = total or args.tokens + args.refit_tokens
     if args.from_cache is not None:
         return CachedBatches(args.from_cache, batch_size=args.batch_size, total_tokens=total,
                              buffer_bytes=args.buffer_mb * 2**20, seed=args.seed, dtype=torch_dtype(args.dtype),
-                             device=device, hook=args.hook, **ranks)
+                             device=device, hook=None if sites else args.hook, **ranks)
     if args.finetune_tokens and not has_lm_head(models[0]):
         raise CliError(f"--finetune-tokens needs next-token logits and {args.model[0]} has no language-model head: "
                        "drop the flag (--refit-tokens fits the decoder without one)")
+    (hook, side), *more = sites or [(args.hook, args.hook_side)]
     config = ActivationConfig(
-        hook=args.hook, hook_side=args.hook_side, target_hook=args.target_hook, target_side=args.target_side,
+        hook=hook, hook_side=side, target_hook=args.target_hook, target_side=args.target_side, more_sites=tuple(more),
         context_len=args.context_len, batch_size=args.batch_size,
         buffer_bytes=args.buffer_mb * 2**20, dtype=args.dtype, device=device,
         exclude_special_tokens=not args.include_special_tokens, total_tokens=total, seed=args.seed,
@@ -868,9 +872,8 @@ def _check_shared(members: list[tuple[str, argparse.Namespace]]) -> None:
 
 def _sweep_in(out: Path, members: list[tuple[str, argparse.Namespace]], quiet: bool) -> int:
     """Train the sweep's unfinished dictionaries together; save each as `saekit train` would."""
-    from saekit.activations.cache import CachedBatches
     from saekit.activations.nnsight_api import load_model
-    from saekit.activations.source import ActivationConfig, ActivationSource, torch_dtype
+    from saekit.activations.source import torch_dtype
     from saekit.saes import SAE
     from saekit.training import train_many
 
@@ -883,23 +886,13 @@ def _sweep_in(out: Path, members: list[tuple[str, argparse.Namespace]], quiet: b
     if not pending:
         return 0
     first = pending[0][1]
-    total = max(m.tokens + m.refit_tokens for _, m in pending)
-    if first.from_cache is not None:
-        source = CachedBatches(first.from_cache, batch_size=first.batch_size, total_tokens=total,
-                               buffer_bytes=first.buffer_mb * 2**20, seed=first.seed, dtype=torch_dtype(first.dtype),
-                               device=first.device)
-    else:
-        models = [load_model(m, device=first.device, **_loading(first)) for m in first.model]
+    models = [] if first.from_cache is not None else \
+        [load_model(m, device=first.device, **_loading(first)) for m in first.model]
+    if models:
         pending = [(name, with_context_resolved(with_site_resolved(m, models[0]), models[0])) for name, m in pending]
-        sites = list(dict.fromkeys((m.hook, m.hook_side) for _, m in pending))
-        first = pending[0][1]
-        config = ActivationConfig(
-            hook=sites[0][0], hook_side=sites[0][1], target_hook=first.target_hook, target_side=first.target_side,
-            more_sites=tuple(sites[1:]), context_len=first.context_len, batch_size=first.batch_size,
-            buffer_bytes=first.buffer_mb * 2**20, dtype=first.dtype, device=first.device,
-            exclude_special_tokens=not first.include_special_tokens, total_tokens=total, seed=first.seed,
-        )
-        source = ActivationSource(models, _text(first), config, progress=False)
+    sites = list(dict.fromkeys((m.hook, m.hook_side) for _, m in pending))
+    source = _training_source(pending[0][1], models, first.device, None, sites=sites,
+                              total=max(m.tokens + m.refit_tokens for _, m in pending))
     columns = {(hook, side): part for hook, side, part in source.site_columns()}
     saes, configs, parts, resumes, records = [], [], [], [], []
     for name, member in pending:

@@ -54,6 +54,9 @@ def test_from_cache_refuses_the_flags_the_cache_settles(cache, tiny_lm_dir, tmp_
     assert "drop --model" in capsys.readouterr().err
     assert main(["train", "--from-cache", str(tmp_path / "nothing"), *TRAIN, "--out", str(tmp_path / "y")]) == 1
     assert "holds no activation cache" in capsys.readouterr().err
+    assert main(["train", "--from-cache", str(cache), "--hook", "transformer.h.0.attn", *TRAIN,
+                 "--out", str(tmp_path / "z")]) == 1
+    assert f"holds no activations of 'transformer.h.0.attn': it holds {HOOK}" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 

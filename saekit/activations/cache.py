@@ -269,13 +269,11 @@ class CachedBatches:
     def _pick_site(self, hook: str | None) -> tuple[str, str, int, int] | None:
         """The site `hook` names, for a cache of several sites (which needs one); None: the whole row."""
         sites = self.manifest.sites
-        if hook is None:
-            return None
-        found = [s for s in sites or [(self.manifest.provenance.hook, "", 0, self.manifest.width)] if s[0] == hook]
-        if not found:
-            held = ", ".join(s[0] for s in sites) if sites else self.manifest.provenance.hook
-            raise InputError(f"the cache in {self.folder} holds no activations of {hook!r}: it holds {held}")
-        return found[0] if sites else None
+        held = [site[0] for site in sites] or [self.manifest.provenance.hook]
+        if hook is not None and hook not in held:
+            raise InputError(f"the cache in {self.folder} holds no activations of {hook!r}: it holds "
+                             f"{', '.join(map(str, held))}")
+        return next((site for site in sites if site[0] == hook), None)
 
     def site_columns(self) -> list[tuple[str, str, slice]]:
         """(module path, side, columns of a row) of each site a row holds."""
