@@ -231,6 +231,9 @@ def _add_eval(commands) -> None:
     ev.add_argument("--model", default=None, action="append", metavar="NAME_OR_DIR",
                     help="model (default: the SAE's provenance); a crosscoder's: once per model, in training order")
     ev.add_argument("--hook", default=None, metavar="MODULE.PATH", help="hook (default: the SAE's provenance)")
+    ev.add_argument("--layer", type=int, default=None, metavar="N", help="with --site: the block to read, instead of "
+                    "--hook (e.g. to evaluate an SAE at the same site of another model)")
+    ev.add_argument("--site", choices=SITES, default=None, help="with --layer: a site resolved to its module path")
     ev.add_argument("--target-hook", default=None, metavar="MODULE.PATH",
                     help="a transcoder's target hook (default: its provenance's)")
     ev.add_argument("--batch-size", type=int, default=8, help="context windows per forward (default: 8)")
@@ -502,6 +505,10 @@ def check_eval_args(args: argparse.Namespace) -> None:
     check_positive(args, ("tokens", "batch_size"))
     check_device(args.device)
     check_text(args)
+    if (args.layer is None) != (args.site is None):
+        raise CliError("--layer and --site go together: pass both (e.g. --layer 6 --site resid_post), or --hook")
+    if args.site is not None and args.hook is not None:
+        raise CliError("pass --hook MODULE.PATH or --layer N --site SITE, not both")
 
 
 # --- the run record: OUT/run.json -----------------------------------------------------------------
@@ -985,8 +992,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        f"{args.sae_dir} reads one model and {len(names)} were given: pass one --model")
     text = _text(args) or _provenance_text(sae.provenance.text, args.sae_dir)
     models = [load_model(name, device=args.device, **_loading(args)) for name in names]
+    side = None
+    if args.site is not None:
+        resolved = with_site_resolved(argparse.Namespace(**{**vars(args), "hook_side": None}), models[0])
+        args, side = resolved, resolved.hook_side
     result = evaluate(
-        sae, models if sae.n_models > 1 else models[0], text, hook=args.hook, target_hook=args.target_hook,
+        sae, models if sae.n_models > 1 else models[0], text, hook=args.hook, side=side, target_hook=args.target_hook,
         max_tokens=args.tokens, batch_size=args.batch_size, progress=not args.quiet,
     )
     target = args.target_hook or sae.provenance.target_hook

@@ -137,3 +137,19 @@ def test_demo_calls_run_demo(monkeypatch, capsys, tmp_path):
     assert main(["demo", "--profile", "full", "--out", "cache"]) == 0
     assert calls == [("full", Path("cache"))]
     assert "jupyter lab notebooks/" in capsys.readouterr().out
+
+
+def test_eval_at_a_friendly_site(trained, capsys):
+    """mlp_act resolves to GPT-2's c_proj input: the same neurons the SAE was trained on at mlp.act's output."""
+    capsys.readouterr()
+    assert main(["eval", str(trained), "--tokens", "256", "--json", "--quiet"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(trained), "--layer", "0", "--site", "mlp_act", "--tokens", "256", "--json", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    at_site = json.loads(out.strip().splitlines()[-1])
+    assert "site mlp_act of layer 0: transformer.h.0.mlp.c_proj (input)" in out
+    assert at_site["hook"] == "transformer.h.0.mlp.c_proj"
+    for key in ("fvu", "l0", "loss_spliced"):
+        assert at_site[key] == pytest.approx(plain[key], rel=1e-5), key
+    assert main(["eval", str(trained), "--layer", "0", "--tokens", "256"]) == 1
+    assert "--layer and --site go together" in capsys.readouterr().err
