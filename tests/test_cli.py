@@ -144,7 +144,8 @@ def test_eval_at_a_friendly_site(trained, capsys):
     capsys.readouterr()
     assert main(["eval", str(trained), "--tokens", "256", "--json", "--quiet"]) == 0
     plain = json.loads(capsys.readouterr().out)
-    assert main(["eval", str(trained), "--layer", "0", "--site", "mlp_act", "--tokens", "256", "--json", "--quiet"]) == 0
+    argv = ["eval", str(trained), "--layer", "0", "--site", "mlp_act", "--tokens", "256", "--json", "--quiet"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     at_site = json.loads(out.strip().splitlines()[-1])
     assert "site mlp_act of layer 0: transformer.h.0.mlp.c_proj (input)" in out
