@@ -884,9 +884,10 @@ def _sweep_in(out: Path, members: list[tuple[str, argparse.Namespace]], quiet: b
     from saekit.saes import SAE
     from saekit.training import train_many
 
+    settings = {name: run_settings(member) for name, member in members}  # as given: a rerun compares these
     pending = []
     for name, member in members:
-        if check_existing_run(out / name, run_settings(member)):
+        if check_existing_run(out / name, settings[name]):
             print(f"already trained: {name}")
         else:
             pending.append((name, member))
@@ -923,13 +924,13 @@ def _sweep_in(out: Path, members: list[tuple[str, argparse.Namespace]], quiet: b
         resumes.append(_resume_point(member, folder / CHECKPOINTS))
         extra = {"device": member.device, "checkpoint_every_tokens": every, "sweep": str(out)}
         folder.mkdir(parents=True, exist_ok=True)
-        write_run_record(folder, "running", run_settings(member), extra)
+        write_run_record(folder, "running", settings[name], extra)
         saes.append(sae)
         parts.append(None if width == source.width else part)
         records.append((name, member, extra))
     runs = train_many(saes, source, configs, columns=parts, resume=resumes, progress=not quiet)
     for (name, member, extra), run in zip(records, runs):
-        save_run(out / name, run, run_settings(member), extra)
+        save_run(out / name, run, settings[name], extra)
         summary = run.summary
         print(f"saved {name}: {member.arch} {summary['d_sae']} features on {run.sae.provenance.hook}, "
               f"{summary['tokens']:,} tokens, FVU {summary.get('fvu', float('nan')):.3f}, L0 "

@@ -105,3 +105,8 @@ def test_a_dictionary_names_its_own_site_of_the_shared_layer(tiny_lm_dir, text_d
                  "--quiet"]) == 0
     sites = [(p.hook, p.hook_side) for p in (saekit.load_sae(tmp_path / "o" / n).provenance for n in ("act", "out"))]
     assert sites == [(OTHER, "input"), (OTHER, "output")]  # c_proj's input is the neurons, its output the MLP's
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--dictionary", "name=act arch=topk features=32 k=4",
+                 "--dictionary", "name=out arch=topk features=32 k=4 site=mlp_out", "--out", str(tmp_path / "o"),
+                 "--quiet"]) == 0
+    assert capsys.readouterr().out.count("already trained") == 2
