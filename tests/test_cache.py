@@ -29,6 +29,9 @@ class LabelledSource:
     def provenance(self) -> Provenance:
         return Provenance(model="labelled", hook=self.hook, context_len=8, text="numbers")
 
+    def site_columns(self) -> list[tuple[str, str, slice]]:
+        return [(self.hook, "output", slice(0, WIDTH))]
+
     def activations(self, skip: int = 0):
         self.skips.append(skip)
         for i, start in enumerate(range(skip, self.n_rows, self.chunk)):

@@ -46,6 +46,9 @@ class _Rows:
     def provenance(self) -> Provenance:
         return self._provenance
 
+    def site_columns(self) -> list[tuple[str, str, slice]]:
+        return [(self._provenance.hook, "output", slice(0, self.width))]
+
     def activations(self, skip: int = 0):
         yield from self.rows[skip:].split(500)
 

@@ -161,10 +161,10 @@ def write_cache(source: Any, folder: str | Path, tokens: int, *, shard_bytes: in
     folder = Path(folder)
     itemsize = torch.empty((), dtype=source.config.torch_dtype).element_size()
     shard_rows = max(1, shard_bytes // (source.width * itemsize))
-    columns = source.site_columns() if len(getattr(source, "site_columns", list)()) > 1 else []
+    columns = source.site_columns()
+    sites = tuple((hook, side, part.start, part.stop) for hook, side, part in columns) if len(columns) > 1 else ()
     fresh = CacheManifest(provenance=source.provenance(), widths=tuple(source.widths), dtype=source.config.dtype,
-                          tokens_requested=tokens, shard_rows=shard_rows,
-                          sites=tuple((hook, side, part.start, part.stop) for hook, side, part in columns))
+                          tokens_requested=tokens, shard_rows=shard_rows, sites=sites)
     found = read_manifest(folder)
     if found is None and folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir()):
         raise InputError(f"{folder} is a folder that holds something other than an activation cache: pass a new or "
@@ -193,9 +193,9 @@ def write_cache(source: Any, folder: str | Path, tokens: int, *, shard_bytes: in
             while held >= shard_rows or (held and manifest.rows + held >= tokens):
                 rows = torch.cat(pending)
                 manifest = _add_shard(folder, manifest, rows[:shard_rows])
-                pending, held = ([rows[shard_rows:]], rows.shape[0] - shard_rows) if rows.shape[0] > shard_rows \
-                    else ([], 0)
-                bar.update(min(shard_rows, rows.shape[0]))
+                rest = rows[shard_rows:]
+                pending, held = [rest], rest.shape[0]
+                bar.update(rows.shape[0] - held)
             if manifest.rows >= tokens:
                 break
         if held:
