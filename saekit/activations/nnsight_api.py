@@ -81,11 +81,11 @@ def _reaching_remote(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def run(model, *args: Any, **kwargs: Any) -> Any:
-        if remote_mode(model) is not True:
-            return fn(model, *args, **kwargs)
         try:
             return fn(model, *args, **kwargs)
-        except (OSError, ConnectionError, TimeoutError) as error:
+        except OSError as error:  # ConnectionError and TimeoutError among them
+            if remote_mode(model) is not True:
+                raise
             import nnsight
 
             raise RemoteUnavailableError(
@@ -134,6 +134,7 @@ def _load_remote(model: ModelLike, remote: Remote, trust_remote_code: bool):
     """A model whose forwards run through nnsight's remote path: on NDIF, its weights never loaded here (True), or
     the dry run of that path on a model loaded here ("local")."""
     from nnsight.modeling.transformers import TransformersModel
+    from transformers import AutoTokenizer
 
     if remote not in (True, "local"):
         raise InputError(f"remote={remote!r}: use True (NDIF), 'local' (a dry run here) or False")
@@ -151,8 +152,6 @@ def _load_remote(model: ModelLike, remote: Remote, trust_remote_code: bool):
     else:
         config = _read_config(str(model), trust_remote_code)
         task = "text-generation" if _is_causal_lm(config) else "feature-extraction"
-        from transformers import AutoTokenizer
-
         tokenizer = AutoTokenizer.from_pretrained(str(model), trust_remote_code=trust_remote_code)
         wrapped = TransformersModel(str(model), task=task, dispatch=False, tokenizer=tokenizer,
                                     trust_remote_code=trust_remote_code)
