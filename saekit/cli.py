@@ -839,11 +839,6 @@ def _training_source(args: argparse.Namespace, models: list[Any], device: str, p
     return ActivationSource(models, _text(args), config, progress=False, **ranks)
 
 
-PER_DICTIONARY = frozenset({"arch", "features", "k", "l1", "lr", "recipe", "tokens", "refit_tokens", "hook",
-                            "hook_side", "layer", "site"})
-"""Run settings in which the dictionaries of one sweep may differ (all others decide the shared activations)."""
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     from saekit.folder_lock import folder_lock
     from saekit.sweep_command import parse_members, read_spec
@@ -868,10 +863,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _check_shared(members: list[tuple[str, argparse.Namespace]]) -> None:
     """The dictionaries of a sweep read the same activations: only their own settings may differ."""
+    from saekit.sweep_command import OWN
+
     first_name, first = members[0]
-    base = {k: v for k, v in run_settings(first).items() if k not in PER_DICTIONARY}
+    base = {k: v for k, v in run_settings(first).items() if k not in OWN}
     for name, member in members[1:]:
-        differ = differing_settings(base, {k: v for k, v in run_settings(member).items() if k not in PER_DICTIONARY})
+        differ = differing_settings(base, {k: v for k, v in run_settings(member).items() if k not in OWN})
         if differ:
             raise CliError(f"dictionaries {first_name!r} and {name!r} read different activations ({'; '.join(differ)})"
                            ": set these at the top of the spec, once for all")
