@@ -192,10 +192,11 @@ def test_selecting_a_feature_updates_the_card(explorer_page):
     page.wait_for_function("f => document.querySelector('.saekit-card h3').innerText.endsWith('neuron ' + f)",
                            arg=feature, timeout=STEP_MS)
     top = store.top_examples(feature)
+    # the card's parts are separate widgets, each its own message: wait for the examples, not only the title
+    page.wait_for_function("v => document.querySelector('.saekit-card .saekit-example').innerText.includes(v)",
+                           arg=f"{top['activation'].iloc[0]:.3g}", timeout=STEP_MS)
     assert page.locator(".saekit-card .saekit-example").count() >= min(10, len(top))
     assert highlighted_tokens(page, ".saekit-card") >= len(top.head(10))  # every context coloured by the model
-    first = page.locator(".saekit-card .saekit-example").first.inner_text()
-    assert f"{top['activation'].iloc[0]:.3g}" in first
     page.locator(".saekit-explorer").first.screenshot(path=str(folder / "explorer-markup.png"))
     assert dialogs == []
 
@@ -211,8 +212,9 @@ def test_markup_in_a_document_shows_as_text_and_runs_nothing(explorer_page):
     button.first.click()
     page.wait_for_function("f => document.querySelector('.saekit-card h3').innerText.endsWith('neuron ' + f)",
                            arg=feature, timeout=STEP_MS)
+    page.wait_for_function("v => document.querySelector('.saekit-card').innerText.includes(v)", arg=PAYLOAD,
+                           timeout=STEP_MS)  # drawn as its characters
     card = page.locator(".saekit-card").first.inner_text()
-    assert PAYLOAD in card  # drawn as its characters
     shown = store.top_examples(feature, 12).head(10)
     if any(SCRIPT in [*row.left, row.token, *row.right] for row in shown.itertuples()):
         assert SCRIPT in card

@@ -183,8 +183,8 @@ class FeatureCard(widgets.VBox):
         self.basis, self.feature = basis, int(feature)
         parts = card_html(basis, feature, n_top=self.n_top, n_per_interval=self.n_per_interval,
                           context=self.context, name=name)
-        for key, widget in (("summary", self.summary), ("logits", self.logits), ("top", self.top),
-                            ("intervals", self.intervals)):
+        for key, widget in (("logits", self.logits), ("top", self.top), ("intervals", self.intervals),
+                            ("summary", self.summary)):  # the title last: once it names the feature, all is sent
             widget.value = parts[key]
         self._show_histogram(store.histogram(feature))
         self._show_nearest(basis, feature)
