@@ -92,6 +92,42 @@ def test_a_killed_sweep_resumes_to_the_same_weights(tmp_path):
         _same(a.sae, b.sae)
 
 
+def _refitting():
+    """Three dictionaries whose decoder refits read different stretches of the shared pass: two stop training at
+    the same batch (each refits on the batches after it, not after the other's refit), one trains longer."""
+    saes = [saekit.SAE.create("relu", D, 48, seed=1), saekit.SAE.create("relu", D, 32, seed=2),
+            saekit.SAE.create("topk", D, 32, k=4, seed=3)]
+    configs = [TrainConfig(total_tokens=1280, lr=2e-3, decoder_refit_tokens=640),
+               TrainConfig(total_tokens=1280, lr=1e-3, decoder_refit_tokens=640),
+               TrainConfig(total_tokens=1920, lr=1e-3, decoder_refit_tokens=320)]
+    return saes, configs
+
+
+def test_each_decoder_refit_reads_the_batches_after_its_own_training():
+    saes, configs = _refitting()
+    runs = saekit.train_many(saes, _batches(), configs, progress=False)
+    for run, (sae, config) in zip(runs, zip(*_refitting())):
+        alone = saekit.train(sae, _batches(), config, progress=False)
+        assert run.summary["decoder_refit"]["tokens"] == config.decoder_refit_tokens
+        assert run.summary["decoder_refit"] == alone.summary["decoder_refit"]
+        _same(alone.sae, run.sae)
+
+
+@pytest.mark.parametrize("stop_after", [22, 27])  # during the first two's refits; during the third's training
+def test_a_sweep_killed_during_a_refit_resumes_to_the_same_weights(tmp_path, stop_after):
+    saes, configs = _refitting()
+    configs = [c.replace(checkpoint_dir=str(tmp_path / str(i)), checkpoint_every_tokens=640)
+               for i, c in enumerate(configs)]
+    with pytest.raises(KeyboardInterrupt):
+        saekit.train_many(saes, Counted(_batches(), stop_after=stop_after), configs, progress=False)
+    fresh, _ = _refitting()
+    resumed = saekit.train_many(fresh, _batches(), configs, resume=[c.checkpoint_dir for c in configs],
+                                progress=False)
+    whole, plain = _refitting()
+    for run, sae, config in zip(resumed, whole, plain):
+        _same(saekit.train(sae, _batches(), config, progress=False).sae, run.sae)
+
+
 def test_bad_sweeps_say_what_to_change():
     saes, configs = _members()
     with pytest.raises(InputError, match="one config"):

@@ -55,46 +55,76 @@ def _add_sums(gram: Tensor, cross: Tensor, codes: Tensor, x: Tensor) -> None:
     cross[d_sae] += x.sum(0)
 
 
-@torch.no_grad()
+class DecoderRefitSums:
+    """The refit's sums G and R over the batches added so far; `apply()` solves for the decoder and sets it.
+
+    Batches come one at a time, so a sweep (`saekit.train_many`) feeds each dictionary its own refit tokens
+    from the stream they share."""
+
+    def __init__(self, sae: SAE, tokens: int, ridge: float = RIDGE) -> None:
+        self.sae, self.tokens, self.ridge = sae, tokens, ridge
+        d_sae, d_out = sae.d_sae, sae.d_out
+        self.gram = torch.zeros(d_sae + 1, d_sae + 1, dtype=torch.float64, device=sae.device)  # G = f̃ᵀ f̃
+        self.cross = torch.zeros(d_sae + 1, d_out, dtype=torch.float64, device=sae.device)  # R = f̃ᵀ y
+        self.sum_sq, self.sse_before, self.seen = 0.0, 0.0, 0
+
+    @property
+    def full(self) -> bool:
+        """Whether the sums hold all `tokens`."""
+        return self.seen >= self.tokens
+
+    @torch.no_grad()
+    def add(self, batch: Tensor) -> None:
+        """Add a training batch [batch, batch_width] (up to the tokens still wanted)."""
+        sae = self.sae
+        x, y = sae.split_batch(batch[: self.tokens - self.seen].to(sae.dtype))
+        active, values = sae.sparse_encode(x)  # only the active values widened to float64
+        codes = torch.sparse_coo_tensor(torch.stack([active.rows, active.cols]), values.double(),
+                                        (len(x), sae.d_sae), is_coalesced=True,
+                                        check_invariants=False)  # row-major and distinct already
+        y64 = y.double()
+        x_hat = torch.sparse.mm(codes, sae.W_dec.double()) + sae.b_dec.double()  # paying only for active codes
+        self.sse_before += (y64 - x_hat).pow(2).sum().item()
+        self.sum_sq += y64.pow(2).sum().item()
+        _add_sums(self.gram, self.cross, codes, y64)
+        self.seen += len(x)
+
+    @torch.no_grad()
+    def apply(self) -> DecoderRefit:
+        """Set W_dec and b_dec to the ridge least-squares readout of the sums (nothing read: nothing changes)."""
+        sae, seen, d_sae = self.sae, self.seen, self.sae.d_sae
+        if seen == 0:
+            return DecoderRefit(0, 0, float("nan"), float("nan"))
+        gram, r_all = self.gram, self.cross
+        fired = gram.diagonal()[:d_sae] > 0
+        keep = torch.cat([fired, torch.ones(1, dtype=torch.bool, device=fired.device)]).nonzero().squeeze(1)
+        g, r = gram[keep[:, None], keep], r_all[keep]  # one gather of the fired block (+ the bias)
+        self.gram = self.cross = None  # [d_sae + 1]² float64: freed before the solve
+        del gram, r_all
+        old = torch.cat([sae.W_dec.double()[fired], sae.b_dec.double()[None]])  # [n_fired + 1, d_out]
+        shift = self.ridge * g.diagonal()[:-1].mean()
+        g.diagonal().add_(shift)
+        target = r + shift * old
+        factor, info = torch.linalg.cholesky_ex(g)  # G is a Gram matrix, positive definite with the ridge
+        solution = torch.cholesky_solve(target, factor) if int(info) == 0 else torch.linalg.lstsq(g, target).solution
+        # SSE of the new readout from the sums, Σ‖x‖² − 2⟨S, R⟩ + ⟨S, G S⟩, with G S = R + shift·(S_old − S)
+        sse_after = (self.sum_sq - (solution * r).sum().item()
+                     + shift.item() * (solution * (old - solution)).sum().item())
+        sae.set_b_dec_keeping_codes(solution[-1].to(sae.dtype))
+        sae.W_dec[fired] = solution[:-1].to(sae.dtype)
+        n_values = seen * sae.d_out
+        return DecoderRefit(seen, int(fired.sum()), self.sse_before / n_values, max(sse_after, 0.0) / n_values)
+
+
 def refit_decoder(sae: SAE, batches: Iterator[Tensor], tokens: int, ridge: float = RIDGE) -> DecoderRefit:
     """Replace W_dec and b_dec by the least-squares readout of the codes of the next `tokens` training batches
     [batch, batch_width] from `batches` (of their targets; fewer if they run out; none read: nothing changes).
     `ridge` (relative to G's mean diagonal) pulls each row toward the trained one: a feature that fired a few times
     keeps its trained direction instead of fitting those few tokens."""
-    d_sae, d_out = sae.d_sae, sae.d_out
-    gram = torch.zeros(d_sae + 1, d_sae + 1, dtype=torch.float64, device=sae.device)  # G = f̃ᵀ f̃
-    cross = torch.zeros(d_sae + 1, d_out, dtype=torch.float64, device=sae.device)  # R = f̃ᵀ y
-    W_dec64, b_dec64 = sae.W_dec.double(), sae.b_dec.double()
-    sum_sq, sse_before, seen = 0.0, 0.0, 0
-    while seen < tokens:
+    sums = DecoderRefitSums(sae, tokens, ridge)
+    while not sums.full:
         batch = next(batches, None)
         if batch is None:
             break
-        x, y = sae.split_batch(batch[: tokens - seen].to(sae.dtype))
-        active, values = sae.sparse_encode(x)  # only the active values widened to float64
-        codes = torch.sparse_coo_tensor(torch.stack([active.rows, active.cols]), values.double(), (len(x), d_sae),
-                                        is_coalesced=True, check_invariants=False)  # row-major and distinct already
-        y64 = y.double()
-        x_hat = torch.sparse.mm(codes, W_dec64) + b_dec64  # decode, paying only for active codes
-        sse_before += (y64 - x_hat).pow(2).sum().item()
-        sum_sq += y64.pow(2).sum().item()
-        _add_sums(gram, cross, codes, y64)
-        seen += len(x)
-    if seen == 0:
-        return DecoderRefit(0, 0, float("nan"), float("nan"))
-    fired = gram.diagonal()[:d_sae] > 0
-    keep = torch.cat([fired, torch.ones(1, dtype=torch.bool, device=fired.device)]).nonzero().squeeze(1)  # + bias
-    g, r = gram[keep[:, None], keep], cross[keep]  # one gather of the fired block
-    del gram
-    old = torch.cat([W_dec64[fired], b_dec64[None]])  # [n_fired + 1, d_out]
-    shift = ridge * g.diagonal()[:-1].mean()
-    g.diagonal().add_(shift)
-    target = r + shift * old
-    factor, info = torch.linalg.cholesky_ex(g)  # G is a Gram matrix, positive definite with the ridge
-    solution = torch.cholesky_solve(target, factor) if int(info) == 0 else torch.linalg.lstsq(g, target).solution
-    # SSE of the new readout from the sums, Σ‖x‖² − 2⟨S, R⟩ + ⟨S, G S⟩, with G S = R + shift·(S_old − S)
-    sse_after = sum_sq - (solution * r).sum().item() + shift.item() * (solution * (old - solution)).sum().item()
-    sae.set_b_dec_keeping_codes(solution[-1].to(sae.dtype))
-    sae.W_dec[fired] = solution[:-1].to(sae.dtype)
-    n_values = seen * d_out
-    return DecoderRefit(seen, int(fired.sum()), sse_before / n_values, max(sse_after, 0.0) / n_values)
+        sums.add(batch)
+    return sums.apply()

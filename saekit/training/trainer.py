@@ -34,7 +34,7 @@ from saekit.training.checkpoint import (
     write_checkpoint,
 )
 from saekit.training.config import TrainConfig
-from saekit.training.decoder_refit import DecoderRefit, refit_decoder
+from saekit.training.decoder_refit import DecoderRefit, DecoderRefitSums
 from saekit.training.distributed import DataParallel, LossModule
 from saekit.training.geometric_median import geometric_median
 from saekit.training.interrupts import interrupts_between_steps
@@ -106,6 +106,7 @@ class Trainer:
         self._training_units = False  # whether the SAE currently expects inputs multiplied by the scale
         self._checkpointed_tokens: int | None = None  # tokens at the last checkpoint written
         self.refit: DecoderRefit | None = None  # the decoder refit after training, when the config asks for one
+        self._refit_sums: DecoderRefitSums | None = None  # its sums while it reads its tokens
         self.progress.last_density = sae.initial_density()
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -118,7 +119,13 @@ class Trainer:
 
     @property
     def done(self) -> bool:
+        """Whether training has all its tokens (the decoder refit may still be reading)."""
         return self.progress.tokens >= self.cfg.total_tokens
+
+    @property
+    def finished(self) -> bool:
+        """Whether training and the decoder refit the config asks for are both over."""
+        return self.done and (not self.cfg.decoder_refit_tokens or self.refit is not None)
 
     def first_batch_needed(self) -> int:
         """The first batch a resumed run must see: the last ones whose inputs refill the resampling pool, then the
@@ -132,22 +139,30 @@ class Trainer:
 
     def take(self, index: int, x: Tensor, rows: list[int], bar: tqdm | None = None) -> None:
         """Batch number `index` of the stream: trained on if this run has not seen it, remembered for the resampling
-        pool if a resumed run needs it there, else passed over."""
-        if self.done:
+        pool if a resumed run needs it there, read by the decoder refit once training is over, else passed over."""
+        if self.finished or index < self.first_batch_needed():
             return
-        if index >= self.progress.step:
+        if index < self.progress.step:
+            if not self.done:
+                self._remember(self._scaled(self._prepare(x)))
+        elif not self.done:
             self._train_on(self._prepare(x), rows, bar)
-        elif index >= self.first_batch_needed():
-            self._remember(self._scaled(self._prepare(x)))
+            if self.done:
+                self._checkpoint_if_new()  # a kill during the refit resumes here
+        else:
+            self._refit_sums = self._refit_sums or DecoderRefitSums(self.sae, self.cfg.decoder_refit_tokens)
+            self._refit_sums.add(self._scaled(self._prepare(x)))
+            if self._refit_sums.full:
+                self._apply_refit()
 
-    def _refit_decoder(self, stream: Iterator[Tensor], bar: tqdm) -> None:
-        """The least-squares decoder for the trained encoder's codes, on the next inputs of the stream (after the
-        last checkpoint: a resumed run reads the same inputs and ends with the same weights)."""
-        self.refit = refit_decoder(self.sae, (self._scaled(self._prepare(x)) for x in stream),
-                                   self.cfg.decoder_refit_tokens)
+    def _apply_refit(self) -> None:
+        """The least-squares decoder for the trained encoder's codes, on the inputs read after training's last batch
+        (a resumed run reads the same inputs and ends with the same weights)."""
+        sums = self._refit_sums or DecoderRefitSums(self.sae, self.cfg.decoder_refit_tokens)
+        self.refit, self._refit_sums = sums.apply(), None
         if self.refit.tokens < self.cfg.decoder_refit_tokens:
-            bar.write(f"saekit.train: the batches ran out after {self.refit.tokens:,} of the decoder refit's "
-                      f"{self.cfg.decoder_refit_tokens:,} tokens; refit on those")
+            tqdm.write(f"saekit.train: the batches ran out after {self.refit.tokens:,} of the decoder refit's "
+                       f"{self.cfg.decoder_refit_tokens:,} tokens; refit on those")
 
     def _rows_on_every_rank(self, x: Tensor | None) -> list[int]:
         """Rows of each rank's next batch (0 where a rank's batches ran out): one process's alone outside DDP."""
@@ -478,7 +493,7 @@ def fit_together(trainers: Sequence[Trainer], batches: Iterable[Tensor], *,
         trainer._to_training_units()
     try:
         with interrupts_between_steps() as interrupted:
-            while not all(t.done for t in trainers) and not interrupted():
+            while not all(t.finished for t in trainers) and not interrupted():
                 try:
                     x = next(stream, None)
                 except KeyboardInterrupt:  # raised by the batches, between two steps: safe to save
@@ -493,9 +508,10 @@ def fit_together(trainers: Sequence[Trainer], batches: Iterable[Tensor], *,
                             f"resuming at step {behind[0].progress.step}, but the batches ran out at step {index}: "
                             "pass the same batches as the interrupted run, from the start (the trainer skips what it "
                             "has already seen)")
-                    tokens = min(t.progress.tokens for t in trainers if not t.done)
-                    bar.write(f"saekit.train: the batches ran out after {tokens:,} of {total:,} tokens; training "
-                              "stopped early")
+                    training = [t.progress.tokens for t in trainers if not t.done]
+                    if training:
+                        bar.write(f"saekit.train: the batches ran out after {min(training):,} of {total:,} tokens; "
+                                  "training stopped early")
                     break
                 for trainer, part in zip(trainers, columns):
                     trainer.take(index, view(x, part), rows, bar if alone else None)
@@ -505,12 +521,9 @@ def fit_together(trainers: Sequence[Trainer], batches: Iterable[Tensor], *,
                 trainer._checkpoint_if_new()
             if interrupted():
                 raise KeyboardInterrupt
-            for trainer, part in zip(trainers, columns):
-                if trainer.cfg.decoder_refit_tokens and trainer.done:
-                    for _ in range(index, trainer.progress.step):  # a run resumed after its last step
-                        next(stream, None)
-                    index = max(index, trainer.progress.step)
-                    trainer._refit_decoder((view(x, part) for x in stream), bar)
+            for trainer in trainers:
+                if trainer.done and not trainer.finished:  # the batches ran out during its refit
+                    trainer._apply_refit()
     finally:
         for trainer in trainers:
             trainer._to_input_units()
