@@ -88,9 +88,10 @@ def is_built(folder: str | Path, inputs: dict[str, Any]) -> bool:
     return bool(done and done.get("key") == input_key(inputs))
 
 
-def run_step(folder: str | Path, name: str, inputs: dict[str, Any],
-             build: Callable[[Path], dict[str, Any]], log: Callable[[str], None] = print) -> StepResult:
-    """The outputs of `build(folder)` for these inputs, built only if the folder holds no finished build."""
+def begin_step(folder: str | Path, name: str, inputs: dict[str, Any],
+               log: Callable[[str], None] = print) -> StepResult | None:
+    """The finished step when the folder holds one for these inputs; else None, the folder made ready for a build
+    (a partial build of the same inputs is kept, to resume; one of other inputs is cleared)."""
     folder = Path(folder)
     key = input_key(inputs)
     done = _read(folder / DONE)
@@ -105,10 +106,25 @@ def run_step(folder: str | Path, name: str, inputs: dict[str, Any],
     (folder / DONE).unlink(missing_ok=True)
     write_json_atomic(folder / PARTIAL, {"name": name, "key": key, "inputs": inputs})
     log(f"[saekit] {name}: {'resuming' if resuming else 'building'} ({folder})")
-    start = time.perf_counter()
-    outputs = build(folder)
-    seconds = time.perf_counter() - start
+    return None
+
+
+def end_step(folder: str | Path, name: str, inputs: dict[str, Any], outputs: dict[str, Any],
+             seconds: float) -> StepResult:
+    """Record a finished build's outputs: `step.json`, written last and atomically."""
+    folder, key = Path(folder), input_key(inputs)
     record = {"name": name, "key": key, "inputs": inputs, "outputs": outputs, "seconds": seconds}
     write_json_atomic(folder / DONE, record)
     (folder / PARTIAL).unlink(missing_ok=True)
     return StepResult(folder, key, outputs, False, seconds)
+
+
+def run_step(folder: str | Path, name: str, inputs: dict[str, Any],
+             build: Callable[[Path], dict[str, Any]], log: Callable[[str], None] = print) -> StepResult:
+    """The outputs of `build(folder)` for these inputs, built only if the folder holds no finished build."""
+    cached = begin_step(folder, name, inputs, log)
+    if cached is not None:
+        return cached
+    start = time.perf_counter()
+    outputs = build(Path(folder))
+    return end_step(folder, name, inputs, outputs, time.perf_counter() - start)

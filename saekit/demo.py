@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +31,16 @@ import torch
 from saekit.activations.nnsight_api import context_length, load_model
 from saekit.activations.source import ActivationConfig, ActivationSource
 from saekit.activations.windows import TokenSource, TokenWindows, windows_from_tokens
-from saekit.cached_steps import code_version, input_key, is_built, run_step, write_json_atomic, write_text_atomic
+from saekit.cached_steps import (
+    begin_step,
+    code_version,
+    end_step,
+    input_key,
+    is_built,
+    run_step,
+    write_json_atomic,
+    write_text_atomic,
+)
 from saekit.embedded import EmbeddedConfig, build_embedded
 from saekit.embedded.build import ProfileName
 from saekit.embedded.lm import MLP_HOOK, MLP_INPUT_HOOK, MLP_OUTPUT_HOOK, model_identity
@@ -119,6 +129,12 @@ class SAESpec:
     def models(self) -> tuple[str, ...]:
         """The language models it reads: its own, or A and B for a crosscoder."""
         return ("A", "B") if self.kind == "crosscoder" else (self.model,)
+
+    @property
+    def stream(self) -> tuple[tuple[str, ...], str, int]:
+        """What its training reads (models, hooks by kind, tokens with the refit's): dictionaries with equal
+        streams get the same batches, so they train from one pass (`saekit.train_many`)."""
+        return self.models, self.kind, self.tokens + self.refit_tokens
 
     def activation_config(self, context: int, batch_size: int, seed: int) -> ActivationConfig:
         """Where it reads and what it rebuilds, for `ActivationSource`."""
@@ -317,40 +333,60 @@ about 40 of its 71 s on one thread. Measured on the quick demo (time; A/1's loss
 +0.055 nats; a quarter of the run 252 s, +0.070; an eighth 219 s, +0.114."""
 
 
-def train_demo_sae(spec: SAESpec, model_folders: Sequence[Path], train_tokens: Path, profile: DemoProfile,
-                   folder: Path, progress: bool = True, compute_dtype: str | None = None) -> dict[str, Any]:
-    """Train one dictionary (on the models of `spec.models`, in order) into `folder`, resuming from its latest
-    complete checkpoint if a run was interrupted (compute_dtype: the products' dtype; None: `sae_compute_dtype`)."""
+def train_demo_saes_together(specs: Sequence[SAESpec], model_folders: Sequence[Path], train_tokens: Path,
+                             profile: DemoProfile, folders: Sequence[Path], progress: bool = True,
+                             compute_dtypes: Sequence[str] | None = None,
+                             saved: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Train dictionaries of one stream (`SAESpec.stream`, on the models of `model_folders`, in order) from one
+    pass over their activations (`saekit.train_many`), each into its folder and resumed from its latest complete
+    checkpoint; each ends byte for byte as it would alone. `saved(i, outputs)` is called as the i-th is saved
+    (compute_dtypes: the products' dtype of each; None: `sae_compute_dtype`)."""
     import shutil
 
     from saekit.saes import SAE
-    from saekit.training import train
+    from saekit.training import train_many
 
+    if len({spec.stream for spec in specs}) != 1:
+        raise ValueError(f"{[spec.name for spec in specs]} read different activations: train each stream apart")
     loaded = [load_model(path) for path in model_folders]
     model = loaded[0]
     context = context_length(model)
     tokens = np.load(train_tokens, mmap_mode="r")
     windows = shuffled_windows(tokens, context, profile.seed)
     source = ActivationSource(loaded, windows,
-                              spec.activation_config(context, profile.batch_size, profile.seed), progress=False)
-    sae = SAE.create(spec.arch, source.d_in, spec.n_features, d_out=source.d_out, n_models=len(loaded),
-                     seed=profile.seed, **spec.hyperparams())
-    checkpoints = folder / "checkpoints"
-    cfg = spec_train_config(spec, folder, compute_dtype or sae_compute_dtype(spec, source.d_in))
-    run = train(sae, source, cfg, resume=latest_checkpoint(checkpoints), progress=progress)
-    tuned = None
-    if spec.finetune_tokens:
-        tuned = finetune_decoder(sae, model, shuffled_windows(tokens, context, profile.seed + 1), MLP_HOOK,
-                                 spec.finetune_tokens, compute_dtype=getattr(torch, run.summary["compute_dtype"]),
-                                 progress=progress)._asdict()
-        run.summary["decoder_finetune"] = tuned  # the summary is the SAE's provenance.training
-    sae.provenance = source.provenance().replace(text=str(train_tokens), training=run.summary)
-    sae.save(folder)
-    run.history.to_csv(folder / "history.csv", index=False)
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    return {"tokens": run.summary["tokens"], "l0": run.summary.get("l0"),
-            "resampled_features": run.summary["resampled_features"], "compute_dtype": run.summary["compute_dtype"],
-            **({"decoder_finetune": tuned} if tuned else {})}
+                              specs[0].activation_config(context, profile.batch_size, profile.seed), progress=False)
+    saes = [SAE.create(spec.arch, source.d_in, spec.n_features, d_out=source.d_out, n_models=len(loaded),
+                       seed=profile.seed, **spec.hyperparams()) for spec in specs]
+    dtypes = compute_dtypes or [sae_compute_dtype(spec, source.d_in) for spec in specs]
+    configs = [spec_train_config(spec, folder, dtype) for spec, folder, dtype in zip(specs, folders, dtypes)]
+    runs = train_many(saes, source, configs, resume=[latest_checkpoint(folder / "checkpoints") for folder in folders],
+                      progress=progress)
+    results = []
+    for i, (spec, sae, run, folder) in enumerate(zip(specs, saes, runs, folders)):
+        tuned = None
+        if spec.finetune_tokens:
+            tuned = finetune_decoder(sae, model, shuffled_windows(tokens, context, profile.seed + 1), MLP_HOOK,
+                                     spec.finetune_tokens, compute_dtype=getattr(torch, run.summary["compute_dtype"]),
+                                     progress=progress)._asdict()
+            run.summary["decoder_finetune"] = tuned  # the summary is the SAE's provenance.training
+        sae.provenance = source.provenance().replace(text=str(train_tokens), training=run.summary)
+        sae.save(folder)
+        run.history.to_csv(folder / "history.csv", index=False)
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+        outputs = {"tokens": run.summary["tokens"], "l0": run.summary.get("l0"),
+                   "resampled_features": run.summary["resampled_features"],
+                   "compute_dtype": run.summary["compute_dtype"], **({"decoder_finetune": tuned} if tuned else {})}
+        if saved is not None:
+            saved(i, outputs)
+        results.append(outputs)
+    return results
+
+
+def train_demo_sae(spec: SAESpec, model_folders: Sequence[Path], train_tokens: Path, profile: DemoProfile,
+                   folder: Path, progress: bool = True, compute_dtype: str | None = None) -> dict[str, Any]:
+    """Train one dictionary into `folder` (see `train_demo_saes_together`)."""
+    return train_demo_saes_together([spec], model_folders, train_tokens, profile, [folder], progress,
+                                    None if compute_dtype is None else [compute_dtype])[0]
 
 
 FINETUNE_COST = 8192
@@ -363,52 +399,90 @@ comes out the same, byte for byte, side by side or one at a time (tests/test_dem
 
 @dataclass(frozen=True)
 class SAEJob:
-    """One demo SAE to train (or find built): what `run_step` needs, in a form a worker process can receive."""
+    """One demo SAE to train (or find built): its spec, step inputs and folder."""
 
     spec: SAESpec
     inputs: dict[str, Any]
-    model_folders: tuple[Path, ...]
-    train_tokens: Path
-    profile: DemoProfile
     out: Path
-    progress: bool
 
     @property
     def folder(self) -> Path:
         return self.out / "saes" / self.spec.name
 
     @property
+    def step_name(self) -> str:
+        return f"SAE {self.spec.name}"
+
+    @property
     def cost(self) -> float:
-        """Relative training time (tokens × features): the longest jobs start first."""
+        """Relative training time (tokens × features)."""
         return float((self.spec.tokens + self.spec.refit_tokens) * self.spec.n_features
                      + self.spec.finetune_tokens * FINETUNE_COST)
 
-    def run(self, log=print) -> str:
-        """Train (or reuse) this SAE with SAE_THREADS threads; returns its step key."""
-        with torch_threads(SAE_THREADS):
-            step = run_step(self.folder, f"SAE {self.spec.name}", self.inputs, log=log,
-                            build=lambda folder: train_demo_sae(self.spec, self.model_folders, self.train_tokens,
-                                                                self.profile, folder, self.progress,
-                                                                self.inputs["compute_dtype"]))
-        return step.key
+
+@dataclass(frozen=True)
+class SAEGroup:
+    """Demo SAEs of one stream, trained from one pass over their activations, in a form a worker process can
+    receive."""
+
+    jobs: tuple[SAEJob, ...]
+    model_folders: tuple[Path, ...]
+    train_tokens: Path
+    profile: DemoProfile
+    progress: bool
+
+    @property
+    def cost(self) -> float:
+        """Relative training time: the longest groups start first."""
+        return sum(job.cost for job in self.jobs)
+
+    def run(self, log=print) -> list[str]:
+        """Train (or reuse) these SAEs with SAE_THREADS threads; returns their step keys."""
+        todo = [job for job in self.jobs if begin_step(job.folder, job.step_name, job.inputs, log) is None]
+        if todo:
+            start = time.perf_counter()
+            names = [job.spec.name for job in todo]
+
+            def saved(i: int, outputs: dict[str, Any]) -> None:
+                job = todo[i]
+                end_step(job.folder, job.step_name, job.inputs, {**outputs, "trained_with": names},
+                         time.perf_counter() - start)
+
+            with torch_threads(SAE_THREADS):
+                train_demo_saes_together([job.spec for job in todo], self.model_folders, self.train_tokens,
+                                         self.profile, [job.folder for job in todo], self.progress,
+                                         [job.inputs["compute_dtype"] for job in todo], saved)
+        return [input_key(job.inputs) for job in self.jobs]
 
 
-def _run_sae_job(job: SAEJob) -> str:
+def _run_sae_group(group: SAEGroup) -> list[str]:
     """A worker process's job: its own process, so freed training blocks are kept for reuse."""
     retain_freed_memory()
-    return job.run()
+    return group.run()
 
 
-def train_demo_saes(jobs: list[SAEJob], log=print) -> dict[str, str]:
-    """Every SAE's step key, training those not built yet side by side (one process per core, longest first)."""
-    keys = {job.spec.name: job.run(log) for job in jobs if is_built(job.folder, job.inputs)}
-    todo = sorted((job for job in jobs if job.spec.name not in keys), key=lambda job: -job.cost)
-    workers = min(len(todo), max(1, available_cores() // SAE_THREADS))
+def train_demo_saes(jobs: list[SAEJob], model_folders: dict[str, Path], train_tokens: Path, profile: DemoProfile,
+                    progress: bool = True, log=print) -> dict[str, str]:
+    """Every SAE's step key, training those not built yet: the SAEs of one stream from one pass, the streams side
+    by side (one process per core, the longest first)."""
+    keys = {job.spec.name: input_key(job.inputs) for job in jobs if is_built(job.folder, job.inputs)}
+    for job in jobs:
+        if job.spec.name in keys:
+            log(f"[saekit] {job.step_name}: cached ({job.folder})")
+    streams: dict[tuple, list[SAEJob]] = {}
+    for job in jobs:
+        if job.spec.name not in keys:
+            streams.setdefault(job.spec.stream, []).append(job)
+    groups = sorted((SAEGroup(tuple(group), tuple(model_folders[m] for m in group[0].spec.models), train_tokens,
+                              profile, progress) for group in streams.values()), key=lambda group: -group.cost)
+    workers = min(len(groups), max(1, available_cores() // SAE_THREADS))
     if workers <= 1:
-        keys.update({job.spec.name: job.run(log) for job in todo})
+        done = [group.run(log) for group in groups]
     else:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            keys.update(zip((job.spec.name for job in todo), pool.map(_run_sae_job, todo)))
+            done = list(pool.map(_run_sae_group, groups))
+    for group, group_keys in zip(groups, done):
+        keys.update(zip((job.spec.name for job in group.jobs), group_keys))
     return {job.spec.name: keys[job.spec.name] for job in jobs}
 
 
@@ -590,8 +664,8 @@ def _build(prof: DemoProfile, out: Path, progress: bool, log) -> Any:
         inputs = {"spec": vars(spec), "model": "+".join(model_keys[m] for m in spec.models), "data": manifest,
                   "batch_size": prof.batch_size, "seed": prof.seed, "compute_dtype": sae_compute_dtype(spec, d_in),
                   "threads": SAE_THREADS, "version": code_version(SAE_VERSION)}
-        jobs.append(SAEJob(spec, inputs, tuple(models[m] for m in spec.models), train_tokens, prof, out, progress))
-    sae_keys = train_demo_saes(jobs, log)
+        jobs.append(SAEJob(spec, inputs, out))
+    sae_keys = train_demo_saes(jobs, models, train_tokens, prof, progress, log)
     eval_inputs = {"saes": sae_keys, "tokens": prof.eval_tokens, "threads": threads, "data": manifest,
                    "version": code_version(EVAL_VERSION)}
     evals = run_step(out / "eval", "evaluation", eval_inputs, log=log,

@@ -89,26 +89,52 @@ def test_second_run_is_cached_and_a_change_rebuilds_only_what_depends_on_it(buil
     assert not any("A-relu" in line or "B-relu" in line for line in rebuilt)
 
 
-def test_interrupted_sae_training_resumes(text_folder, tmp_path, monkeypatch):
-    profile = tiny_profile(text_folder)
+def test_interrupted_sae_training_resumes(built, text_folder, tmp_path, monkeypatch):
+    """Stopped mid-pass (Ctrl-C inside the activations), the SAEs of a stream resume from their checkpoints and
+    end with the uninterrupted build's weights, byte for byte."""
+    from saekit.activations.source import ActivationSource
+
+    out, demo, _ = built
+    original = ActivationSource.batches_from
     calls = []
-    original = D.train_demo_sae
 
-    def interrupt_once(spec, *args, **kwargs):
-        if spec.name == "A-relu-64" and not calls:
-            calls.append(spec.name)
-            raise KeyboardInterrupt
-        return original(spec, *args, **kwargs)
+    def interrupt_first_pass(self, first_batch):
+        for i, batch in enumerate(original(self, first_batch)):
+            if not calls and i == 10:  # checkpoints every 4 batches of 512: two written
+                calls.append(i)
+                raise KeyboardInterrupt
+            yield batch
 
-    monkeypatch.setattr(D, "train_demo_sae", interrupt_once)
+    monkeypatch.setattr(ActivationSource, "batches_from", interrupt_first_pass)
     monkeypatch.setattr(D, "available_cores", lambda: 1)  # SAEs in this process, where the patch reaches
     with pytest.raises(KeyboardInterrupt):
-        D.run_demo(profile, tmp_path, progress=False, log=lambda m: None)
+        D.run_demo(tiny_profile(text_folder), tmp_path, progress=False, log=lambda m: None)
+    first = "A-relu-128"  # the costliest stream, the A family's, trains first
+    assert (tmp_path / "saes" / first / "checkpoints").is_dir() and not (tmp_path / "saes" / first / DONE).exists()
     logs: list[str] = []
-    D.run_demo(profile, tmp_path, progress=False, log=logs.append)
-    assert any("A-relu-128: cached" in line for line in logs)  # the longest, built before the interrupt
-    assert any("A-relu-64: resuming" in line for line in logs)
-    assert isinstance(D.open_demo(tmp_path).eval_table(), pd.DataFrame)
+    D.run_demo(tiny_profile(text_folder), tmp_path, progress=False, log=logs.append)
+    assert any(f"{first}: resuming" in line for line in logs)
+    for name in demo.sae_names():
+        weights = "sae_weights.safetensors"
+        assert (tmp_path / "saes" / name / weights).read_bytes() == (out / "saes" / name / weights).read_bytes(), name
+
+
+def test_saes_of_one_stream_train_from_one_pass_as_each_would_alone(built, text_folder, tmp_path):
+    """The A family (one model, hook and token budget) trains from one pass: each dictionary equals, byte for byte,
+    the same spec trained by itself; the others trained apart. The step records who shared the pass."""
+    out, _, _ = built
+    profile = tiny_profile(text_folder)
+    family = ["A-relu-32", "A-relu-64", "A-relu-128"]
+    for name in family:
+        assert json.loads((out / "saes" / name / DONE).read_text())["outputs"]["trained_with"] == family
+    assert json.loads((out / "saes" / "A-topk-128" / DONE).read_text())["outputs"]["trained_with"] == ["A-topk-128"]
+    spec = next(s for s in profile.saes if s.name == "A-relu-64")
+    folders = [out / f"model_{m}" for m in spec.models]
+    alone = D.train_demo_sae(spec, folders, out / "tokens" / "train.npy", profile, tmp_path / spec.name,
+                             progress=False)
+    assert alone["tokens"] >= spec.tokens
+    weights = "sae_weights.safetensors"
+    assert (tmp_path / spec.name / weights).read_bytes() == (out / "saes" / spec.name / weights).read_bytes()
 
 
 def test_missing_demo_names_the_command(tmp_path, monkeypatch):
