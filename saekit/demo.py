@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 DEMO_DIR_ENV = "SAEKIT_DEMO_DIR"
 INDEX = "demo.json"
 LATEST = "latest.json"
-SAE_VERSION = 1  # bump when SAE training computes something different: built demos retrain their SAEs
+SAE_VERSION = 2  # bump when SAE training computes something different: built demos retrain their SAEs
 EVAL_VERSION = 4  # bump when the evaluation step computes something different: built demos re-evaluate
 FEATURES_VERSION = 2  # bump when the feature data step computes something different
 EVAL_BATCH = 32  # windows per forward in the evaluation: 3x faster than 8 here; the loss sums' order depends on it
