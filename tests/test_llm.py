@@ -279,7 +279,8 @@ def test_openai_recorded_429_with_retry_after_ms_then_200_waits_as_told(openai_c
 
 def test_concurrent_requests_stay_within_the_bound_and_answers_keep_prompt_order(openai_client):
     """Prompt 0's request is held until prompt 2's answer has been handed back, so the answers arrive out of
-    order; prompts 1 and 2 meet at a barrier, so three requests are in flight at once (the bound)."""
+    order; prompts 1 and 2 meet at a barrier, so three requests are in flight at once (the bound); every request
+    lingers a moment, so a client that ignored the bound would have more in flight."""
     two_done, both_in = threading.Event(), threading.Barrier(2, timeout=10)
     state = {"in_flight": 0, "most": 0}
     lock = threading.Lock()
@@ -294,6 +295,7 @@ def test_concurrent_requests_stay_within_the_bound_and_answers_keep_prompt_order
         held = (user == "p0" and not two_done.wait(timeout=10))
         if user in ("p1", "p2"):
             both_in.wait()
+        threading.Event().wait(0.1)
         with lock:
             state["in_flight"] -= 1
         if held:
@@ -423,6 +425,29 @@ def test_cache_keeps_answers_that_arrived_before_a_failure(openai_client, tmp_pa
         cached.complete(prompts, progress=False)
     assert cached.path(prompts[0]).exists() and cached.path(prompts[1]).exists()
     assert not cached.path(prompts[2]).exists()
+
+
+def test_cache_keeps_an_answer_that_was_still_running_when_another_failed(openai_client, tmp_path):
+    """p0 fails while p1 is in flight; p1 answers a moment after the failure and is saved all the same."""
+    p1_in, p0_failed = threading.Event(), threading.Event()
+
+    def answer(request):
+        import httpx2
+
+        if json.loads(request.content)["messages"][-1]["content"] == "p0":
+            p1_in.wait(timeout=10)
+            p0_failed.set()
+            return httpx2.Response(400, json={"error": {"message": "bad prompt", "type": "invalid_request_error"}})
+        p1_in.set()
+        p0_failed.wait(timeout=10)
+        threading.Event().wait(0.2)  # the caller's thread sees p0's failure first
+        return httpx2.Response(200, json=OPENAI_COMPLETION)
+
+    prompts = [Prompt.of(f"p{i}", max_tokens=4) for i in range(2)]
+    cached = CachedClient(openai_client(RecordedServer(answer), max_concurrency=2), tmp_path)
+    with pytest.raises(Exception, match="bad prompt"):
+        cached.complete(prompts, progress=False)
+    assert cached.path(prompts[1]).exists() and not cached.path(prompts[0]).exists()
 
 
 def test_cache_file_holding_another_request_is_reported(tmp_path):
