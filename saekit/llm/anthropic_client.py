@@ -50,12 +50,9 @@ class AnthropicClient(RemoteClient):
             raise InputError(f"AnthropicClient needs an API key: set the environment variable {KEY_VARIABLE} "
                              "or pass api_key=...")
         self.send_temperature = send_temperature
-        self._connection_error_types = (anthropic.APIConnectionError,)
+        self._connection_errors = (anthropic.APIConnectionError,)
         self._client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout,
                                            http_client=http_client)
-
-    def _connection_errors(self) -> tuple[type[BaseException], ...]:
-        return self._connection_error_types
 
     def _send(self, prompt: Prompt) -> Completion:
         request: dict[str, Any] = {

@@ -60,12 +60,9 @@ class OpenAICompatibleClient(RemoteClient):
             api_key = PLACEHOLDER_KEY
         self.base_url = base_url
         self.max_tokens_field = max_tokens_field
-        self._connection_error_types = (openai.APIConnectionError,)
+        self._connection_errors = (openai.APIConnectionError,)
         self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout,
                                      http_client=http_client)
-
-    def _connection_errors(self) -> tuple[type[BaseException], ...]:
-        return self._connection_error_types
 
     def _send(self, prompt: Prompt) -> Completion:
         system = [{"role": "system", "content": prompt.system}] if prompt.system else []

@@ -60,9 +60,11 @@ def _cancel(futures: dict[Future, int]) -> None:
 
 class RemoteClient:
     """Base of the clients that send prompts to a server; a subclass says how to send one (`_send`) and which
-    of its SDK's errors are connection errors."""
+    of its SDK's errors are connection errors (`_connection_errors`)."""
 
     provider = "remote"
+    _connection_errors: tuple[type[BaseException], ...] = ()
+    """The SDK's errors for a request that never got an answer (refused, reset, timed out): retried."""
 
     def __init__(self, model: str, max_concurrency: int, retry: RetryPolicy, prices: Prices | None,
                  tokenizer: Tokenizer | None, sleep: Callable[[float], None] | None) -> None:
@@ -81,15 +83,11 @@ class RemoteClient:
         """One request, no retries."""
         raise NotImplementedError
 
-    def _connection_errors(self) -> tuple[type[BaseException], ...]:
-        """The SDK's errors for a request that never got an answer (refused, reset, timed out)."""
-        raise NotImplementedError
-
     def _transient(self, error: BaseException) -> bool:
         status = getattr(error, "status_code", None)
         if isinstance(status, int):
             return transient_status(status)
-        return isinstance(error, self._connection_errors())
+        return isinstance(error, self._connection_errors)
 
     @staticmethod
     def _retry_after(error: BaseException) -> float | None:
