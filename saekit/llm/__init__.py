@@ -7,6 +7,7 @@ Nothing here imports a provider's SDK until a client for it is made: `pip instal
 from saekit.llm.anthropic_client import AnthropicClient
 from saekit.llm.cache import CachedClient, CacheMode
 from saekit.llm.client import Completion, CostEstimate, LLMClient, Prompt
+from saekit.llm.environment import client_from_environment
 from saekit.llm.openai_client import OpenAICompatibleClient
 from saekit.llm.pricing import LIST_PRICES, LIST_PRICES_DATE, Prices, Tally, estimate_cost, list_prices, tally
 from saekit.llm.retry import RetryPolicy
@@ -15,5 +16,5 @@ from saekit.llm.scripted import ScriptedReplies
 __all__ = [
     "LIST_PRICES", "LIST_PRICES_DATE", "AnthropicClient", "CacheMode", "CachedClient", "Completion", "CostEstimate",
     "LLMClient", "OpenAICompatibleClient", "Prices", "Prompt", "RetryPolicy", "ScriptedReplies", "Tally",
-    "estimate_cost", "list_prices", "tally",
+    "client_from_environment", "estimate_cost", "list_prices", "tally",
 ]
