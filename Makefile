@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
-EXTRAS ?= notebooks,test,browser,autointerp
+EXTRAS ?= notebooks,test,browser,autointerp,tracking
 STAMP := $(VENV)/.saekit-installed
 
 .PHONY: venv test test-notebooks lint bench demo clean-venv browser-deps

@@ -28,7 +28,8 @@ STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 _NAME = re.compile(r"^tokens_(\d{12})$")
 # config fields that change how a run is recorded, not what it computes: a resume may change them
-BOOKKEEPING_FIELDS = frozenset({"checkpoint_dir", "checkpoint_every_tokens", "keep_checkpoints", "log_every_steps"})
+BOOKKEEPING_FIELDS = frozenset({"checkpoint_dir", "checkpoint_every_tokens", "keep_checkpoints", "log_every_steps",
+                                "log_to", "log_dir", "run_name"})
 
 
 class ResumeMismatchError(InputError):

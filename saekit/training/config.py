@@ -72,6 +72,13 @@ class TrainConfig:
     """How many of the newest checkpoints to keep (older ones are deleted once a newer one is complete); 0 = all."""
     seed: int = 0
     """Seed for resampling's draws (the SAE's own init is seeded at creation)."""
+    log_to: tuple[Literal["tensorboard", "wandb"], ...] = ()
+    """Experiment trackers that get every history row and the final summary, besides the pandas history."""
+    log_dir: str | None = None
+    """Where trackers write (TensorBoard's event files, W&B's run folder); None: `logs` beside checkpoint_dir,
+    else ./runs."""
+    run_name: str | None = None
+    """The run's name in the trackers (W&B's run name and id, TensorBoard's sub-folder); None: from the folder."""
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -102,6 +109,12 @@ class TrainConfig:
         need(self.keep_checkpoints >= 0, f"keep_checkpoints must be ≥ 0 (0 keeps all; got {self.keep_checkpoints})")
         need(self.checkpoint_every_tokens is None or self.checkpoint_dir is not None,
              "checkpoint_every_tokens needs checkpoint_dir: say where checkpoints go")
+        if isinstance(self.log_to, str):
+            object.__setattr__(self, "log_to", (self.log_to,))
+        object.__setattr__(self, "log_to", tuple(self.log_to))
+        trackers = ("tensorboard", "wandb")
+        need(all(t in trackers for t in self.log_to) and len(set(self.log_to)) == len(self.log_to),
+             f"log_to takes each of {trackers} at most once (got {self.log_to})")
         points = self.resample_at
         need(all(0 < p < 1 for p in points) and list(points) == sorted(set(points)),
              f"resample_at must be increasing fractions in (0, 1) (got {points})")

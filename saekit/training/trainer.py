@@ -36,6 +36,7 @@ from saekit.training.checkpoint import (
 from saekit.training.config import TrainConfig
 from saekit.training.decoder_refit import DecoderRefit, DecoderRefitSums
 from saekit.training.distributed import DataParallel, LossModule
+from saekit.training.experiment_log import ExperimentLog, open_logs
 from saekit.training.geometric_median import geometric_median
 from saekit.training.interrupts import interrupts_between_steps
 from saekit.training.precision import resolve_compute_dtype
@@ -107,6 +108,7 @@ class Trainer:
         self._checkpointed_tokens: int | None = None  # tokens at the last checkpoint written
         self.refit: DecoderRefit | None = None  # the decoder refit after training, when the config asks for one
         self._refit_sums: DecoderRefitSums | None = None  # its sums while it reads its tokens
+        self._logs: list[ExperimentLog] | None = None  # the trackers of cfg.log_to, opened at the first row
         self.progress.last_density = sae.initial_density()
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -177,7 +179,7 @@ class Trainer:
         out = self.step(x, rows)
         if p.step % self.cfg.log_every_steps == 0 or p.tokens >= self.cfg.total_tokens:
             row = self._log_row(x, out)
-            self.history.append(row)
+            self._record(row)
             if bar is not None:
                 bar.set_postfix(mse=f"{row['mse']:.3g}", L0=f"{row['l0']:.1f}", dead=f"{row['dead_fraction']:.1%}")
         self._maybe_resample()
@@ -349,7 +351,7 @@ class Trainer:
         self.tracker.revive(ids, p.tokens)
         p.resamples_done += 1
         p.resampled_features += int(ids.numel())
-        self.history.append({**self._status(), "resampled": float(ids.numel())})
+        self._record({**self._status(), "resampled": float(ids.numel())})
 
     # --- logging ----------------------------------------------------------------------------------
 
@@ -360,6 +362,23 @@ class Trainer:
         dead = self.tracker.dead(p.tokens).float().mean().item() if seen_a_window else 0.0
         return {"step": p.step, "tokens": p.tokens, "lr": self.optimizer.param_groups[0]["lr"],
                 "dead_fraction": dead, "dense_fraction": dense.float().mean().item()}
+
+    def _record(self, row: dict[str, float]) -> None:
+        """A history row, also sent to the experiment trackers (by the process that writes files)."""
+        self.history.append(row)
+        if self.cfg.log_to and self.writes_files:
+            if self._logs is None:
+                self._logs = open_logs(self.cfg, f"{self.sae.arch}-{self.sae.d_sae}")
+            for log in self._logs:
+                log.log(row, int(row["step"]))
+
+    def _close_logs(self, summary: dict[str, Any] | None = None) -> None:
+        """Give the trackers the summary (when the run ended) and close them."""
+        for log in self._logs or []:
+            if summary is not None:
+                log.finish(summary)
+            log.close()
+        self._logs = None
 
     @torch.no_grad()
     def _log_row(self, batch: Tensor, out: SAELoss) -> dict[str, float]:
@@ -388,6 +407,7 @@ class Trainer:
             "config": dataclasses.asdict(self.cfg),
         }
         self.sae.provenance = self.sae.provenance.replace(training=summary)
+        self._close_logs(summary)
         return TrainResult(self.sae, history, summary)
 
     # --- checkpoints ------------------------------------------------------------------------------
@@ -524,6 +544,10 @@ def fit_together(trainers: Sequence[Trainer], batches: Iterable[Tensor], *,
             for trainer in trainers:
                 if trainer.done and not trainer.finished:  # the batches ran out during its refit
                     trainer._apply_refit()
+    except BaseException:
+        for trainer in trainers:
+            trainer._close_logs()  # an interrupted run's trackers hold what it logged
+        raise
     finally:
         for trainer in trainers:
             trainer._to_input_units()
