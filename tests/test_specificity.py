@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
 
 from saekit.activations import nnsight_api as api
 from saekit.activations.windows import token_source, windows_from_tokens
@@ -68,6 +70,34 @@ def test_token_bytes_rebuild_the_text_of_a_byte_level_tokenizer():
     w = decode_window(ids, table)
     assert w.text == text
     assert set("日本語파이썬") <= set("".join(w.tokens))
+
+
+def other_tokenizer(kind: str) -> PreTrainedTokenizerFast:
+    """A WordPiece (BERT-like) or a SentencePiece-like (▁ for spaces, byte fallback) tokenizer."""
+    texts = ["hello world wonderful worlds", "日本 hello"] * 5
+    if kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.pre_tokenizer, tok.decoder = pre_tokenizers.Whitespace(), decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=80, special_tokens=["[UNK]"])
+    else:
+        tok = Tokenizer(models.BPE(byte_fallback=True))
+        tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Sequence(
+            [decoders.Metaspace(), decoders.ByteFallback()])
+        trainer = trainers.BpeTrainer(vocab_size=80, special_tokens=["[UNK]"] + [f"<0x{b:02X}>" for b in range(256)])
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+
+
+def test_token_bytes_of_wordpiece_and_sentencepiece_vocabularies():
+    wordpiece = other_tokenizer("wordpiece")
+    ids = wordpiece("hello worlds", add_special_tokens=False)["input_ids"]
+    assert decode_window(ids, token_bytes(wordpiece)).text == " hello worlds"  # a space before each word
+    sentencepiece = other_tokenizer("metaspace")
+    ids = sentencepiece("hello 語", add_special_tokens=False)["input_ids"]  # 語 was never seen: its three bytes
+    assert [t for t in sentencepiece.convert_ids_to_tokens(ids) if t.startswith("<0x")] == ["<0xE8>", "<0xAA>",
+                                                                                            "<0x9E>"]
+    w = decode_window(ids, token_bytes(sentencepiece))
+    assert w.text == " hello 語" and w.tokens[-3:] == ["語"] * 3
 
 
 def test_window_texts_follow_the_flat_token_index_through_padding(tiny_lm):
@@ -154,6 +184,7 @@ def test_a_users_regex_and_predicate():
     lengths = P.predicate(len, name="length", threshold=3)
     assert lengths.values(window(["ab", "abcd"])).tolist() == [2.0, 4.0]
     assert holds(lengths, ["ab", "abcd"]) == [False, True]
+    assert P.predicate(lambda t: t == "a").name == "predicate"
     broken = P.Proxy("broken", lambda w: [1.0])
     with pytest.raises(InputError, match="one value per token"):
         broken.values(window(["a", "b"]))

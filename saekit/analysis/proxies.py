@@ -121,7 +121,8 @@ def match_mask(pattern: re.Pattern[str], text: str) -> np.ndarray:
 def predicate(fn: Callable[[str], bool | float], name: str | None = None, threshold: float = 0.5) -> Proxy:
     """A proxy from a function of one token's text (bool, or a number); for context, build a `Proxy` whose function
     reads the whole `WindowText`."""
-    return Proxy(name or getattr(fn, "__name__", "predicate"),
+    own = getattr(fn, "__name__", "<lambda>")
+    return Proxy(name or ("predicate" if own == "<lambda>" else own),
                  lambda window: np.array([float(fn(token)) for token in window.tokens], dtype=np.float32), threshold)
 
 

@@ -60,11 +60,6 @@ class TrackingConfig:
             raise InputError(f"TrackingConfig.n_bins must be a power of two ≥ 8 · n_levels = {8 * self.n_levels} "
                              f"(got {self.n_bins}); e.g. n_bins=512")
 
-    @property
-    def fractions(self) -> np.ndarray:
-        """[n_levels] each level's fraction of the max."""
-        return np.arange(self.n_levels) / self.n_levels
-
 
 # --- counting -------------------------------------------------------------------------------------
 
@@ -77,7 +72,7 @@ class LevelCounts:
         self.n_units, self.n_bins, self.log2_bins = n_units, n_bins, int(math.log2(n_bins))
         self.exponent = torch.zeros(n_units, dtype=torch.long)  # max < 2^exponent, once seen
         self.seen = torch.zeros(n_units, dtype=torch.bool)
-        self.max = torch.zeros(n_units)
+        self.max_values = torch.zeros(n_units)
         self.counts = torch.zeros(n_units, 2, n_bins, dtype=torch.long)  # [units, proxy holds, bins]
         self.n_tokens = 0
         self.n_proxy = 0
@@ -95,7 +90,7 @@ class LevelCounts:
             units = growth.units[growth.shifts == shift]
             self.counts[units] = merge_bins(self.counts[units], int(shift))
         self.exponent, self.seen = growth.exponent, growth.seen
-        self.max.scatter_reduce_(0, codes.cols, values.float(), "amax")
+        self.max_values.scatter_reduce_(0, codes.cols, values.float(), "amax")
         bins = torch.ldexp(values.float(), self.log2_bins - self.exponent[codes.cols]).floor().long()
         bins.clamp_(0, self.n_bins - 1)
         index = (codes.cols * 2 + holds[codes.rows].long()) * self.n_bins + bins
@@ -107,8 +102,8 @@ class LevelCounts:
         recall, f1. A unit that never fired has NaN thresholds and precision, recall 0."""
         width = torch.ldexp(torch.ones(self.n_units), self.exponent - self.log2_bins)
         fractions = torch.arange(n_levels, dtype=torch.float64) / n_levels
-        top_bin = (self.max.double() / width.double()).floor().clamp(max=self.n_bins - 1)  # the max's bin
-        edges = (fractions[None, :] * self.max.double()[:, None] / width.double()[:, None]).round()
+        top_bin = (self.max_values.double() / width.double()).floor().clamp(max=self.n_bins - 1)  # the max's bin
+        edges = (fractions[None, :] * self.max_values.double()[:, None] / width.double()[:, None]).round()
         edges = torch.minimum(edges, top_bin[:, None]).long()  # [units, levels]
         above = self.counts.flip(-1).cumsum(-1).flip(-1)  # [units, 2, bins]: counts at or above each bin
         n_pos = above[:, 1].gather(1, edges)

@@ -46,36 +46,46 @@ def byte_level_chars() -> dict[str, int]:
     return chars
 
 
-def is_byte_level(tokenizer: Any) -> bool:
-    """Whether a Hugging Face tokenizer's vocabulary is byte-level BPE (its decoder maps characters to bytes)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    return backend is not None and "ByteLevel" in str(getattr(backend, "decoder", ""))
+def decoder_kind(tokenizer: Any) -> str:
+    """How a Hugging Face tokenizer's pieces become text: "byte_level" (GPT-2's BPE), "metaspace" (SentencePiece's
+    ▁ for a space), "wordpiece" (BERT's ## continuations), or "decode" (anything else: each token decoded alone)."""
+    decoder = str(getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", ""))
+    for name, kind in (("ByteLevel", "byte_level"), ("Metaspace", "metaspace"), ("WordPiece", "wordpiece")):
+        if name in decoder:
+            return kind
+    return "decode"
 
 
 def token_bytes(tokenizer: Any, vocab_size: int | None = None) -> list[bytes]:
     """The bytes of every token id below `vocab_size` (default: the tokenizer's length).
 
-    Byte-level vocabularies are read exactly; added and special tokens are their own text (so a document separator
-    reads "<|endoftext|>", as the feature store shows it); other tokenizers give each token's decoded text, with
-    SentencePiece byte tokens (`<0xE3>`) as their byte.
+    Byte-level vocabularies are read exactly; SentencePiece pieces with ▁ as a space and their byte tokens (`<0xE3>`)
+    as that byte; WordPiece pieces with a space before each word (not before ## continuations); other tokenizers give
+    each token decoded alone. Added and special tokens are their own text (a document separator reads
+    "<|endoftext|>", as the feature store shows it).
     """
     vocab_size = len(tokenizer) if vocab_size is None else int(vocab_size)
     known = min(len(tokenizer), vocab_size)
-    pieces = tokenizer.convert_ids_to_tokens(list(range(known)))
+    pieces = [p or "" for p in tokenizer.convert_ids_to_tokens(list(range(known)))]
     added = {int(i): str(getattr(t, "content", t)) for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()}
+    kind = decoder_kind(tokenizer)
+    chars = byte_level_chars()
+    decoded = tokenizer.batch_decode([[i] for i in range(known)]) if kind == "decode" else pieces
     table: list[bytes] = []
-    if is_byte_level(tokenizer):
-        chars = byte_level_chars()
-        for i, piece in enumerate(pieces):
-            if i in added or piece is None or any(c not in chars for c in piece):
-                table.append(added.get(i, piece or "").encode("utf-8"))
-            else:
-                table.append(bytes(chars[c] for c in piece))
-    else:
-        decoded = tokenizer.batch_decode([[i] for i in range(known)])
-        for i, (piece, text) in enumerate(zip(pieces, decoded)):
-            match = _BYTE_TOKEN.match(piece or "")
-            table.append(bytes([int(match.group(1), 16)]) if match else added.get(i, text).encode("utf-8"))
+    for i, (piece, text) in enumerate(zip(pieces, decoded)):
+        byte = _BYTE_TOKEN.match(piece)
+        if byte and kind in ("metaspace", "decode"):
+            table.append(bytes([int(byte.group(1), 16)]))
+        elif i in added:
+            table.append(added[i].encode("utf-8"))
+        elif kind == "byte_level" and all(c in chars for c in piece):
+            table.append(bytes(chars[c] for c in piece))
+        elif kind == "metaspace":
+            table.append(piece.replace("\u2581", " ").encode("utf-8"))
+        elif kind == "wordpiece":
+            table.append((piece[2:] if piece.startswith("##") else " " + piece).encode("utf-8"))
+        else:
+            table.append(text.encode("utf-8"))
     return table + [b""] * (vocab_size - known)
 
 
