@@ -16,6 +16,9 @@ activations on tokens where the proxy holds and where it does not, over [0, 2^e)
 merge exactly, `saekit.analysis.reservoirs.range_growth`). A level's threshold is cut at the fine-bin edge nearest to
 its fraction of the max (within max / (n_bins / 2)); the tables give the threshold used, and counts at it are exact.
 `unit_activations` keeps chosen units' per-token activations with the tokens they sit on, for the figures.
+
+    table = find_tracking_units(model, text, proxies.base64(), sae)   # every feature and neuron, best first
+    best_per_basis(table)                                              # the best feature beside the best neuron
 """
 
 from __future__ import annotations
@@ -167,6 +170,7 @@ def _open(model: Any, text: Any, dictionary: Dictionary | None,
     return reading, WindowTexts.of(reading.windows, reading.tokenizer)
 
 
+@torch.no_grad()
 def find_tracking_units(
     model: Any,
     text: Any,
