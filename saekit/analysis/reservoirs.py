@@ -110,6 +110,37 @@ class Entries(NamedTuple):
     token: Tensor
 
 
+class RangeGrowth(NamedTuple):
+    """Where a batch takes per-unit power-of-two ranges [0, 2^exponent)."""
+
+    exponent: Tensor  # [units] each unit's new exponent: its max so far < 2^exponent (0 before it fires)
+    seen: Tensor  # [units] bool: whether the unit has fired
+    units: Tensor  # [g] the units that fired before and whose range grew
+    shifts: Tensor  # [g] by how many powers of two each one's range grew
+
+
+def range_growth(exponent: Tensor, seen: Tensor, cols: Tensor, values: Tensor) -> RangeGrowth:
+    """The ranges after a batch of firing entries (values [nnz] > 0 of units `cols` [nnz]): a unit firing for the
+    first time takes the smallest power of two above its max, a seen one grows when its max outgrows it."""
+    batch_max = torch.zeros(exponent.numel()).scatter_reduce_(0, cols, values.float(), "amax")
+    fired_now = batch_max > 0
+    needed = torch.frexp(batch_max).exponent.long()  # batch_max < 2^needed
+    grow = fired_now & seen & (needed > exponent)
+    first = fired_now & ~seen
+    return RangeGrowth(torch.where(grow | first, needed, exponent), seen | fired_now, grow.nonzero(as_tuple=True)[0],
+                       (needed - exponent)[grow])
+
+
+def merge_bins(counts: Tensor, shift: int) -> Tensor:
+    """Counts [..., bins] over [0, 2^e) as counts over [0, 2^(e + shift)) in as many bins: each 2^shift adjacent
+    bins summed into one, at the start (bin i goes to i >> shift), the rest zero."""
+    b = counts.shape[-1]
+    m = 1 << min(shift, int(math.log2(b)))
+    merged = torch.zeros_like(counts)
+    merged[..., : b // m] = counts.reshape(*counts.shape[:-1], b // m, m).sum(-1)
+    return merged
+
+
 class BinnedSamples:
     """Per unit: a fine histogram over [0, 2^e) and a uniform sample per fine bin (see module doc)."""
 
@@ -132,17 +163,10 @@ class BinnedSamples:
 
     def _grow(self, cols: Tensor, values: Tensor) -> None:
         """Raise each unit's power-of-two range to cover this batch's max, merging its bins."""
-        batch_max = torch.zeros(self.n_units).scatter_reduce_(0, cols, values, "amax")
-        fired_now = batch_max > 0
-        exponent = torch.frexp(batch_max).exponent.long()  # batch_max < 2^exponent
-        grow = fired_now & self.seen & (exponent > self.exponent)
-        shifts = (exponent - self.exponent)[grow]
-        units = grow.nonzero(as_tuple=True)[0]
-        for shift in shifts.unique().tolist():
-            self._coarsen(units[shifts == shift], int(shift))
-        first = fired_now & ~self.seen
-        self.exponent = torch.where(grow | first, exponent, self.exponent)
-        self.seen |= fired_now
+        growth = range_growth(self.exponent, self.seen, cols, values)
+        for shift in growth.shifts.unique().tolist():
+            self._coarsen(growth.units[growth.shifts == shift], int(shift))
+        self.exponent, self.seen = growth.exponent, growth.seen
 
     def _coarsen(self, units: Tensor, shift: int) -> None:
         """Merge each 2^shift adjacent bins of `units` into one (the range grew by 2^shift), COARSEN_UNITS units
@@ -153,9 +177,7 @@ class BinnedSamples:
     def _coarsen_block(self, units: Tensor, shift: int) -> None:
         m = 1 << min(shift, self.log2_bins)
         b, n, k = self.n_bins, self.samples.n, units.numel()
-        counts = torch.zeros(k, b, dtype=torch.long)
-        counts[:, : b // m] = self.counts[units].view(k, b // m, m).sum(-1)
-        self.counts[units] = counts
+        self.counts[units] = merge_bins(self.counts[units], shift)
         views = [t.view(self.n_units, b, n) for t in (self.samples.score, self.samples.value, self.samples.token)]
         score = views[0][units].view(k, b // m, m * n)
         order = score.sort(dim=-1, stable=True).indices[..., :n]

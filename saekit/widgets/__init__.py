@@ -1,5 +1,5 @@
 """ipywidgets + plotly views of the analyses: feature explorer, feature map, universality, crosscoder diffing,
-feature splitting and steering, plus static figures of the paper's results. Views compute nothing of their
+feature splitting, steering and specificity, plus static figures of the paper's results. Views compute nothing of their
 own (they call `saekit.analysis`); every token string they show is HTML-escaped (`widgets.html`).
 
 Needs the notebook extras: pip install 'saekit[notebooks]'.
@@ -10,6 +10,7 @@ from saekit.widgets.crosscoders import matching_figure, relative_norm_figure
 from saekit.widgets.explorer import FeatureExplorer
 from saekit.widgets.feature_map import FeatureMap, map_figure
 from saekit.widgets.paper import density_counts, density_figure, example_features, measures_figure, sweep_figure
+from saekit.widgets.specificity import proxy_distribution_figure, proxy_histogram_figure, tracking_figure
 from saekit.widgets.splitting import SplittingView, coarse_to_fine_html, family_figure, splitting_figure
 from saekit.widgets.steering import SteeringView, continuations_html, shift_figure
 from saekit.widgets.universality import PAPER, UniversalityView, universality_figure
@@ -18,5 +19,6 @@ __all__ = [
     "PAPER", "Basis", "FeatureCard", "FeatureExplorer", "FeatureMap", "SplittingView", "SteeringView",
     "UniversalityView", "coarse_to_fine_html", "continuations_html", "density_counts", "density_figure",
     "example_features", "family_figure", "histogram_figure", "map_figure", "matching_figure", "measures_figure",
-    "relative_norm_figure", "shift_figure", "splitting_figure", "sweep_figure", "universality_figure",
+    "proxy_distribution_figure", "proxy_histogram_figure", "relative_norm_figure", "shift_figure", "splitting_figure",
+    "sweep_figure", "tracking_figure", "universality_figure",
 ]
