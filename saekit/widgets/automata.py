@@ -118,7 +118,7 @@ def runs_html(confirmation: ChainConfirmation) -> str:
             state = _run_state(chain, run.first_step, step) if in_run else int(values.argmax())
             value = float(values[state])
             spans.append(_span(token, chain, state, value, float(scale[state]), in_run))
-        head = (f"<span style='display:inline-block;width:9em;color:#555'>window {run.window} · "
+        head = (f"<span style='display:inline-block;width:12em;color:#555'>window {run.window} · "
                 f"{run.n_steps} steps</span>")
         rows.append(f"<div class='{H.EXAMPLE_CLASS}' style='font-family:monospace;font-size:12px;line-height:1.7;"
                     f"overflow:hidden;white-space:nowrap'>{head}{''.join(spans)}</div>")
