@@ -362,7 +362,7 @@ def test_runs_go_round_a_cycle_as_a_brute_force_loop_finds_them(planted):
     assert len({r.window for r in confirmed.examples}) == len(confirmed.examples) == 6
 
 
-def test_confirm_chains_reads_the_model_once_for_several(planted, tiny_lm, monkeypatch):
+def test_confirm_chains_reads_the_model_once_for_several(planted, tiny_lm, tiny_lm_dir, monkeypatch):
     import saekit.analysis.automata as automata
 
     calls = []
@@ -375,6 +375,8 @@ def test_confirm_chains_reads_the_model_once_for_several(planted, tiny_lm, monke
     alone = confirm_chain(planted.store, planted.sae, tiny_lm, two, max_windows=5, progress=False)
     pd.testing.assert_frame_equal(both[1].steps, alone.steps)
     assert both[1].n_tokens == alone.n_tokens == int(_valid(planted.store, 5).sum())
+    from_folder = confirm_chain(planted.store, planted.sae, tiny_lm_dir, two, max_windows=5, progress=False)
+    pd.testing.assert_frame_equal(from_folder.steps, alone.steps)  # a model folder works as the loaded model
 
 
 # --- topics -----------------------------------------------------------------------------------------------------

@@ -413,6 +413,7 @@ def chain_activations(store: FeatureStore, dictionary: Dictionary, model: Any, f
     named), the model rerun `batch_size` windows at a time."""
     ids = np.arange(len(store.token_ids)) if windows is None else np.asarray(list(windows), dtype=np.int64)
     hook, side = store.meta["hook"], store.meta.get("side", "output")
+    model = [api.load_model(m) for m in model] if isinstance(model, (list, tuple)) else api.load_model(model)
     starts = range(0, len(ids), batch_size)
     parts = [window_activations(model, dictionary, store.windows(ids[s : s + batch_size]), list(features), hook, side)
              for s in tqdm(starts, desc="chain activations", unit="batch", disable=not progress)]
