@@ -221,3 +221,51 @@ def units_on(store, token: str) -> list[int]:
     """The units with a top example on exactly `token`, most such examples first."""
     found = store.search_token(token, exact=True)
     return [int(f) for f in found.loc[found["n_top_examples"].fillna(0) > 0, "feature"]]
+
+
+# --- a planted automaton: features that hand off along a phrase of the text -----------------------------------
+
+CHAIN_WORDS = [" quick", " brown", " fox", " jumps"]  # consecutive single tokens of TEXTS
+AUTOMATON_STORE = StoreConfig(n_top=8, n_per_interval=3, n_bins=128, n_logits=4, batch_size=8)
+
+
+def planted_automaton(model, n_noise: int = 36, boost: float = 10.0) -> SimpleNamespace:
+    """A ReLU SAE on the tiny model's MLP whose feature k fires exactly on CHAIN_WORDS[k] (a least-squares
+    separator of that token's activations) and whose decoder makes it boost CHAIN_WORDS[k + 1] by `boost` nats at
+    its mean activation, so features 0 → 1 → 2 → 3 hand off along the phrase; `n_noise` random sparse features
+    with small random decoders around them. Returns the windows, activations, tokens, SAE and its store."""
+    from saekit.analysis.logit_effects import logit_effect_matrix, output_weights
+
+    windows = corpus(model)
+    acts, flat = dense_acts(model, windows)
+    tokens = windows.input_ids.reshape(-1).numpy()[flat]
+    ids = [api.get_tokenizer(model)(w, add_special_tokens=False)["input_ids"] for w in CHAIN_WORDS]
+    assert all(len(i) == 1 for i in ids), ids
+    ids = [i[0] for i in ids]
+    sae = saekit.SAE.create("relu", acts.shape[1], len(ids) + n_noise, seed=3)
+    weights = output_weights(model, HOOK)
+    X = torch.cat([acts, torch.ones(len(acts), 1)], 1).double()
+    with torch.no_grad():
+        sae.b_dec.zero_()
+        sae.b_enc.copy_(-torch.quantile(acts @ sae.W_enc, 0.97, dim=0))
+        for k, token in enumerate(ids):
+            y = torch.as_tensor(tokens == token).double()
+            w = torch.linalg.lstsq(X, y[:, None]).solution[:, 0]
+            score = X @ w
+            low, high = float(score[y == 0].max()), float(score[y > 0].min())
+            assert high > low, f"{CHAIN_WORDS[k]!r} is not linearly separable at {HOOK}"
+            cut, scale = (low + high) / 2, 1.0 / (high - (low + high) / 2)
+            sae.W_enc[:, k] = (w[:-1] * scale).float()
+            sae.b_enc[k] = float((w[-1] - cut) * scale)
+        sae.W_dec.copy_(torch.randn(sae.d_sae, acts.shape[1], generator=torch.Generator().manual_seed(5)) / 128)
+        f = sae.encode(acts)
+        mean = torch.where(f > 0, f, torch.nan).nanmean(0)
+        to_neurons = torch.linalg.pinv(weights.W_out)  # [d_model, d_mlp]: a residual direction → an MLP direction
+        for k, token in enumerate(ids[1:]):
+            u = weights.W_U[token] - weights.W_U[token].mean()
+            d = (u / weights.norm_weight) @ to_neurons
+            effect = logit_effect_matrix(d[None], weights)[0, token]
+            sae.W_dec[k] = d * (boost / float(mean[k]) / float(effect))
+    sae.provenance = Provenance(hook=HOOK)
+    store = build_feature_store(model, windows, sae, hook=HOOK, config=AUTOMATON_STORE, progress=False)
+    return SimpleNamespace(windows=windows, acts=acts, tokens=tokens, ids=ids, sae=sae, store=store)

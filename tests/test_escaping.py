@@ -384,3 +384,26 @@ def test_a_name_cannot_fill_a_plotly_template():
     fig = map_figure(table)
     assert "%{" not in fig.data[0].name and fig.data[0].meta == name
     assert_safe_figure(fig, name)
+
+
+@each_payload
+def test_automata(payload, pay):
+    """A chain whose labels are the payload, and its runs on the payload text (context tokens from the corpus)."""
+    from saekit.analysis.automata import Chain, chain_activations
+    from saekit.saes.dictionary import Neurons
+    from saekit.widgets.automata import AutomatonView, chain_figure, runs_html
+
+    store, neurons = pay.neurons, Neurons(pay.neurons.n_features)
+    first = units_on(store, payload)[0]
+    fires = chain_activations(store, neurons, pay.model, range(store.n_features), progress=False).numpy() > 0
+    after = (fires[:, :-1, first, None] & fires[:, 1:, :]).sum((0, 1))  # how often each unit fires next
+    chain = Chain((first, int(after.argmax())), (1.0,), 0.5, ((payload, "a"), (payload,)), ((payload,), ()))
+    view = AutomatonView([chain], store, neurons, pay.model)
+    assert_safe_figure(view.figure, payload)
+    assert_safe_figure(chain_figure(chain), payload)
+    confirmed = view.confirm()
+    assert confirmed.examples
+    text = assert_safe_html(runs_html(confirmed))
+    assert any(p in text for p in PAYLOADS)  # the corpus's markup, shown as text
+    assert payload in assert_safe_html(view.steps.value)
+    assert_safe_widget(view, payload)

@@ -468,3 +468,70 @@ def test_steering_view_of_an_encoder_says_why_it_cannot_steer(tiny_bert_dir):
     assert view.button.disabled and "no language-model head" in view.output.value
     with pytest.raises(InputError, match="no language-model head"):
         view.run()
+
+
+# --- automata ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def automaton(tiny_lm):
+    from helpers import planted_automaton
+
+    return planted_automaton(tiny_lm)
+
+
+def test_automaton_view_draws_the_chain_and_colours_its_runs(automaton, tiny_lm):
+    from saekit.analysis.automata import HandoffConfig, find_chains, handoff_edges
+    from saekit.widgets.automata import AutomatonView, state_colour
+
+    from helpers import CHAIN_WORDS
+
+    edges = handoff_edges(automaton.store, automaton.sae, tiny_lm, k=3, config=HandoffConfig(min_fires=3),
+                          progress=False)
+    chains = find_chains(edges, automaton.store)
+    view = AutomatonView(chains, automaton.store, automaton.sae, tiny_lm)
+    assert view.chain.features == (0, 1, 2, 3) and view.text.value == "" and not view.button.disabled
+    *arrows, scores, nodes = view.figure.data
+    assert len(arrows) == 3 and list(scores.text) == [f"{s:.3g}" for s in view.chain.scores] == ["10"] * 3
+    assert list(nodes.customdata) == [0, 1, 2, 3]
+    assert [t.split("<br>")[1] for t in nodes.text] == [H.plotly_text(H.token_label(w)) for w in CHAIN_WORDS]
+    assert list(nodes.marker.color) == [state_colour(i) for i in range(4)]
+    confirmed = view.confirm()
+    assert confirmed.full_runs >= 6
+    rows = view.text.value.split("class='saekit-example'")[1:]
+    assert len(rows) == len(confirmed.examples)
+    for row, run in zip(rows, confirmed.examples):
+        parsed = spans(row)
+        outlined = [(style, title, text) for style, title, text in parsed if "font-weight:bold" in style]
+        assert [text for _, _, text in outlined] == [H.escape(w) for w in CHAIN_WORDS]
+        for k, (style, title, _) in enumerate(outlined):  # each run token in its state's colour, with its value
+            assert state_colour(k, 1.0).rsplit(",", 1)[0] in style
+            value = float(run.activations[run.start + k, k])
+            assert title.endswith(f"activation {value:.4g}") and f"feature {k} (step {k})" in title
+    assert "lift" in view.steps.value and f"{confirmed.full_runs} full runs" in view.steps.value
+    view.show(1)
+    assert view.picker.value == 1 and view.text.value == ""
+    view.show(0)
+    assert view.text.value and view.confirmations[0] is confirmed  # found once, shown again
+    without = AutomatonView(chains, automaton.store)
+    assert without.button.disabled and "pass dictionary= and model=" in without.text.value
+
+
+def test_chain_figure_draws_a_cycle_back_and_a_self_loop_above():
+    from saekit.analysis.automata import Chain
+    from saekit.widgets.automata import AutomatonView, chain_figure
+
+    cycle = Chain((4, 5, 6, 5), (3.0, 2.0, 1.0), 0.5, (("a",), ("b",), ("c",), ("b",)), ((), (), (), ()))
+    *arrows, _, nodes = chain_figure(cycle).data
+    assert list(nodes.customdata) == [4, 5, 6]
+    assert max(arrows[2].y) < 0 and arrows[2].x[0] == 2 and arrows[2].x[-1] == 1  # 6 → 5 arcs back below
+    loop = Chain((7, 7), (2.0,), 1.0, (("x",), ("x",)), ((), ()))
+    *arrows, _, nodes = chain_figure(loop).data
+    assert len(nodes.x) == 1 and min(arrows[0].y) > 0  # a feature handing off to itself loops above it
+    from saekit.analysis.automata import TopicChains
+    from saekit.analysis.topics import TOPICS
+
+    empty = TopicChains(TOPICS["base64"], pd.DataFrame(), (), None, "looked for base64 automata <b>; found none")
+    view = AutomatonView(empty, None)
+    assert view.chain is None and view.button.disabled
+    assert "found none" in view.note.value and "&lt;b&gt;" in view.note.value
