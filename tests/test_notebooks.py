@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 EXPECTED = ["00_quickstart", "01_feature_explorer", "02_feature_map", "03_universality", "04_feature_splitting",
-            "05_steering", "06_paper_figures", "07_transcoders_and_crosscoders", "08_autointerp"]
+            "05_steering", "06_paper_figures", "07_transcoders_and_crosscoders", "08_autointerp",
+            "09_specificity_and_automata"]
 CELL_TIMEOUT_S = 300
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
