@@ -131,6 +131,9 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
 
 
 def _trainer_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SAEFormatError(f"{path} is missing: dictionary_learning writes it beside ae.pt, and it names the "
+                             "dictionary's class")
     try:
         cfg = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
