@@ -92,7 +92,7 @@ def load_sae(path: str | os.PathLike, *, format: FormatName | Literal["saekit"] 
         location = hub.locate(path)
         if location is not None:
             local = hub.download(location, sub_folder=hook)
-    if local.is_file() and local.name == gemma_scope.WEIGHTS_FILE:
+    if local.is_file():  # a format's file (params.npz, ae.pt, cfg.json) stands for its folder
         local = local.parent
     fmt = _format(format) if format is not None else _format(detect_format(local))
     if format is not None and not local.is_dir():
