@@ -102,3 +102,18 @@ def test_references_name_their_repository_and_path():
     assert locate("some_folder") is None
     with pytest.raises(InputError, match="hf://owner/repo"):
         locate("hf://onlyowner")
+
+
+def test_releases_come_from_an_installed_saelens_directory(tmp_path, monkeypatch):
+    package = tmp_path / "sae_lens"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('saekit must read the YAML, not import SAELens')\n")
+    (package / "pretrained_saes.yaml").write_text(
+        "my-release-canonical:\n  conversion_func: null\n  model: gpt2\n  repo_id: someone/saes\n  saes:\n"
+        "  - id: layer_2/canonical\n    path: layer_2/width_16k/average_l0_40\n    l0: 40\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert locate("my-release-canonical/layer_2/canonical") == HubLocation("someone/saes",
+                                                                           "layer_2/width_16k/average_l0_40")
+    with pytest.raises(InputError, match="has no SAE 'layer_9/canonical'.*layer_2/canonical"):
+        locate("my-release-canonical/layer_9/canonical")
+    assert locate("other-release/x") is None
