@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from saekit.errors import InputError
+from saekit.formats.common import SAEFormatError, atomic_write, check_finite, saekit_version
 from saekit.saes import SAE, sae_class
 from saekit.saes.provenance import Provenance
 from saekit.saes.registry import saelens_architectures, saelens_class
@@ -35,30 +32,6 @@ SAELENS_FORMAT_VERSION = "6.0.0"
 MAX_WIDTH = 2**31 - 1
 # safetensors dtype codes that weights may be stored in (converted to the cfg.json dtype on load)
 FLOAT_CODES = ("F16", "BF16", "F32", "F64")
-
-
-class SAEFormatError(InputError):
-    """A folder that is not a readable SAE: the message names the file and the problem."""
-
-
-def saekit_version() -> str:
-    """The installed saekit's version, recorded in the folders it writes."""
-    try:
-        return version("saekit")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
-    """Write through a temporary file in the same folder, so a crash never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def sae_config(sae: SAE) -> dict[str, Any]:
@@ -191,18 +164,6 @@ def _read_weights(folder: Path, expected: dict[str, torch.Tensor]) -> dict[str, 
         raise SAEFormatError(f"{weights_path} is not a readable safetensors file: {e}") from None
 
 
-def _check_finite(weights_path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Refuse weights holding NaN or inf, naming each tensor and its count of bad entries."""
-    bad = {name: int((~torch.isfinite(t)).sum()) for name, t in tensors.items()}
-    bad = {name: count for name, count in bad.items() if count}
-    if bad:
-        counts = ", ".join(f"{name}: {count} of {tensors[name].numel()}" for name, count in bad.items())
-        raise SAEFormatError(
-            f"{weights_path} holds NaN/inf weights ({counts}): retrain the SAE or repair its weights; "
-            "load_sae(path, allow_nonfinite=True) loads it anyway"
-        )
-
-
 def _dtype(name: str | None, cfg_path: Path) -> torch.dtype:
     name = (name or "float32").removeprefix("torch.")
     dtype = getattr(torch, name, None) if isinstance(name, str) else None
@@ -225,8 +186,13 @@ def _build(arch: str, cfg: dict[str, Any], hyper: dict[str, Any], cfg_path: Path
         raise SAEFormatError(f"{cfg_path}: cannot build a {arch!r} SAE from it: {e}") from None
 
 
-def load_sae(path: str | os.PathLike, *, device: str | torch.device = "cpu",
-             dtype: torch.dtype | None = None, allow_nonfinite: bool = False) -> SAE:
+def is_saelens_folder(folder: Path) -> bool:
+    """Whether `folder` looks like saekit's or SAELens's layout (its cfg.json and weights file are there)."""
+    return (folder / CFG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
+
+
+def load_saelens(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+                 dtype: torch.dtype | None = None, allow_nonfinite: bool = False) -> SAE:
     """Load an SAE folder written by saekit or SAELens (≥ 6).
 
     cfg.json and the weights' header are checked against each other before anything is allocated;
@@ -239,7 +205,7 @@ def load_sae(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     expected = _build(arch, cfg, hyper, cfg_path, dtype, "meta").saelens_tensors()
     tensors = _read_weights(folder, expected)
     if not allow_nonfinite:
-        _check_finite(folder / WEIGHTS_FILE, tensors)
+        check_finite(folder / WEIGHTS_FILE, tensors)
     sae = _build(arch, cfg, hyper, cfg_path, dtype, "cpu")
     try:
         sae.load_saelens_tensors({k: v.to(sae.dtype) for k, v in tensors.items()})
