@@ -19,7 +19,7 @@ from saekit.analysis import browsing
 from saekit.analysis.features import FeatureStore, StoreConfig
 from saekit.saes.dictionary import Dictionary
 from saekit.widgets import html as H
-from saekit.widgets.card import Basis, FeatureCard, as_basis
+from saekit.widgets.card import Basis, FeatureCard, as_basis, close_children
 
 SORTS = {"densest first": "dense", "rarest (alive) first": "rare", "feature id": "id"}
 N_RESULTS = browsing.N_RESULTS
@@ -151,6 +151,7 @@ class FeatureExplorer(widgets.VBox):
         mode = self.search_mode.value
         self.results_note.value = (f"<b>{len(found)}</b> matches among the {H.escape(self.basis_name)} for {mode} "
                                    f"<code>{H.escape(repr(text))}</code>")
+        close_children(self.results)
         self.results.children = tuple(self._result_button(int(f), label) for f, label in zip(found["feature"], labels))
         return found
 
@@ -168,7 +169,7 @@ class FeatureExplorer(widgets.VBox):
         self.basis_name = change["new"]
         self.feature_box.max = self.store.n_features - 1
         self._refresh_table()
-        self.results.children = ()
+        close_children(self.results)
         self.results_note.value = ""
         if not self._busy:
             self.card.feature = None
