@@ -92,7 +92,7 @@ def histogram_html(hist: pd.DataFrame, title: str = "activation histogram") -> s
     low = f"{hist['bin_start'].iloc[0]:.3g}" if len(hist) else "0"
     high = f"{hist['bin_end'].iloc[-1]:.3g}" if len(hist) else "0"
     ticks = "".join(f"<div style='position:absolute;right:2px;bottom:{100 * (d + 1) / top:.1f}%;font-size:9px;"
-                    f"color:#777;transform:translateY(50%)'>1e{d}</div>" for d in range(int(top)))
+                    f"color:#777;transform:translateY(50%)'>{10 ** d:,}</div>" for d in range(int(top)))
     return (f"<div class='{HIST_CLASS}' style='width:370px;font-family:sans-serif;font-size:11px;color:#333'>"
             f"<div style='font-size:13px;margin:4px 0'>{H.escape(title)}</div>"
             f"<div style='display:flex'><div style='position:relative;width:30px;height:160px'>{ticks}</div>"

@@ -8,8 +8,9 @@ browsed side by side through a toggle, so features and neurons are compared the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
@@ -154,6 +155,20 @@ class FeatureExplorer(widgets.VBox):
         close_children(self.results)
         self.results.children = tuple(self._result_button(int(f), label) for f, label in zip(found["feature"], labels))
         return found
+
+    def export_html(self, path: str | Path, features: Sequence[int] | None = None, basis: str | None = None,
+                    *, progress: bool = True) -> Path:
+        """Write the cards of `features` (default: the one shown) of `basis` (default: the current one) to one
+        self-contained HTML file to share (`saekit.widgets.export`); returns its path."""
+        from saekit.widgets.export import export_html
+
+        name = basis or self.basis_name
+        if name not in self.bases:
+            raise KeyError(f"no basis {name!r}; this explorer has {list(self.bases)}")
+        chosen = [self.feature if self.feature is not None else 0] if features is None else list(features)
+        return export_html(self.bases[name], path, chosen, name=name if len(self.bases) > 1 else "",
+                           n_top=self.card.n_top, n_per_interval=self.card.n_per_interval, context=self.card.context,
+                           progress=progress)
 
     def _result_button(self, feature: int, label: str) -> widgets.Button:
         button = widgets.Button(description=label, layout=widgets.Layout(width="auto"))
