@@ -184,3 +184,23 @@ def test_the_page_renders_offline_in_chromium(payload):
         assert card["svg"] >= 1 and card["bars"] >= 1 and card["tokens"] > 0 and card["injected"] == []
         assert card["total"] == int((acts[:, feature] > 0).sum())
     assert dialogs == [] and requests == [url]
+
+
+def test_saekit_export_with_the_sae_and_model_colours_every_context_token(tiny_lm, tiny_lm_dir, tmp_path):
+    """From the store alone only the firing tokens are coloured; with --sae and --model the contexts are too."""
+    from saekit.analysis.features import StoreConfig
+
+    from helpers import tiny_store
+
+    tiny = tiny_store(tiny_lm, StoreConfig(n_top=4, n_per_interval=1, n_bins=128, n_logits=3, batch_size=16))
+    store_dir, sae_dir = tiny.store.save(tmp_path / "store"), tmp_path / "sae"
+    tiny.sae.save(sae_dir)
+    feature = int(tiny.store.feature_table()["feature"].iloc[0])
+    coloured = re.compile(r'<span class="saekit-tok" style="white-space:pre;border-radius:2px;background:rgba\('
+                          r'255,120,0,0\.(?!000)\d+\);"')  # a coloured token that is not the outlined firing one
+    plain, full = tmp_path / "plain.html", tmp_path / "full.html"
+    common = ["export", str(store_dir), "--features", str(feature), "--quiet"]
+    assert cli.main([*common, "--out", str(plain)]) == 0
+    assert cli.main([*common, "--out", str(full), "--sae", str(sae_dir), "--model", str(tiny_lm_dir)]) == 0
+    assert not coloured.search(plain.read_text(encoding="utf-8"))
+    assert coloured.search(full.read_text(encoding="utf-8"))

@@ -4,6 +4,11 @@ browsed side by side through a toggle, so features and neurons are compared the 
 
     FeatureExplorer(store, sae, model, neurons=neuron_store)      # precomputed stores
     FeatureExplorer.from_sae(sae, model, text)                    # builds the stores, then shows them
+    explorer.export_html("cards.html", features=[3, 10])         # one offline HTML file of cards to share
+
+A saved notebook keeps each explorer as last shown when its widget state is saved (JupyterLab: Settings → Save
+Widget State Automatically; `jupyter nbconvert --execute` stores it), and `jupyter nbconvert --to html` then
+draws it. That state is what is shown (the card's HTML, the table's labels), a few hundred kB per explorer.
 """
 
 from __future__ import annotations
