@@ -41,6 +41,7 @@ examples:
       --features 1024 --tokens 500000 --text corpus/ --out runs/relu-1k
   saekit eval runs/gpt2-l0-topk --json
   saekit eval runs/gpt2-l0-topk --text heldout/ --tokens 50000
+  saekit export features/stores/A-relu-4096 --features 3,10-12 --out cards.html
   saekit cache --model gpt2 --hook transformer.h.6 --text corpus/ --tokens 10000000 --out cache/gpt2-l6
   saekit train --from-cache cache/gpt2-l6 --arch topk --features 16384 --tokens 10000000 --out runs/l6
   torchrun --nproc-per-node 2 -m saekit train --from-cache cache/gpt2-l6 ... (or saekit train --nproc 2 ...)
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(commands)
     _add_cache(commands)
     _add_eval(commands)
+    _add_export(commands)
     return parser
 
 
@@ -82,6 +84,19 @@ def _add_demo(commands) -> None:
     demo = commands.add_parser("demo", help="build the offline demo: corpus, tokenizer, models, SAEs, table")
     demo.add_argument("--profile", choices=("quick", "full"), default="quick", help="quick (CI, minutes) or full")
     demo.add_argument("--out", type=Path, default=None, metavar="DIR", help="cache folder for what the demo builds")
+
+
+def _add_export(commands) -> None:
+    export = commands.add_parser("export", help="feature cards of a feature store as one self-contained HTML file")
+    export.add_argument("store", type=Path, metavar="STORE", help="a feature store folder (FeatureStore.save)")
+    export.add_argument("--features", default=None, metavar="IDS", help="ids and ranges, e.g. 3,10-12 "
+                        "(default: the 12 densest)")
+    export.add_argument("--out", type=Path, required=True, metavar="FILE.html", help="the HTML file to write")
+    export.add_argument("--sae", type=Path, default=None, metavar="DIR", help="the store's SAE (with --model: "
+                        "colour every context token)")
+    export.add_argument("--model", default=None, metavar="NAME_OR_DIR", help="the model the store was built on")
+    export.add_argument("--title", default=None, help="the page's title")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_site_args(parser: argparse.ArgumentParser, many: bool = False) -> None:
@@ -1034,7 +1049,14 @@ def _provenance_text(text: Any, sae_dir: Path) -> Any:
     return HFDataset(text)
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "sweep": cmd_sweep, "cache": cmd_cache, "eval": cmd_eval}
+def cmd_export(args: argparse.Namespace) -> int:
+    from saekit.export_command import run
+
+    return run(args)
+
+
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "sweep": cmd_sweep, "cache": cmd_cache, "eval": cmd_eval,
+            "export": cmd_export}
 # Bad input rather than a bug: saekit's InputError (CliError, SAEFormatError, ...) and paths that are
 # missing, in the way or not allowed.
 INPUT_ERRORS = (InputError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,

@@ -21,7 +21,6 @@ from saekit.analysis import browsing
 from saekit.analysis.features import FeatureStore
 from saekit.saes.dictionary import Dictionary, Neurons
 from saekit.widgets import html as H
-from saekit.widgets.figure_slot import FigureSlot
 
 
 class Basis(NamedTuple):
@@ -32,6 +31,10 @@ class Basis(NamedTuple):
     model: Any = None  # the nnsight model the store was built on; None: no context colouring
 
 
+HIST_CLASS = "saekit-histogram"
+HIST_BAR = "saekit-hist-bar"
+
+
 def as_basis(store: FeatureStore | Basis, dictionary: Dictionary | None = None, model: Any = None) -> Basis:
     """A Basis from a store; a neuron store gets the identity dictionary (`Neurons`) by default."""
     if isinstance(store, Basis):
@@ -39,6 +42,14 @@ def as_basis(store: FeatureStore | Basis, dictionary: Dictionary | None = None, 
     if dictionary is None and store.meta.get("kind") == "neurons":
         dictionary = Neurons(store.n_features)
     return Basis(store, dictionary, model)
+
+
+def close_children(box: widgets.Box) -> None:
+    """Close a box's children before it gets new ones, so replaced widgets leave the kernel and the notebook's
+    saved widget state instead of piling up with every feature opened."""
+    for child in box.children:
+        child.close()
+    box.children = ()
 
 
 def unit_word(basis: Basis) -> str:
@@ -63,6 +74,32 @@ def histogram_figure(hist: pd.DataFrame, title: str = "activation histogram") ->
                       xaxis_title="activation", yaxis_title="count (log)", template="plotly_white")
     fig.update_yaxes(type="log", dtick=1)  # counts fall by orders of magnitude from weak to strong activations
     return fig
+
+
+def histogram_html(hist: pd.DataFrame, title: str = "activation histogram") -> str:
+    """The same bars as `histogram_figure`, drawn as plain HTML boxes (log count heights, the bin and count in each
+    bar's tooltip). The card shows this rather than a FigureWidget: every FigureWidget carries plotly.js (~5 MB)
+    in the notebook's saved widget state, while this is a few kB and renders wherever HTML does."""
+    hist = merge_bins(hist, bars_for(int(hist["count"].sum()) if len(hist) else 0))
+    counts = hist["count"].to_numpy() if len(hist) else np.zeros(0)
+    top = max(1.0, math.log10(max(1, int(counts.max()) if len(counts) else 1)) + 1)  # decades on the axis
+    bars = []
+    for start, end, count in zip(hist["bin_start"], hist["bin_end"], counts) if len(hist) else ():
+        height = 0.0 if count <= 0 else 100 * (math.log10(count) + 1) / top  # one decade below 1 so 1 shows
+        tip = H.escape(f"activation {start:.3g} to {end:.3g}, count {int(count):,}")
+        bars.append(f"<div class='{HIST_BAR}' title='{tip}' style='flex:1 1 0;height:{height:.1f}%;"
+                    f"background:#ff7800;margin:0 1px;min-width:1px'></div>")
+    low = f"{hist['bin_start'].iloc[0]:.3g}" if len(hist) else "0"
+    high = f"{hist['bin_end'].iloc[-1]:.3g}" if len(hist) else "0"
+    ticks = "".join(f"<div style='position:absolute;right:2px;bottom:{100 * (d + 1) / top:.1f}%;font-size:9px;"
+                    f"color:#777;transform:translateY(50%)'>{10 ** d:,}</div>" for d in range(int(top)))
+    return (f"<div class='{HIST_CLASS}' style='width:370px;font-family:sans-serif;font-size:11px;color:#333'>"
+            f"<div style='font-size:13px;margin:4px 0'>{H.escape(title)}</div>"
+            f"<div style='display:flex'><div style='position:relative;width:30px;height:160px'>{ticks}</div>"
+            f"<div style='flex:1;display:flex;align-items:flex-end;height:160px;border-left:1px solid #999;"
+            f"border-bottom:1px solid #999'>{''.join(bars)}</div></div>"
+            f"<div style='display:flex;justify-content:space-between;margin-left:30px;color:#777'><span>{low}</span>"
+            f"<span>activation (count on a log scale)</span><span>{high}</span></div></div>")
 
 
 def bars_for(count: int, fewest: int = 10, most: int = 50) -> int:
@@ -145,6 +182,25 @@ def card_html(basis: Basis, feature: int, *, n_top: int = 10, n_per_interval: in
     }
 
 
+class HistogramView(widgets.HTML):
+    """The card's histogram as `histogram_html`; `figure` is the same histogram as a plotly figure (built on
+    request, never sent to the browser), e.g. to open it larger with `go.FigureWidget(view.figure)`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hist = pd.DataFrame(columns=["bin_start", "bin_end", "count"])
+        self._title = "activation histogram"
+        self.show(self._hist, self._title)
+
+    def show(self, hist: pd.DataFrame, title: str = "activation histogram") -> None:
+        self._hist, self._title = hist, title
+        self.value = histogram_html(hist, title)
+
+    @property
+    def figure(self) -> go.Figure:
+        return histogram_figure(self._hist, self._title)
+
+
 # --- the widget ------------------------------------------------------------------------------------
 
 
@@ -157,7 +213,7 @@ class FeatureCard(widgets.VBox):
     def __init__(self, *, n_top: int = 10, n_per_interval: int = 2, context: int = 12, n_nearest: int = 8) -> None:
         self.n_top, self.n_per_interval, self.context, self.n_nearest = n_top, n_per_interval, context, n_nearest
         self.summary, self.logits, self.top, self.intervals = (widgets.HTML() for _ in range(4))
-        self.histogram = FigureSlot(histogram_figure(pd.DataFrame(columns=["bin_start", "bin_end", "count"])))
+        self.histogram = HistogramView()
         self.nearest_title = widgets.HTML()
         self.nearest = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
         self.nearest.add_class("saekit-nearest")
@@ -191,7 +247,7 @@ class FeatureCard(widgets.VBox):
 
     def _show_histogram(self, hist: pd.DataFrame) -> None:
         total = int(hist["count"].sum()) if len(hist) else 0
-        self.histogram.show(histogram_figure(hist, f"activation histogram ({total:,})"))
+        self.histogram.show(hist, f"activation histogram ({total:,})")
 
     def _label(self, basis: Basis, feature: int) -> str:
         key = id(basis.store)
@@ -202,6 +258,7 @@ class FeatureCard(widgets.VBox):
 
     def _show_nearest(self, basis: Basis, feature: int) -> None:
         near = browsing.nearest_features(basis.dictionary, feature, self.n_nearest)
+        close_children(self.nearest)
         if near.empty:
             self.nearest_title.value = ""
             self.nearest.children = ()

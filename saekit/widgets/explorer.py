@@ -4,12 +4,18 @@ browsed side by side through a toggle, so features and neurons are compared the 
 
     FeatureExplorer(store, sae, model, neurons=neuron_store)      # precomputed stores
     FeatureExplorer.from_sae(sae, model, text)                    # builds the stores, then shows them
+    explorer.export_html("cards.html", features=[3, 10])         # one offline HTML file of cards to share
+
+A saved notebook keeps each explorer as last shown when its widget state is saved (JupyterLab: Settings → Save
+Widget State Automatically; `jupyter nbconvert --execute` stores it), and `jupyter nbconvert --to html` then
+draws it. That state is what is shown (the card's HTML, the table's labels), a few hundred kB per explorer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
@@ -19,7 +25,7 @@ from saekit.analysis import browsing
 from saekit.analysis.features import FeatureStore, StoreConfig
 from saekit.saes.dictionary import Dictionary
 from saekit.widgets import html as H
-from saekit.widgets.card import Basis, FeatureCard, as_basis
+from saekit.widgets.card import Basis, FeatureCard, as_basis, close_children
 
 SORTS = {"densest first": "dense", "rarest (alive) first": "rare", "feature id": "id"}
 N_RESULTS = browsing.N_RESULTS
@@ -151,8 +157,23 @@ class FeatureExplorer(widgets.VBox):
         mode = self.search_mode.value
         self.results_note.value = (f"<b>{len(found)}</b> matches among the {H.escape(self.basis_name)} for {mode} "
                                    f"<code>{H.escape(repr(text))}</code>")
+        close_children(self.results)
         self.results.children = tuple(self._result_button(int(f), label) for f, label in zip(found["feature"], labels))
         return found
+
+    def export_html(self, path: str | Path, features: Sequence[int] | None = None, basis: str | None = None,
+                    *, progress: bool = True) -> Path:
+        """Write the cards of `features` (default: the one shown) of `basis` (default: the current one) to one
+        self-contained HTML file to share (`saekit.widgets.export`); returns its path."""
+        from saekit.widgets.export import export_html
+
+        name = basis or self.basis_name
+        if name not in self.bases:
+            raise KeyError(f"no basis {name!r}; this explorer has {list(self.bases)}")
+        chosen = [self.feature if self.feature is not None else 0] if features is None else list(features)
+        return export_html(self.bases[name], path, chosen, name=name if len(self.bases) > 1 else "",
+                           n_top=self.card.n_top, n_per_interval=self.card.n_per_interval, context=self.card.context,
+                           progress=progress)
 
     def _result_button(self, feature: int, label: str) -> widgets.Button:
         button = widgets.Button(description=label, layout=widgets.Layout(width="auto"))
@@ -168,7 +189,7 @@ class FeatureExplorer(widgets.VBox):
         self.basis_name = change["new"]
         self.feature_box.max = self.store.n_features - 1
         self._refresh_table()
-        self.results.children = ()
+        close_children(self.results)
         self.results_note.value = ""
         if not self._busy:
             self.card.feature = None
