@@ -179,6 +179,9 @@ def _add_train(commands) -> None:
                        help="then tune the decoder on the KL from the model's next-token distribution to the one with "
                             "the SAE spliced in, over the text's first N tokens (codes fixed; needs an LM head; "
                             "default 0: none)")
+    train.add_argument("--log-to", action="append", choices=("tensorboard", "wandb"), default=None,
+                       help="also send the training history to TensorBoard or Weights & Biases (offline unless "
+                            "WANDB_MODE or WANDB_API_KEY says otherwise); repeatable; logs go to OUT/logs")
     train.add_argument("--batch-size", type=int, default=None,
                        help="activations per step (default: 4096, or smaller where --tokens would give under 1,000 "
                             "steps: see saekit.training.config.batch_size_for)")
@@ -658,13 +661,15 @@ def checkpoint_every(args: argparse.Namespace) -> int | None:
 
 
 def _train_config_from_args(args: argparse.Namespace, checkpoint_dir: Path | None,
-                            every: int | None) -> TrainConfig:
-    """The TrainConfig `saekit train`'s flags ask for (preset, coefficients, schedule, checkpoints)."""
+                            every: int | None, out: Path) -> TrainConfig:
+    """The TrainConfig `saekit train`'s flags ask for (preset, coefficients, schedule, checkpoints; trackers
+    writing into OUT/logs)."""
     from saekit.training import TrainConfig
 
     kwargs: dict[str, Any] = {"total_tokens": args.tokens, "lr": args.lr, "seed": args.seed,
                               "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
-                              "checkpoint_every_tokens": every, "decoder_refit_tokens": args.refit_tokens}
+                              "checkpoint_every_tokens": every, "decoder_refit_tokens": args.refit_tokens,
+                              "log_to": tuple(getattr(args, "log_to", None) or ()), "log_dir": str(out / "logs")}
     if args.l1 is not None:
         kwargs["l1_coefficient"] = args.l1
     try:
@@ -798,7 +803,7 @@ def _train_in(out: Path, args: argparse.Namespace, parallel: Any) -> int:
     sae_kwargs = {"k": args.k} if args.k is not None else {}
     provenance = source.provenance()
     args = with_chosen_lr(args, source.d_in)
-    train_cfg = _train_config_from_args(args, checkpoints if every else None, every)
+    train_cfg = _train_config_from_args(args, checkpoints if every else None, every, out)
     sae = SAE.create(
         args.arch, d_in=source.d_in, n_features=args.features, d_out=source.d_out,
         n_models=max(1, len(provenance.models)), seed=args.seed, dtype=torch_dtype(args.dtype), device=device,
@@ -932,7 +937,7 @@ def _sweep_in(out: Path, members: list[tuple[str, argparse.Namespace]], quiet: b
         folder = out / name
         every = checkpoint_every(member)
         configs.append(_train_config_from_args(with_chosen_lr(member, width - (d_out or 0)),
-                                               folder / CHECKPOINTS if every else None, every))
+                                               folder / CHECKPOINTS if every else None, every, folder))
         resumes.append(_resume_point(member, folder / CHECKPOINTS))
         extra = {"device": member.device, "checkpoint_every_tokens": every, "sweep": str(out)}
         folder.mkdir(parents=True, exist_ok=True)

@@ -154,3 +154,16 @@ def test_eval_at_a_friendly_site(trained, capsys):
         assert at_site[key] == pytest.approx(plain[key], rel=1e-5), key
     assert main(["eval", str(trained), "--layer", "0", "--tokens", "256"]) == 1
     assert "--layer and --site go together" in capsys.readouterr().err
+
+
+def test_train_logs_to_tensorboard_in_the_output_folder(tiny_lm_dir, text_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "logged"
+    assert main(_train_args(tiny_lm_dir, text_dir, out) + ["--log-to", "tensorboard"]) == 0
+    [run] = [p for p in (out / "logs").iterdir() if p.is_dir()]
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert len(events.Scalars("train/fvu")) >= 1
+    assert "log_to" not in json.loads((out / "run.json").read_text())["settings"]  # where it logs, not what it trains
