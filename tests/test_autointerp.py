@@ -283,3 +283,14 @@ def test_markup_corpus_reaches_prompts_escaped(tmp_path):
 def test_units_come_back_in_order_of_request(tiny, tiny_lm):
     units = A.unit_records(tiny.store, [9, 2], tiny_lm, tiny.sae, A.RecordConfig(n_random=1))
     assert [u.unit for u in units] == [9, 2]
+
+
+def test_prompts_from_a_real_store_mark_its_top_example(tiny, tiny_lm):
+    [unit] = A.unit_records(tiny.store, [4], tiny_lm, tiny.sae, A.RecordConfig(n_random=2))
+    top = max(unit.explain, key=lambda r: r.activations.max())
+    peak = int(top.activations.argmax())
+    text = P.explain_prompt_text(unit, P.PromptLimits())
+    assert f"{P.OPEN}{P.prompt_token(top.tokens[peak])}{P.CLOSE}" in text.split("\n")[0]  # the strongest excerpt first
+    assert f"{P.quoted(top.tokens[peak])} 10" in text.split("\n")[1]
+    simulate = P.simulate_prompt_text("anything", unit.test[0])
+    assert simulate.count("\n") == len(unit.test[0].tokens) + 2  # explanation, blank, header, one line per token
