@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONAL = ("ipywidgets", "plotly", "umap", "anthropic", "openai", "wordllama", "anywidget", "playwright", "mkdocs")
@@ -89,3 +91,27 @@ def test_import_saekit_loads_no_optional_package():
     seen = subprocess.run([sys.executable, "-c", code.replace("import sys, saekit", "import sys, saekit, plotly")],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert seen.stdout.split() == ["plotly"]
+
+
+def test_lock_pins_every_dependency_make_venv_installs():
+    """requirements.lock covers pyproject's dependencies and the extras `make lock` names, within their ranges
+    (a package added to pyproject without `make lock` fails here, not in someone's fresh venv)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (extras,) = re.findall(r"^LOCK_EXTRAS \?= (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    lock = (ROOT / "requirements.lock").read_text()
+    pins = {canonicalize_name(n): v for n, v in re.findall(r"^([A-Za-z0-9._-]+)==(\S+) \\$", lock, re.MULTILINE)}
+    lines = lock.splitlines()
+    entries = [i for i, line in enumerate(lines) if line and not line.lstrip().startswith(("#", "--hash"))]
+    assert len(entries) == len(pins) > 100  # nothing but exact pins
+    assert all(lines[i + 1].startswith("    --hash=sha256:") for i in entries)  # each with its hashes
+    wanted = [*project["dependencies"], *(p for e in extras.split(",") for p in project["optional-dependencies"][e])]
+    for line in wanted:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        if name == "torch":
+            assert name not in pins  # installed first from TORCH_SPEC
+            continue
+        assert name in pins, f"{name} is not in requirements.lock: run `make lock`"
+        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} vs {line}"
