@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache(commands)
     _add_eval(commands)
     _add_export(commands)
+    _add_doctor(commands)
     return parser
 
 
@@ -1060,8 +1061,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_doctor(commands) -> None:
+    doc = commands.add_parser("doctor", help="check the installation: versions, torch build, widgets, demo; and fixes")
+    doc.add_argument("--json", action="store_true", help="print the checks as a JSON list")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from saekit.doctor import run
+
+    return run(json_output=args.json)
+
+
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "sweep": cmd_sweep, "cache": cmd_cache, "eval": cmd_eval,
-            "export": cmd_export}
+            "export": cmd_export, "doctor": cmd_doctor}
 # Bad input rather than a bug: saekit's InputError (CliError, SAEFormatError, ...) and paths that are
 # missing, in the way or not allowed.
 INPUT_ERRORS = (InputError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,

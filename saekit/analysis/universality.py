@@ -64,7 +64,7 @@ class CoactivationSums:
 
     @property
     def cross(self) -> Tensor:
-        """Σ_t f_a[t]ᵀ f_b[t] [d_a, d_b] (float64) over every token added so far."""
+        """`Σ_t f_a[t]ᵀ f_b[t]`, [d_a, d_b] (float64), over every token added so far."""
         self._flush()
         return self._cross
 
