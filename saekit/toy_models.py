@@ -75,7 +75,7 @@ class ToyModel(nn.Module):
 
     def __init__(self, n_instances: int, n_features: int, d_hidden: int, generator: torch.Generator) -> None:
         super().__init__()
-        bound = (6 / (n_features + d_hidden)) ** 0.5  # Xavier-uniform, as in the paper's code
+        bound = (6 / (n_features + d_hidden)) ** 0.5  # Xavier-uniform
         self.W = nn.Parameter((torch.rand(n_instances, d_hidden, n_features, generator=generator) * 2 - 1) * bound)
         self.b = nn.Parameter(torch.zeros(n_instances, n_features))
 
