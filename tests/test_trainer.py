@@ -16,12 +16,17 @@ def run(arch, n_batches=300, batch=1024, cfg=None, **kw):
     return saekit.train(sae, TRUTH.batches(batch, n_batches), cfg, progress=False)
 
 
-@pytest.mark.parametrize("arch", ["relu", "topk"])
-def test_recovers_known_sparse_dictionary(arch):
-    """More true directions (64) than dimensions (32), each active on 3 % of tokens: ≥ 90 % found at cos ≥ 0.9."""
-    result = run(arch)
+@pytest.mark.parametrize(("arch", "recipe", "max_fvu"), [("relu", dict(lr=1e-2, l1_coefficient=3.0), 0.25),
+                                                          ("topk", dict(lr=3e-3), 0.15)])
+def test_recovers_known_sparse_dictionary(arch, recipe, max_fvu):
+    """More true directions (64) than dimensions (32), each active on 3 % of tokens: ≥ 90 % found at cos ≥ 0.9,
+    from an initialisation that matches none (seed 1: seed 0 draws the true directions themselves)."""
+    sae = saekit.SAE.create(arch, 32, 128, seed=1, **with_k(arch, 4))
+    assert matched_fraction(sae.W_dec.detach(), TRUTH.directions, 0.9) == 0.0
+    result = saekit.train(sae, TRUTH.batches(1024, 300), saekit.TrainConfig(total_tokens=1024 * 300, **recipe),
+                          progress=False)
     assert matched_fraction(result.sae.W_dec.detach(), TRUTH.directions, 0.9) >= 0.9
-    assert result.history["fvu"].iloc[-1] < 0.15
+    assert result.history["fvu"].iloc[-1] < max_fvu
 
 
 @pytest.mark.parametrize("arch", ARCHS)
