@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -162,32 +164,64 @@ def chromium():
             browser.close()
 
 
+class Session(NamedTuple):
+    """A front end's page on the notebook, and the dialogs the page raised."""
+
+    name: str
+    page: Any
+    dialogs: list[str]
+    url: str
+    token: str
+
+
+@pytest.fixture(scope="module")
+def running(notebook_folder, chromium) -> Iterator[dict[str, Session | str]]:
+    """Every front end at once, its own copy of the notebook open and run from the Run menu: the kernels run side
+    by side. A front end that cannot serve maps to the reason."""
+    found: dict[str, Session | str] = {}
+    with ExitStack() as stack:
+        for name, (module, path, width) in FRONT_ENDS.items():
+            reason = _has(module, 4 if module == "jupyterlab" else 7)
+            if reason:
+                found[name] = reason
+                continue
+            shutil.copy(notebook_folder / "frontends.ipynb", notebook_folder / f"{name}.ipynb")
+            url, token = stack.enter_context(jupyter(module, notebook_folder))
+            page = chromium.new_page(viewport={"width": width, "height": HEIGHT})
+            stack.callback(page.close)
+            dialogs: list[str] = []
+            page.on("dialog", lambda dialog, seen=dialogs: (seen.append(dialog.message), dialog.dismiss()))
+            page.goto(f"{url}{path}{name}.ipynb?token={token}", timeout=PAGE_READY_MS)
+            found[name] = Session(name, page, dialogs, url, token)
+        for session in found.values():
+            if isinstance(session, Session):
+                run_all_cells(session)
+        yield found
+
+
+def run_all_cells(session: Session) -> None:
+    """Once the notebook shows and its kernel is idle, Run → Run All Cells."""
+    page = session.page
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=PAGE_READY_MS)
+    deadline = time.monotonic() + PAGE_READY_MS / 1000
+    while not kernel_idle(session.url, session.token):
+        assert time.monotonic() < deadline, f"the kernel did not start in {session.name}"
+        time.sleep(0.3)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
+
+
 @pytest.fixture(scope="module", params=list(FRONT_ENDS))
-def front_end(request, notebook_folder, chromium):
-    """The notebook open in one front end, every cell run from the Run menu, every widget drawn."""
-    module, path, width = FRONT_ENDS[request.param]
-    reason = _has(module, 4 if module == "jupyterlab" else 7)
-    if reason:
-        pytest.skip(reason)
-    with jupyter(module, notebook_folder) as (url, token):
-        page = chromium.new_page(viewport={"width": width, "height": HEIGHT})
-        dialogs: list[str] = []
-        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-        try:
-            page.goto(f"{url}{path}frontends.ipynb?token={token}", timeout=PAGE_READY_MS)
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=PAGE_READY_MS)
-            deadline = time.monotonic() + PAGE_READY_MS / 1000
-            while not kernel_idle(url, token):
-                assert time.monotonic() < deadline, "the kernel did not start"
-                time.sleep(0.3)
-            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-            page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
-            page.wait_for_selector(".saekit-card .saekit-tok", state="visible", timeout=PAGE_READY_MS)
-            page.wait_for_selector(".saekit-map .js-plotly-plot .scatterlayer .points path", timeout=PAGE_READY_MS)
-            page.wait_for_selector(".saekit-splitting .js-plotly-plot .textpoint", timeout=PAGE_READY_MS)
-            yield page, dialogs, request.param
-        finally:
-            page.close()
+def front_end(request, running) -> Session:
+    """One front end's page once every widget has drawn."""
+    session = running[request.param]
+    if isinstance(session, str):
+        pytest.skip(session)
+    page = session.page
+    page.wait_for_selector(".saekit-card .saekit-tok", state="visible", timeout=PAGE_READY_MS)
+    page.wait_for_selector(".saekit-map .js-plotly-plot .scatterlayer .points path", timeout=PAGE_READY_MS)
+    page.wait_for_selector(".saekit-splitting .js-plotly-plot .textpoint", timeout=PAGE_READY_MS)
+    return session
 
 
 def card_title(page) -> str:
@@ -195,7 +229,7 @@ def card_title(page) -> str:
 
 
 def test_explorer_draws_and_follows_a_selection(front_end, notebook_folder):
-    page, dialogs, name = front_end
+    page, dialogs, name = front_end.page, front_end.dialogs, front_end.name
     assert card_title(page).endswith("neuron 0")
     assert highlighted_tokens(page, ".saekit-card") > 0
     box = page.locator(".saekit-feature-id input").first
@@ -209,7 +243,7 @@ def test_explorer_draws_and_follows_a_selection(front_end, notebook_folder):
 
 
 def test_plotly_figures_draw_and_the_tree_fits_the_output_area(front_end, notebook_folder):
-    page, dialogs, name = front_end
+    page, dialogs, name = front_end.page, front_end.dialogs, front_end.name
     points = page.locator(".saekit-map .scatterlayer .trace .points path")
     assert points.count() == 128
     boxes = page.evaluate(
@@ -237,7 +271,7 @@ def test_plotly_figures_draw_and_the_tree_fits_the_output_area(front_end, notebo
 
 
 def test_no_markup_runs_or_becomes_an_element(front_end):
-    page, dialogs, name = front_end
+    page, dialogs = front_end.page, front_end.dialogs
     page.wait_for_timeout(300)  # an onerror or onload would fire as soon as its element appeared
     assert injected(page, ".saekit-explorer, .saekit-map, .saekit-splitting") == []
     for selector in ("img[src=x]", "[onerror]", "[onload]"):
