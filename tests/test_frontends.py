@@ -2,7 +2,8 @@
 
 For each front end, one server (`jupyter lab` / `jupyter notebook`) on a free loopback port with a token opens a
 notebook holding an explorer, a feature map and a splitting tree over the markup model of tests/helpers.py (whose
-tokens are whole `<img onerror>` and `<script>` strings). The page runs every cell from the Run menu; then:
+tokens are whole `<img onerror>` and `<script>` strings). The page runs every cell from the Run menu (both front
+ends at once, so their kernels start side by side); then:
 
 - the explorer's card draws highlighted tokens, and selecting another feature changes it;
 - the map's and the tree's plotly figures draw, and the tree's labels lie inside the notebook's output area;
