@@ -10,8 +10,10 @@ table linked by decoder cosine when one is given.
 
 from __future__ import annotations
 
+import math
+import unicodedata
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import ipywidgets as widgets
 import numpy as np
@@ -22,12 +24,21 @@ from saekit.analysis.browsing import splitting_data
 from saekit.analysis.features import FeatureStore
 from saekit.analysis.maps import hover_labels
 from saekit.analysis.splitting import DEFAULT_THRESHOLD, families, feature_family
+from saekit.errors import InputError
 from saekit.saes.dictionary import Dictionary
 from saekit.widgets import html as H
 from saekit.widgets.figure_slot import FigureSlot
 
 VIEWS = {"activation cosine": "activation_cosine", "decoder cosine": "decoder_cosine"}
 Node = tuple[int, int]  # (size, feature)
+FONT_PX = 12  # node labels' font size
+GLYPH_EM = 0.62  # an average glyph's width in em (generous for plotly's sans-serif); wide CJK glyphs count 1
+TOKEN_PX = 135  # a node's token is cut to this width, about 18 latin characters (the hover shows it whole)
+LABEL_GAP_PX = 12  # from a node's centre to its label: the marker's radius and some space
+MARKER_PX = 14  # a node's diameter
+MARGIN_PX = 20  # the plot's left margin and the least right one
+X_PAD = (0.15, 0.05)  # the x axis runs this far (in columns) left of the first column and right of the last
+WIDTH_PX = 800  # the tree's width unless told: the narrowest usual notebook output area
 
 
 class Labels:
@@ -55,6 +66,59 @@ class Labels:
         return self._hover[size][feature]
 
 
+def text_width_px(text: str, font_px: int = FONT_PX) -> float:
+    """An estimate of `text`'s drawn width, on the wide side (plotly measures only in the browser)."""
+    return font_px * sum(1.0 if unicodedata.east_asian_width(ch) in "WF" else GLYPH_EM for ch in text)
+
+
+def shorten(text: str, max_px: float) -> str:
+    """`text`, or its longest start that fits `max_px` with an ellipsis after it."""
+    if text_width_px(text) <= max_px:
+        return text
+    room = max_px - text_width_px("…")
+    kept = ""
+    for ch in text:
+        if text_width_px(kept + ch) > room:
+            break
+        kept += ch
+    return kept + "…"
+
+
+def right_margin(last_labels: Sequence[str], tick: str = "") -> int:
+    """Pixels right of the last column that hold its labels (drawn right of each node) and half its tick."""
+    widest = max((text_width_px(t) for t in last_labels), default=0.0)
+    return math.ceil(max(MARGIN_PX, LABEL_GAP_PX + widest + 4, text_width_px(tick) / 2 + 4))
+
+
+class TreeFit(NamedTuple):
+    """A tree's node labels fitted to a figure's width."""
+
+    texts: list[str]  # each node's label, plain text: "#feature token", the token cut to its room
+    margin_right: int  # px right of the last column, holding its labels and half its tick
+    column_px: float  # px between neighbouring columns
+
+
+def fit_labels(features: Sequence[int], tokens: Sequence[str], columns: Sequence[int], n_columns: int,
+               width: int = WIDTH_PX, last_tick: str = "") -> TreeFit:
+    """Labels for nodes (`features`, their `tokens`, their `columns` of `n_columns`) in a figure `width` px
+    wide: the last column's tokens are cut to TOKEN_PX and get a right margin that holds them; every other
+    token is cut further where needed, so that its label ends before the next column's nodes, and left out
+    where not even three characters fit (columns closer than the ids alone need may still overlap)."""
+    last = n_columns - 1
+
+    def label(feature: int, token: str, max_px: float) -> str:
+        fits = token and max_px >= text_width_px("'ab…")
+        return f"#{feature} {shorten(token, max_px)}" if fits else f"#{feature}"
+
+    margin = right_margin([label(f, t, TOKEN_PX) for f, t, c in zip(features, tokens, columns) if c == last],
+                          last_tick)
+    column_px = (width - MARGIN_PX - margin) / (last + sum(X_PAD))
+    room = column_px - LABEL_GAP_PX - MARKER_PX / 2 - 2  # from a label's start to the next column's nodes
+    texts = [label(f, t, TOKEN_PX if c == last else min(TOKEN_PX, room - text_width_px(f"#{f} ")))
+             for f, t, c in zip(features, tokens, columns)]
+    return TreeFit(texts, margin, column_px)
+
+
 def tree_layout(family: pd.DataFrame) -> pd.DataFrame:
     """`family` (from `feature_family`) with x (level: 0 = coarsest size) and y (leaves stacked, each
     parent centred on its children) for drawing."""
@@ -79,9 +143,11 @@ def tree_layout(family: pd.DataFrame) -> pd.DataFrame:
 
 
 def family_figure(family: pd.DataFrame, labels: Labels | None = None, view: str = "activation cosine",
-                  title: str | None = None) -> go.Figure:
-    """The family as a tree: nodes by size (coarse → fine, left → right), edges weighted by the chosen
-    cosine ("activation cosine" or "decoder cosine"), each node labelled with its top token."""
+                  title: str | None = None, width: int = WIDTH_PX) -> go.Figure:
+    """The family as a tree `width` pixels wide: nodes by size (coarse → fine, left → right), edges weighted
+    by the chosen cosine ("activation cosine" or "decoder cosine"), each node labelled with its top token."""
+    if width < 300:
+        raise InputError(f"a tree {width} px wide has no room for its labels: pass width=300 or more")
     column = VIEWS[view]
     laid = tree_layout(family)
     at = {(int(r.size), int(r.feature)): (r.x, r.y) for r in laid.itertuples(index=False)}
@@ -94,25 +160,30 @@ def family_figure(family: pd.DataFrame, labels: Labels | None = None, view: str 
                                  line=dict(color=f"rgba(90,90,90,{0.25 + 0.75 * max(min(weight, 1), 0):.2f})",
                                            width=1 + 5 * max(weight, 0))))
     _edge_labels(fig, laid, at, column)
-    text = [f"#{int(r.feature)} {labels.token(int(r.size), int(r.feature)) if labels else ''}"
-            for r in laid.itertuples(index=False)]
+    sizes = sorted(laid["size"].unique())
+    ticks = [f"{int(s):,} features" for s in sizes]
+    tokens = [labels.token(int(r.size), int(r.feature)) if labels else "" for r in laid.itertuples(index=False)]
+    fit = fit_labels(laid["feature"].astype(int).tolist(), tokens, laid["x"].tolist(), len(sizes), width, ticks[-1])
     hover = [f"<b>size {int(r.size):,} · feature {int(r.feature)}</b><br>"
              f"{H.plotly_text(labels.hover(int(r.size), int(r.feature))) if labels else ''}"
              for r in laid.itertuples(index=False)]
     fig.add_trace(go.Scatter(
-        x=laid["x"], y=laid["y"], mode="markers+text", text=[H.plotly_text(t) for t in text],
-        textposition="middle right",
+        x=laid["x"], y=laid["y"], mode="markers+text", text=[H.plotly_text(t) for t in fit.texts],
+        textposition="middle right", textfont=dict(size=FONT_PX), cliponaxis=False,
         hovertext=hover, hoverinfo="text", showlegend=False, customdata=laid[["size", "feature"]].to_numpy(dtype=int),
-        marker=dict(size=14, color=["#d62728" if q else "#ff7800" for q in laid["is_query"]],
+        marker=dict(size=MARKER_PX, color=["#d62728" if q else "#ff7800" for q in laid["is_query"]],
                     line=dict(color="white", width=1))))
-    sizes = sorted(laid["size"].unique())
+    last = len(sizes) - 1
     root = laid.iloc[0]
+    # a set width: plotly's FigureWidget draws before it is on the page and never autosizes to its container.
+    # The last column's labels get a right margin of their own: plotly does not widen one for text.
     fig.update_layout(
         title=title or f"family of feature {int(root.feature)} (size {int(root['size']):,}); edges: {view}",
-        height=max(260, 34 * (laid["y"].max() - laid["y"].min() + 2)), width=260 * len(sizes) + 120,
-        template="plotly_white", margin=dict(l=20, r=20, t=45, b=30), hoverlabel=dict(align="left"),
-        xaxis=dict(tickvals=list(range(len(sizes))), ticktext=[f"{int(s):,} features" for s in sizes],
-                   range=[-0.2, len(sizes) - 0.3], showgrid=False, zeroline=False),
+        height=max(260, 34 * (laid["y"].max() - laid["y"].min() + 2)), width=width,
+        template="plotly_white", hoverlabel=dict(align="left"),
+        margin=dict(l=MARGIN_PX, t=45, b=30, r=fit.margin_right),
+        xaxis=dict(tickvals=list(range(len(sizes))), ticktext=ticks, range=[-X_PAD[0], last + X_PAD[1]],
+                   showgrid=False, zeroline=False),
         yaxis=dict(showticklabels=False, showgrid=False, zeroline=False))
     return fig
 
@@ -171,12 +242,13 @@ class SplittingView(widgets.VBox):
 
     def __init__(self, edges: pd.DataFrame, stores: Mapping[int, FeatureStore] | Sequence[FeatureStore] = (), *,
                  decoder_edges: pd.DataFrame | None = None, min_sizes: int = 3,
-                 feature: tuple[int, int] | None = None) -> None:
+                 feature: tuple[int, int] | None = None, width: int = WIDTH_PX) -> None:
         if edges.empty:
             raise ValueError("no edges to draw: lower the threshold of split_edges or use more text")
         self.edges = {"activation cosine": edges, "decoder cosine": decoder_edges if decoder_edges is not None
                       else edges}
         self.labels = Labels(stores)
+        self.width = width
         sizes = sorted(set(edges["size_from"]) | set(edges["size_to"]))
         options = family_options(edges, self.labels, min_sizes)
         self.family_picker = widgets.Dropdown(options=options, description="family",
@@ -222,12 +294,12 @@ class SplittingView(widgets.VBox):
         """Draw the family holding `feature` of the dictionary of `size`; returns it."""
         self.query = (int(size), int(feature))
         family = self.family(*self.query)
-        self.slot.show(family_figure(family, self.labels, self.view_picker.value))
+        self.slot.show(family_figure(family, self.labels, self.view_picker.value, width=self.width))
         self.listing.value = coarse_to_fine_html(family, self.labels)
         return family
 
 
 def splitting_figure(edges: pd.DataFrame, size: int, feature: int, stores: Any = (),
-                     view: str = "activation cosine") -> go.Figure:
+                     view: str = "activation cosine", width: int = WIDTH_PX) -> go.Figure:
     """The static tree of one family, in one call."""
-    return family_figure(feature_family(edges, size, feature), Labels(stores), view)
+    return family_figure(feature_family(edges, size, feature), Labels(stores), view, width=width)
