@@ -15,7 +15,6 @@ Skipped, with the reason, when Chromium, Playwright or Voilà is missing (`make 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path(os.environ.get("SAEKIT_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, free_port, highlighted_tokens, injected, write_notebook
+
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = os.environ.get("SAEKIT_SCREENSHOTS")  # a folder: take the README screenshots there
 SERVER_START_S = 45  # Voilà's own start
@@ -59,20 +58,8 @@ from helpers import (  # noqa: E402
 # --- serving and browsing ----------------------------------------------------------------------------
 
 
-def write_notebook(path: Path, cells: list[str]) -> Path:
-    """A code-only notebook with the python3 kernelspec."""
-    import nbformat
-
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nbformat.write(nb, path)
-    return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -139,12 +126,6 @@ def open_notebook(page, url: str, ready: str) -> None:
     page.wait_for_selector(ready, state="visible", timeout=PAGE_READY_MS)
 
 
-def highlighted_tokens(page, scope: str) -> int:
-    """How many token spans under `scope` are drawn with a non-transparent background."""
-    return page.evaluate(
-        """scope => Array.from(document.querySelectorAll(scope + ' .saekit-tok'))
-             .filter(e => { const c = getComputedStyle(e).backgroundColor;
-                            return c !== 'rgba(0, 0, 0, 0)' && !/, 0\\)$/.test(c); }).length""", scope)
 
 
 def card_title(page) -> str:
@@ -262,25 +243,6 @@ PAYLOAD_CELLS = [
 ]
 PAYLOAD_VIEWS = ".saekit-explorer, .saekit-map, .saekit-steering"
 
-
-def injected(page, scope: str) -> list[str]:
-    """Elements under `scope` that markup in the shown text would have made: img, script, iframe, svg or
-    textarea inside an HTML widget, <b>x</b>, and any element carrying an on* attribute."""
-    return page.evaluate(
-        """scope => {
-             const found = [];
-             for (const root of document.querySelectorAll(scope)) {
-               for (const e of root.querySelectorAll('.widget-html-content img, .widget-html-content script, '
-                    + '.widget-html-content iframe, .widget-html-content svg, .widget-html-content textarea'))
-                 found.push(e.outerHTML.slice(0, 120));
-               for (const e of root.querySelectorAll('b'))
-                 if (e.textContent === 'x') found.push(e.outerHTML);
-               for (const e of root.querySelectorAll('*'))
-                 for (const a of e.attributes)
-                   if (a.name.startsWith('on')) found.push(e.tagName + ' ' + a.name);
-             }
-             return found;
-           }""", scope)
 
 
 def shown_tokens(store, feature: int) -> set[str]:
