@@ -7,6 +7,8 @@ from saekit.activations import nnsight_api as api
 
 from helpers import build_tiny_bert, build_tiny_gpt2, write_text_folder
 
+pytest_plugins = ("browser_helpers",)  # the `chromium` fixture, for every browser test module
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():

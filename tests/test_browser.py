@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import CHROMIUM, CHROMIUM_ARGS, free_port, highlighted_tokens, injected, write_notebook
+from browser_helpers import CHROMIUM, free_port, highlighted_tokens, injected, write_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = os.environ.get("SAEKIT_SCREENSHOTS")  # a folder: take the README screenshots there
@@ -96,16 +96,6 @@ def voila(notebook: Path) -> Iterator[str]:
             server.kill()
         log.close()
 
-
-@pytest.fixture(scope="module")
-def chromium():
-    """One headless Chromium for the module (Playwright's sync API cannot nest)."""
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @contextmanager

@@ -7,9 +7,7 @@ histograms draw and hold the unit's activation count, no dialog fires and nothin
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,10 +22,9 @@ from saekit.widgets.card import as_basis
 from saekit.widgets.explorer import FeatureExplorer
 from saekit.widgets.export import CARD_CLASS, cards_document, export_html
 
+from browser_helpers import CHROMIUM
 from helpers import HOOK, MARKUP_STORE, PAYLOADS, build_payload_model, dense_acts, payload_windows, units_on
 
-CHROMIUM = Path(os.environ.get("SAEKIT_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PLOTLY_BANNER = re.compile(r"\* plotly\.js v\d")
 SECTION = re.compile(r"<section class='" + CARD_CLASS + r"' id='neuron-(\d+)'>(.*?)</section>", re.S)
 TOP_VALUE = re.compile(r'font-weight:bold;[^"]*" title="[^"]* activation ([-\d.e+]+)"')
@@ -146,8 +143,7 @@ def test_saekit_export_bad_input_is_one_line(payload, tmp_path, capsys, args, me
 
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-def test_the_page_renders_offline_in_chromium(payload):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
+def test_the_page_renders_offline_in_chromium(payload, chromium):
     _, store, features, path, acts = payload
     url = path.resolve().as_uri()
     requests: list[str] = []
@@ -157,28 +153,26 @@ def test_the_page_renders_offline_in_chromium(payload):
         requests.append(r.request.url)
         r.continue_() if r.request.url == url else r.abort()
 
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.route("**/*", route)
-            page.goto(url)
-            page.wait_for_selector(".saekit-export-histogram .main-svg", timeout=20_000)
-            found = page.evaluate("""() => [...document.querySelectorAll('section.saekit-export-card')].map(s => ({
-                id: s.id,
-                svg: s.querySelectorAll('.saekit-export-histogram svg.main-svg').length,
-                bars: s.querySelectorAll('.saekit-export-histogram g.point').length,
-                total: Array.from(s.querySelector('.js-plotly-plot')._fullData[0].y).reduce((a, b) => a + Number(b), 0),
-                tokens: s.querySelectorAll('.saekit-tok').length,
-                injected: [...s.querySelectorAll('img, script, iframe, svg, textarea, [onerror], [onload], '
-                                                  + '[onmouseover]')]
-                          .filter(e => !e.closest('.saekit-export-histogram'))  // plotly's own script and svg
-                          .concat([...s.querySelectorAll('b')].filter(e => e.textContent === 'x'))
-                          .map(e => e.outerHTML.slice(0, 80)),
-            }))""")
-        finally:
-            browser.close()
+    page = chromium.new_page(viewport={"width": 1200, "height": 900})
+    try:
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.route("**/*", route)
+        page.goto(url)
+        page.wait_for_selector(".saekit-export-histogram .main-svg", timeout=20_000)
+        found = page.evaluate("""() => [...document.querySelectorAll('section.saekit-export-card')].map(s => ({
+            id: s.id,
+            svg: s.querySelectorAll('.saekit-export-histogram svg.main-svg').length,
+            bars: s.querySelectorAll('.saekit-export-histogram g.point').length,
+            total: Array.from(s.querySelector('.js-plotly-plot')._fullData[0].y).reduce((a, b) => a + Number(b), 0),
+            tokens: s.querySelectorAll('.saekit-tok').length,
+            injected: [...s.querySelectorAll('img, script, iframe, svg, textarea, [onerror], [onload], '
+                                              + '[onmouseover]')]
+                      .filter(e => !e.closest('.saekit-export-histogram'))  // plotly's own script and svg
+                      .concat([...s.querySelectorAll('b')].filter(e => e.textContent === 'x'))
+                      .map(e => e.outerHTML.slice(0, 80)),
+        }))""")
+    finally:
+        page.close()
     assert [f["id"] for f in found] == [f"neuron-{f}" for f in features]
     for feature, card in zip(features, found):
         assert card["svg"] >= 1 and card["bars"] >= 1 and card["tokens"] > 0 and card["injected"] == []

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from browser_helpers import CHROMIUM, CHROMIUM_ARGS, free_port, highlighted_tokens, injected, write_notebook
+from browser_helpers import CHROMIUM, free_port, highlighted_tokens, injected, write_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER_START_S = 60  # a server's own start, on two busy cores
@@ -153,16 +153,6 @@ def notebook_folder(tmp_path_factory) -> Path:
     write_notebook(folder / "frontends.ipynb", cells)
     return folder
 
-
-@pytest.fixture(scope="module")
-def chromium():
-    """One headless Chromium for the module (Playwright's sync API cannot nest)."""
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 class Session(NamedTuple):

@@ -7,6 +7,7 @@ checks shapes, dtypes and finiteness, and builds the SAE.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -44,6 +45,17 @@ def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; anything else (bad JSON, a list, not UTF-8) is an SAEFormatError naming it."""
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SAEFormatError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise SAEFormatError(f"{path} must hold a JSON object, not {type(value).__name__}")
+    return value
 
 
 def check_finite(source: Path, tensors: dict[str, Tensor]) -> None:

@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from saekit.formats.common import SAEFormatError, atomic_write, check_finite, saekit_version
+from saekit.formats.common import SAEFormatError, atomic_write, check_finite, json_object, saekit_version
 from saekit.saes import SAE, sae_class
 from saekit.saes.provenance import Provenance
 from saekit.saes.registry import saelens_architectures, saelens_class
@@ -83,12 +83,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     cfg_path = folder / CFG_FILE
     if not cfg_path.is_file():
         raise SAEFormatError(f"{cfg_path} is missing: this folder is not an SAE folder")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SAEFormatError(f"{cfg_path} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise SAEFormatError(f"{cfg_path} must hold a JSON object, not {type(cfg).__name__}")
+    cfg = json_object(cfg_path)
     for key in ("d_in", "d_sae", "d_out"):
         value = cfg.get(key)
         if key == "d_out" and value is None:

@@ -9,14 +9,12 @@ skip connection (`W_skip`) have no saekit architecture and are refused.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 
-from saekit.formats.common import SAEFormatError, assemble, positive_int
+from saekit.formats.common import SAEFormatError, assemble, json_object, positive_int
 from saekit.saes import SAE
 from saekit.saes.provenance import Provenance
 
@@ -56,22 +54,13 @@ def hook_folder(folder: Path, hook: str | None) -> Path:
                          f"name one, e.g. load_sae(path, hook={found[0]!r})")
 
 
-def _config(cfg_path: Path) -> dict[str, Any]:
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SAEFormatError(f"{cfg_path} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise SAEFormatError(f"{cfg_path} must hold a JSON object, not {type(cfg).__name__}")
-    return cfg
-
 
 def load_sparsify(path: Path, *, hook: str | None = None, dtype: torch.dtype | None = None,
                   allow_nonfinite: bool = False) -> SAE:
     """The TopK SAE (or transcoder) of one sparsify hookpoint."""
     folder = hook_folder(Path(path), hook)
     cfg_path, weights_path = folder / CFG_FILE, folder / WEIGHTS_FILE
-    cfg = _config(cfg_path)
+    cfg = json_object(cfg_path)
     d_in = positive_int(cfg_path, "d_in", cfg.get("d_in"))
     num_latents = cfg.get("num_latents") or d_in * positive_int(cfg_path, "expansion_factor",
                                                                  cfg.get("expansion_factor", 32))
