@@ -23,6 +23,11 @@ PLACEHOLDER = "x" * 200
 """The explanation an estimate assumes before any is written (about 50 tokens: explanations are one phrase)."""
 
 
+def client_name(client: LLMClient) -> str:
+    """How scores and explanations name a language model: provider:model."""
+    return f"{client.provider}:{client.model}"
+
+
 def _prompt(system: str, user: str, max_tokens: int) -> Prompt:
     from saekit.llm.client import Prompt
 
@@ -38,7 +43,7 @@ class LMExplainer:
 
     @property
     def name(self) -> str:
-        return f"{self.client.provider}:{self.client.model}"
+        return client_name(self.client)
 
     def prompts(self, units: Sequence[UnitRecords]) -> list[Prompt]:
         return [_prompt(P.EXPLAIN_SYSTEM, P.explain_prompt_text(u, self.limits), self.limits.explanation_tokens)
@@ -62,7 +67,7 @@ class LMSimulator:
 
     @property
     def name(self) -> str:
-        return f"{self.client.provider}:{self.client.model}"
+        return client_name(self.client)
 
     def prompts(self, jobs: Sequence[tuple[str, ActivationRecord]]) -> list[Prompt]:
         return [_prompt(P.SIMULATE_SYSTEM, P.simulate_prompt_text(text, record),
@@ -87,7 +92,7 @@ class LMJudge:
 
     @property
     def name(self) -> str:
-        return f"{self.client.provider}:{self.client.model}"
+        return client_name(self.client)
 
     def _batches(self, jobs: Sequence[tuple[str, Sequence[JudgeItem]]], mode: JudgeMode) -> list[tuple[int, Prompt]]:
         """(job index, prompt) for each batch of each job's excerpts, in order."""
