@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from saekit.analysis.features import FeatureStore, window_activations
 from saekit.errors import InputError
@@ -98,7 +99,7 @@ class RecordConfig:
 
 
 def unit_records(store: FeatureStore, units: Sequence[int], model: Any, dictionary: Dictionary | None = None,
-                 config: RecordConfig = RecordConfig()) -> list[UnitRecords]:
+                 config: RecordConfig = RecordConfig(), progress: bool = True) -> list[UnitRecords]:
     """The explanation and test excerpts of each unit of `store`, with activations recomputed through `model` at
     the store's hook (`dictionary`: the SAE the store was built from; None for a store of neurons)."""
     kind = store.meta.get("kind")
@@ -113,7 +114,7 @@ def unit_records(store: FeatureStore, units: Sequence[int], model: Any, dictiona
     rng = np.random.default_rng(config.seed)
     plans = {unit: _plan(store, unit, config, rng) for unit in units}
     windows = sorted({w for plan in plans.values() for _, w, _ in plan[0] + plan[1]})
-    acts = _activations(store, model, dictionary, windows, units, config)  # window → [context, len(units)]
+    acts = _activations(store, model, dictionary, windows, units, config, progress)  # window → [context, len(units)]
     column = {unit: i for i, unit in enumerate(units)}
     maxima = store.features.set_index("feature")["max_activation"] if "max_activation" in store.features else None
     out = []
@@ -145,13 +146,14 @@ def _plan(store: FeatureStore, unit: int, config: RecordConfig,
 
 
 def _activations(store: FeatureStore, model: Any, dictionary: Dictionary, windows: list[int], units: list[int],
-                 config: RecordConfig) -> dict[int, np.ndarray]:
+                 config: RecordConfig, progress: bool) -> dict[int, np.ndarray]:
     """Each window's activations [context, len(units)] of the units."""
     hook, side = store.meta.get("hook"), store.meta.get("side", "output")
     if hook is None:
         raise InputError("this store does not record its hook; rebuild it with saekit.build_feature_store")
     out: dict[int, np.ndarray] = {}
-    for start in range(0, len(windows), config.batch_size):
+    starts = range(0, len(windows), config.batch_size)
+    for start in tqdm(starts, desc="excerpt activations", unit="batch", disable=not progress):
         chunk = windows[start : start + config.batch_size]
         with torch.no_grad():
             acts = window_activations(model, dictionary, store.windows(chunk), units, hook, side)
