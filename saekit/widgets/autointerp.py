@@ -42,12 +42,9 @@ def cost_html(cost: pd.DataFrame) -> str:
     """The estimate of `autointerp.estimate_cost` as an escaped table, with its total."""
     known = cost["dollars"].dropna()
     total = "unknown (a price is missing)" if len(known) < len(cost) else f"at most ${known.sum():,.4f}"
-    rows = "".join(
-        f"<tr><td>{H.escape(r.step)}</td><td>{H.escape(r.by)}</td><td>{r.prompts:,}</td><td>{r.input_tokens:,}</td>"
-        f"<td>{r.max_output_tokens:,}</td><td>{H.escape(r.method)}</td></tr>" for r in cost.itertuples())
-    return (f"<table class='saekit-cost'><tr><th>step</th><th>by</th><th>prompts</th><th>input tokens (est.)</th>"
-            f"<th>output tokens (max)</th><th>how</th></tr>{rows}</table><p>{int(cost.prompts.sum()):,} prompts; "
-            f"cost {H.escape(total)}</p>")
+    shown = cost[["step", "by", "prompts", "input_tokens", "max_output_tokens", "method"]].rename(
+        columns={"input_tokens": "input tokens (est.)", "max_output_tokens": "output tokens (max)", "method": "how"})
+    return H.table_html(shown) + f"<p>{int(cost.prompts.sum()):,} prompts; cost {H.escape(total)}</p>"
 
 
 def explanations_html(explanations: Sequence[A.Explanation], scores: pd.DataFrame | None = None,
@@ -58,13 +55,9 @@ def explanations_html(explanations: Sequence[A.Explanation], scores: pd.DataFram
         wide = scores.pivot_table(index=["unit", "basis"], columns="scorer", values="score").reset_index()
         table = table.merge(wide, on=["unit", "basis"], how="left")
         table = table.sort_values(wide.columns[-1], ascending=False)
-    score_columns = [c for c in table.columns if c not in ("unit", "basis", "explainer", "explanation")]
-    head = "".join(f"<th>{H.escape(c)}</th>" for c in ["unit", "basis", *score_columns, "explanation"])
-    rows = "".join(
-        f"<tr><td>{int(r['unit'])}</td><td>{H.escape(r['basis'])}</td>"
-        + "".join(f"<td>{r[c]:.2f}</td>" for c in score_columns)
-        + f"<td>{H.escape(r['explanation'])}</td></tr>" for _, r in table.head(limit).iterrows())
-    return f"<table class='saekit-explanations'><tr>{head}</tr>{rows}</table>"
+    columns = ["unit", "basis", *[c for c in table.columns if c not in ("unit", "basis", "explainer", "explanation")],
+               "explanation"]
+    return H.table_html(table[columns].head(limit), "{:.2f}")
 
 
 class AutointerpView(widgets.VBox):
