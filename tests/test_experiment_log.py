@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -66,7 +67,12 @@ def test_wandb_offline_run_holds_every_row_and_the_summary(tmp_path, monkeypatch
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     run = _run(tmp_path, log_to=("wandb",), run_name="offline-run")
     [log] = (tmp_path / "logs" / "wandb").glob("offline-run-*offline-run/run-offline-run.wandb")
+    deadline = time.monotonic() + 60  # W&B's service process writes the log on its own after run.finish()
     records = wandb_records(log)
+    while not any(r.WhichOneof("record_type") == "exit" for r in records):
+        assert time.monotonic() < deadline, "the W&B log never got its exit record"
+        time.sleep(0.2)
+        records = wandb_records(log)
 
     def items(entries):
         return {"/".join(e.nested_key) or e.key: json.loads(e.value_json) for e in entries}
